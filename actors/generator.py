@@ -1,0 +1,22 @@
+"""Generator actor: holds one inference engine (vLLM or transformers) for the whole run."""
+
+from __future__ import annotations
+
+import ray
+
+from selfplay.generation import make_generator
+
+
+@ray.remote
+class Generator:
+    def __init__(self, backend: str, model: str, tokenizer: str, cfg, dtype: str, seed: int):
+        self.engine = make_generator(backend, model, tokenizer, cfg, dtype, seed)
+
+    def generate(self, prompt_ids, n, temperature, top_p, max_new_tokens, seed):
+        return self.engine.generate(prompt_ids, n, temperature, top_p, max_new_tokens, seed)
+
+    def load_weights(self, weights) -> None:
+        self.engine.load_weights(weights)
+
+    def engine_starts(self) -> int:
+        return self.engine.engine_starts

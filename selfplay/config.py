@@ -1,0 +1,282 @@
+"""The run configuration: one structured schema, YAML presets, dotlist overrides.
+
+Every default lives here.  ``load_config(["smoke", "iter=2"])`` merges, in order,
+the schema, ``configs/<preset>.yaml`` and the ``key=value`` overrides, and rejects
+unknown keys and wrongly typed values before any work starts, naming the key and
+the closest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration problem found before any work: names the key at fault."""
+
+
+@dataclass
+class PolicyConfig:
+    # Hub name or local directory of a causal LM; None builds and uses the embedded world's policy.
+    model: Optional[str] = None
+    tokenizer: Optional[str] = None  # defaults to policy.model
+    dtype: str = "float32"
+
+
+@dataclass
+class DataConfig:
+    # Local .jsonl/.json/.parquet file, or a hub dataset name; None uses the embedded world's prompts.
+    prompts: Optional[str] = None
+    prompt_column: str = "prompt"
+    split: str = "train"
+    # Held-out prompts for evaluation; None holds out `eval_size` prompts from `prompts`.
+    eval_prompts: Optional[str] = None
+    eval_size: int = 64
+    prompts_per_iter: int = 128
+    system_prompt: Optional[str] = None
+
+
+@dataclass
+class GeneratorConfig:
+    backend: str = "vllm"  # vllm | hf
+    replicas: int = 1
+    k: int = 4  # responses per prompt
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 32
+    # vLLM engine settings (CPU defaults; raise gpu_memory_utilization on a GPU).
+    gpu_memory_utilization: float = 0.3
+    enforce_eager: bool = True
+    max_model_len: int = 512
+    batch_size: int = 256  # hf backend: prompts per generate() call
+    num_cpus: float = 0.0  # Ray resources per generator actor
+    num_gpus: float = 0.0
+
+
+@dataclass
+class ScorerConfig:
+    kind: str = "gpm"
+    # Directory or hub name of a GPM checkpoint (published layout); None uses the embedded world's GPM.
+    model: Optional[str] = None
+    tau: float = 0.1
+    batch_size: int = 64
+    num_cpus: float = 0.0
+    num_gpus: float = 0.0
+
+
+@dataclass
+class AlgoConfig:
+    name: str = "gpo"
+    beta: float = 5.0  # GPO: KL strength; targets are s_hat / beta (seed 004 eq. 5.7)
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    epochs: int = 2
+    batch_size: int = 64  # sequences per optimizer step
+    micro_batch_size: int = 64  # sequences per forward pass (gradient accumulation)
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
+    num_cpus: float = 0.0
+    num_gpus: float = 0.0
+
+
+@dataclass
+class EvalConfig:
+    prompts: int = 64  # held-out prompts per evaluation (at most data.eval_size)
+    samples: int = 2  # responses per prompt and policy; win rates average over samples x samples pairs
+    temperature: float = 1.0
+
+
+@dataclass
+class WorldConfig:
+    """The embedded world: tokenizer, tiny Llama policy, prompts, oracle and its GPM."""
+
+    cache_dir: str = "~/.cache/selfplay/world"
+    seed: int = 0
+    n_topics: int = 16
+    n_prompts: int = 1024
+    # policy size (head_dim = hidden / heads must be 64 for vLLM's CPU attention)
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 2
+    intermediate_size: int = 256
+    vocab_size: int = 1024
+    sft_steps: int = 300
+    sft_batch_size: int = 32
+    sft_lr: float = 3e-3
+    # the GPM scorer trained on oracle-labelled pairs
+    gpm_k: int = 2
+    gpm_pairs: int = 6000
+    gpm_steps: int = 400
+    gpm_batch_size: int = 32
+    gpm_lr: float = 2e-3
+
+
+@dataclass
+class RunSettings:
+    dir: str = "runs/default"
+    seed: int = 0
+    resume: bool = False
+    # Ray: None connects to RAY_ADDRESS / a running cluster if any, else starts a local one.
+    ray_address: Optional[str] = None
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    iter: int = 3
+    run: RunSettings = field(default_factory=RunSettings)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
+
+
+GENERATOR_BACKENDS = ("vllm", "hf")
+SCORER_KINDS = ("gpm",)
+
+
+def presets() -> dict[str, str]:
+    """Preset name -> its first comment line (the command that runs it)."""
+    out = {}
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        first = path.read_text().splitlines()[:1]
+        out[path.stem] = first[0].lstrip("# ").strip() if first else ""
+    return out
+
+
+def _all_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            full = f"{prefix}{k}"
+            keys.append(full)
+            keys.extend(_all_keys(node._get_node(k), full + "."))
+    return keys
+
+
+def _suggest(key: str, schema: DictConfig) -> str:
+    candidates = _all_keys(schema)
+    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    if not match:  # compare the last component, e.g. "generator.kk" -> "generator.k"
+        leaf = key.rsplit(".", 1)[-1]
+        by_leaf = {c.rsplit(".", 1)[-1]: c for c in candidates}
+        leaf_match = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.5)
+        match = [by_leaf[leaf_match[0]]] if leaf_match else []
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _merge(schema: DictConfig, other: DictConfig, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(schema, other)
+    except (ConfigKeyError, ConfigAttributeError) as e:
+        key = e.full_key or str(e.key)
+        raise ConfigError(f"unknown config key '{key}' (from {source}){_suggest(key, schema)}") from None
+    except ValidationError as e:
+        raise ConfigError(f"bad value for '{e.full_key}' (from {source}): {e.msg}") from None
+
+
+def load_config(args: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Schema <- optional preset (first arg without '=') <- key=value overrides; validated."""
+    schema = OmegaConf.structured(Config)
+    preset = None
+    overrides = []
+    for a in args:
+        if "=" in a:
+            overrides.append(a)
+        elif preset is None:
+            preset = a
+        else:
+            raise ConfigError(f"unexpected argument '{a}': give one preset name, then key=value overrides")
+    cfg = schema
+    if preset is not None:
+        path = CONFIG_DIR / f"{preset}.yaml"
+        if not path.exists():
+            names = list(presets())
+            close = difflib.get_close_matches(preset, names, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown preset '{preset}' (presets: {', '.join(names)}){hint}")
+        cfg = _merge(cfg, OmegaConf.load(path), f"configs/{preset}.yaml")
+    if overrides:
+        try:
+            dot = OmegaConf.from_dotlist(overrides)
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"cannot parse overrides {overrides}: {e}") from None
+        cfg = _merge(cfg, dot, "command line")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks no type can express; each message names the key."""
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    need(cfg.iter >= 1, f"iter must be >= 1, got {cfg.iter}")
+    need(cfg.generator.k >= 2, f"generator.k must be >= 2 (self-play compares responses), got {cfg.generator.k}")
+    need(cfg.generator.backend in GENERATOR_BACKENDS,
+         f"generator.backend must be one of {GENERATOR_BACKENDS}, got '{cfg.generator.backend}'")
+    need(cfg.generator.replicas >= 1, f"generator.replicas must be >= 1, got {cfg.generator.replicas}")
+    need(cfg.generator.max_new_tokens >= 1, "generator.max_new_tokens must be >= 1")
+    need(cfg.generator.temperature >= 0, "generator.temperature must be >= 0")
+    need(cfg.scorer.kind in SCORER_KINDS, f"scorer.kind must be one of {SCORER_KINDS}, got '{cfg.scorer.kind}'")
+    need(cfg.scorer.tau > 0, f"scorer.tau must be > 0, got {cfg.scorer.tau}")
+    need(cfg.algo.beta > 0, f"algo.beta must be > 0, got {cfg.algo.beta}")
+    need(cfg.data.prompts_per_iter >= 1, "data.prompts_per_iter must be >= 1")
+    need(cfg.data.eval_size >= 1, "data.eval_size must be >= 1")
+    need(1 <= cfg.eval.prompts, "eval.prompts must be >= 1")
+    need(cfg.eval.samples >= 1, "eval.samples must be >= 1")
+    need(cfg.train.epochs >= 1, "train.epochs must be >= 1")
+    need(cfg.train.batch_size >= 1 and cfg.train.micro_batch_size >= 1, "train.batch_size and train.micro_batch_size must be >= 1")
+    need(cfg.train.batch_size % cfg.train.micro_batch_size == 0,
+         f"train.batch_size ({cfg.train.batch_size}) must be a multiple of train.micro_batch_size ({cfg.train.micro_batch_size})")
+    need(cfg.train.mixed_precision in ("no", "bf16", "fp16"), "train.mixed_precision must be no, bf16 or fp16")
+    need(cfg.world.hidden_size % cfg.world.num_heads == 0, "world.hidden_size must be divisible by world.num_heads")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def help_text() -> str:
+    lines = [
+        "usage: python -m selfplay.run [PRESET] [key=value ...]",
+        "",
+        "Runs iterative self-play alignment. Without policy.model / data.prompts it uses the",
+        "embedded world (built once and cached). The resolved config is saved as RUN_DIR/config.yaml.",
+        "",
+        "presets (configs/*.yaml):",
+    ]
+    for name, cmd in presets().items():
+        lines.append(f"  {name:<12} {cmd}")
+    lines += ["", "main keys (defaults):"]
+    main = ["iter", "run.dir", "run.seed", "run.resume", "policy.model", "data.prompts", "data.prompt_column",
+            "data.prompts_per_iter", "generator.backend", "generator.replicas", "generator.k", "generator.temperature",
+            "generator.max_new_tokens", "scorer.kind", "scorer.model", "scorer.tau", "algo.name", "algo.beta",
+            "train.lr", "train.epochs", "train.batch_size", "eval.prompts", "eval.samples"]
+    schema = OmegaConf.structured(Config)
+    for key in main:
+        lines.append(f"  {key}={OmegaConf.select(schema, key)}")
+    lines += ["", "every key: see selfplay/config.py"]
+    return "\n".join(lines)
+
+
+def is_listlike(x: Any) -> bool:
+    return isinstance(x, (list, tuple, ListConfig))

@@ -1,0 +1,201 @@
+"""Prompt loading, validation and the per-iteration prompt schedule.
+
+Every prompt is normalised to a list of chat messages ending with a user turn, so
+the rest of the pipeline never deals with raw strings or half-valid rows.  Errors
+name the source and the 0-based row index (plus the line number for ``.jsonl``),
+so a bad row in a large file can be found directly.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any, Iterable
+
+Messages = list[dict[str, str]]
+
+ROLES = ("system", "user", "assistant")
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+class DataError(ValueError):
+    """A prompt source that cannot be used: names the source and, for a bad row, the row."""
+
+
+def load_prompts(source: str, column: str = "prompt", split: str = "train") -> list[Messages]:
+    """Load and validate the prompts in ``source``.
+
+    ``source`` is a local ``.jsonl``, ``.json`` (a JSON list of objects) or
+    ``.parquet`` file, a local directory of such files, or else a Hugging Face hub
+    dataset name.  ``split`` selects the split of a directory or hub dataset; a
+    single file is one split.  Each row's ``column`` holds either a non-empty
+    string (one user turn) or a list of chat messages whose last turn is the user's.
+    """
+    path = Path(source).expanduser()
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".jsonl":
+            rows = _read_jsonl(path)
+        elif suffix == ".json":
+            rows = _read_json_list(path)
+        elif suffix == ".parquet":
+            rows = _load_with_datasets(source, "parquet", data_files=str(path), split="train")
+        else:
+            raise DataError(f"{source}: unsupported file type {suffix!r}; expected one of {', '.join(DATA_SUFFIXES)}")
+    elif path.is_dir():
+        rows = _load_with_datasets(source, str(path), split=split)
+    else:
+        rows = _load_from_hub(source, split)
+    return _parse_rows(source, rows, column)
+
+
+def _read_jsonl(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
+    """Yield ``(row label, object)`` for each non-blank line of a JSON-lines file."""
+    row = 0
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}: row {row} (line {line_no})"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: invalid JSON: {e.msg}") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            yield where, obj
+            row += 1
+
+
+def _read_json_list(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """Read a ``.json`` file holding a list of objects as ``(row label, object)`` pairs."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from None
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
+    rows = []
+    for i, obj in enumerate(data):
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}: row {i}: expected a JSON object, got {type(obj).__name__}")
+        rows.append((f"{path}: row {i}", obj))
+    return rows
+
+
+def _load_with_datasets(source: str, *args: Any, **kwargs: Any) -> list[tuple[str, dict[str, Any]]]:
+    """Load local data with ``datasets.load_dataset``, turning its failures into DataError."""
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(*args, **kwargs)
+    except Exception as e:  # datasets raises many unrelated types for unreadable data
+        raise DataError(f"{source}: could not load data: {_brief(e)}") from e
+    return [(f"{source}: row {i}", row) for i, row in enumerate(dataset)]
+
+
+def _load_from_hub(source: str, split: str) -> list[tuple[str, dict[str, Any]]]:
+    """Load split ``split`` of the hub dataset ``source``."""
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(source, split=split)
+    except Exception as e:
+        raise DataError(
+            f"{source}: neither an existing local file/directory nor loadable from the Hugging Face hub "
+            f"(split {split!r}): {_brief(e)}"
+        ) from e
+    return [(f"{source}: row {i}", row) for i, row in enumerate(dataset)]
+
+
+def _brief(error: Exception, limit: int = 300) -> str:
+    text = f"{type(error).__name__}: {error}".strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _parse_rows(source: str, rows: Iterable[tuple[str, dict[str, Any]]], column: str) -> list[Messages]:
+    prompts = [_parse_prompt(where, row, column) for where, row in rows]
+    if not prompts:
+        raise DataError(f"{source} has no prompt rows")
+    return prompts
+
+
+def _parse_prompt(where: str, row: dict[str, Any], column: str) -> Messages:
+    """Normalise one row's prompt to chat messages, or raise DataError naming the row."""
+    if column not in row:
+        raise DataError(f"{where}: no column {column!r}; columns are {sorted(row)}")
+    value = row[column]
+    if value is None:
+        raise DataError(f"{where}: column {column!r} is null")
+    if isinstance(value, str):
+        if not value.strip():
+            raise DataError(f"{where}: column {column!r} is an empty string")
+        return [{"role": "user", "content": value}]
+    if not isinstance(value, list):
+        raise DataError(
+            f"{where}: column {column!r} must be a string or a list of chat messages, got {type(value).__name__}"
+        )
+    if not value:
+        raise DataError(f"{where}: column {column!r} is an empty message list")
+    messages = [_parse_message(f"{where}: message {j}", m) for j, m in enumerate(value)]
+    if messages[-1]["role"] != "user":
+        raise DataError(f"{where}: the last message must have role 'user', got {messages[-1]['role']!r}")
+    return messages
+
+
+def _parse_message(where: str, message: Any) -> dict[str, str]:
+    if not isinstance(message, dict):
+        raise DataError(f"{where}: expected a dict with 'role' and 'content', got {type(message).__name__}")
+    role, content = message.get("role"), message.get("content")
+    if role not in ROLES:
+        raise DataError(f"{where}: role must be one of {', '.join(ROLES)}, got {role!r}")
+    if not isinstance(content, str) or not content.strip():
+        raise DataError(f"{where}: content must be a non-empty string, got {content!r}")
+    # Keep only role/content: parquet fills keys absent from some messages with None.
+    return {"role": role, "content": content}
+
+
+def add_system_prompt(prompts: list[Messages], system: str | None) -> list[Messages]:
+    """Return copies of ``prompts`` with ``system`` prepended to those lacking a system message."""
+    if system is None:
+        return [list(p) for p in prompts]
+    return [list(p) if p and p[0]["role"] == "system" else [{"role": "system", "content": system}, *p] for p in prompts]
+
+
+def split_prompts(prompts: list[Messages], eval_size: int, seed: int) -> tuple[list[Messages], list[Messages]]:
+    """Shuffle deterministically with ``seed`` and hold out the last ``eval_size`` as ``(train, eval)``."""
+    if eval_size < 0:
+        raise DataError(f"eval_size must be >= 0, got {eval_size}")
+    if len(prompts) < eval_size + 1:
+        raise DataError(
+            f"need at least eval_size + 1 = {eval_size + 1} prompts to hold out {eval_size} for evaluation, "
+            f"got {len(prompts)}"
+        )
+    shuffled = list(prompts)
+    random.Random(seed).shuffle(shuffled)
+    cut = len(shuffled) - eval_size
+    return shuffled[:cut], shuffled[cut:]
+
+
+def iteration_prompts(train: list[Messages], iteration: int, per_iter: int) -> list[Messages]:
+    """The prompts for 1-based ``iteration``: consecutive disjoint chunks of ``train``.
+
+    Iteration t takes the ``per_iter`` prompts starting at position
+    ``(t - 1) * per_iter``, wrapping cyclically past the end of ``train``.  So
+    successive iterations use disjoint prompt subsets while ``train`` lasts, and
+    then cycle through it again; iteration t+1 shares no prompt with iteration t
+    unless ``per_iter > len(train) / 2``.  With ``per_iter >= len(train)`` every
+    iteration uses all of ``train``.
+    """
+    if iteration < 1:
+        raise ValueError(f"iteration is 1-based, got {iteration}")
+    if per_iter < 1:
+        raise ValueError(f"per_iter must be >= 1, got {per_iter}")
+    if not train:
+        raise DataError("no training prompts")
+    n = len(train)
+    if per_iter >= n:
+        return list(train)
+    start = (iteration - 1) * per_iter % n
+    return [train[(start + i) % n] for i in range(per_iter)]

@@ -1,0 +1,156 @@
+"""Entry point: ``python -m selfplay.run [preset] key=value ...`` (see --help).
+
+A recipe that reads top to bottom: resolve the config, resolve the models and
+prompts (building the embedded world if none are named), prepare the run
+directory, start the actors, run the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from selfplay.config import ConfigError, help_text, load_config, to_yaml
+
+log = logging.getLogger("selfplay")
+
+
+class RunError(RuntimeError):
+    """A problem with the run directory or the named resources, found before any work."""
+
+
+def resolve_sources(cfg: DictConfig):
+    """Fill policy/scorer/prompt sources from the embedded world where none is named.
+
+    Returns the oracle judge when the embedded world supplies the prompts, else None.
+    """
+    if cfg.policy.model is None or cfg.scorer.model is None or cfg.data.prompts is None:
+        if cfg.policy.model is not None and cfg.scorer.model is None:
+            raise RunError("scorer.model is required with policy.model: the embedded world's GPM only judges its own policy")
+        from selfplay.world.build import get_world
+
+        world = get_world(cfg.world)
+        cfg.policy.model = cfg.policy.model or world.policy
+        cfg.scorer.model = cfg.scorer.model or world.gpm
+        if cfg.data.prompts is None:
+            cfg.data.prompts = world.prompts
+            from selfplay.world.oracle import preference_matrix
+
+            return preference_matrix
+    return None
+
+
+def load_prompt_splits(cfg: DictConfig, tokenizer):
+    from selfplay.data import add_system_prompt, load_prompts, split_prompts
+    from selfplay.loop import Prompts
+    from selfplay.modeling import encode_prompt
+
+    d = cfg.data
+    prompts = add_system_prompt(load_prompts(d.prompts, d.prompt_column, d.split), d.system_prompt)
+    if d.eval_prompts is None:
+        train, held_out = split_prompts(prompts, d.eval_size, cfg.run.seed)
+    else:
+        train, held_out = prompts, add_system_prompt(load_prompts(d.eval_prompts, d.prompt_column, d.split), d.system_prompt)
+    return Prompts(train, [encode_prompt(tokenizer, p) for p in train],
+                   held_out, [encode_prompt(tokenizer, p) for p in held_out])
+
+
+def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int]:
+    """Create or reopen the run directory; returns it and the last complete iteration."""
+    from selfplay.checkpoint import atomic_write_text, clean_incomplete, last_complete_iteration, read_metrics
+
+    run_dir = Path(cfg.run.dir).expanduser().resolve()
+    saved = run_dir / "config.yaml"
+    if not cfg.run.resume:
+        if saved.exists() or read_metrics(run_dir):
+            raise RunError(f"{run_dir} already holds a run; pass run.resume=true to continue it, or choose another run.dir")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(saved, to_yaml(cfg))
+        return run_dir, 0
+    if not saved.exists():
+        raise RunError(f"run.resume=true but {saved} does not exist: nothing to resume")
+    before = OmegaConf.load(saved)
+    differing = [k for k in ("policy", "data", "generator", "scorer", "algo", "train", "eval", "world")
+                 if OmegaConf.to_container(before[k]) != OmegaConf.to_container(cfg[k])]
+    differing += ["run.seed"] * (before.run.seed != cfg.run.seed)
+    if differing:
+        raise RunError(f"run.resume=true with settings that differ from {saved}: {', '.join(differing)}")
+    last = last_complete_iteration(run_dir)
+    for p in clean_incomplete(run_dir, last):
+        log.info("removed incomplete %s", p)
+    atomic_write_text(saved, to_yaml(cfg))
+    return run_dir, last
+
+
+def start_workers(cfg: DictConfig, policy: str):
+    import ray
+
+    from actors.generator import Generator
+    from actors.learner import Learner
+    from actors.scorer import Scorer
+    from selfplay.loop import Workers
+
+    threads = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}  # num_cpus=0 actors would get 1 thread
+    g, s, t = cfg.generator, cfg.scorer, cfg.train
+    generators = [
+        Generator.options(num_cpus=g.num_cpus, num_gpus=g.num_gpus, runtime_env={"env_vars": threads}).remote(
+            g.backend, policy, policy, g, cfg.policy.dtype, cfg.run.seed)
+        for _ in range(g.replicas)
+    ]
+    device = "cuda" if s.num_gpus > 0 else "cpu"
+    scorer = Scorer.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, runtime_env={"env_vars": threads}).remote(
+        s.kind, cfg.scorer.model, s.tau, s.batch_size, device)
+    learner = Learner.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, runtime_env={"env_vars": threads}).remote(
+        policy, policy, cfg.policy.dtype, t, cfg.algo, cfg.run.seed)
+    ray.get([a.__ray_ready__.remote() for a in [*generators, scorer, learner]])  # surface start-up errors now
+    return Workers(generators, scorer, learner)
+
+
+def main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(help_text())
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        cfg = load_config(argv)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+
+    import ray
+
+    from selfplay.checkpoint import iteration_dir
+    from selfplay.data import DataError
+    from selfplay.loop import selfplay
+    from selfplay.modeling import ModelLoadError, load_tokenizer
+
+    try:
+        oracle = resolve_sources(cfg)
+        tokenizer = load_tokenizer(cfg.policy.tokenizer or cfg.policy.model)
+        prompts = load_prompt_splits(cfg, tokenizer)
+        run_dir, last = prepare_run_dir(cfg)
+    except (RunError, DataError, ModelLoadError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if last >= cfg.iter:
+        print(f"{run_dir}: all {cfg.iter} iterations are complete")
+        return 0
+    policy = str(iteration_dir(run_dir, last)) if last else cfg.policy.model
+    log.info("run dir %s; starting at iteration %d of %d from %s", run_dir, last + 1, cfg.iter, policy)
+
+    ray.init(address=cfg.run.ray_address, ignore_reinit_error=True, include_dashboard=False)
+    try:
+        workers = start_workers(cfg, policy)
+        selfplay(cfg, workers, prompts, run_dir, last, oracle)
+    finally:
+        ray.shutdown()
+    print(f"done: {run_dir}/metrics.jsonl")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

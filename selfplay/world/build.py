@@ -1,0 +1,202 @@
+"""Build (once) and cache the embedded world: tokenizer, SFT policy, prompts, GPM scorer.
+
+Everything is written as ordinary Hugging Face directories, so the run loads the
+world through exactly the code that loads a user's model and data:
+
+    <cache>/<key>/tokenizer/   trained with `tokenizers`, with a chat template
+    <cache>/<key>/policy/      a tiny Llama after a short SFT warm start (+ tokenizer)
+    <cache>/<key>/gpm/         a GPM trained on oracle-labelled pairs (+ tokenizer)
+    <cache>/<key>/prompts.jsonl
+    <cache>/<key>/world.json   settings, timings, GPM held-out accuracy
+
+The key hashes the world settings, so changing one builds a new world.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from selfplay.checkpoint import atomic_dir, atomic_write_json
+from selfplay.modeling import encode_exchange, load_tokenizer, pad_sequences, response_batch, encode_prompt
+from selfplay.models.gpm import GPM
+from selfplay.preference_training import PreferencePair, pair_accuracy, train_gpm
+from selfplay.world import corpus, oracle
+
+log = logging.getLogger(__name__)
+
+WORLD_VERSION = 1
+SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "<|end|>"}
+ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class World:
+    root: Path
+    policy: str
+    tokenizer: str
+    gpm: str
+    prompts: str
+
+    @classmethod
+    def at(cls, root: Path) -> "World":
+        return cls(root, str(root / "policy"), str(root / "tokenizer"), str(root / "gpm"), str(root / "prompts.jsonl"))
+
+
+def world_key(cfg: DictConfig) -> str:
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    settings.pop("cache_dir", None)
+    blob = json.dumps({"version": WORLD_VERSION, **settings}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def get_world(cfg: DictConfig) -> World:
+    """The cached world for these settings, built first if absent."""
+    root = Path(cfg.cache_dir).expanduser() / world_key(cfg)
+    if (root / "world.json").exists():
+        return World.at(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    log.info("building the embedded world in %s (once; cached)", root)
+    with atomic_dir(root) as tmp:
+        build_world(cfg, tmp)
+    return World.at(root)
+
+
+def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = [SPECIAL["pad"], SPECIAL["bos"], SPECIAL["eos"], *ROLE_TOKENS]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=SPECIAL["pad"],
+        bos_token=SPECIAL["bos"],
+        eos_token=SPECIAL["eos"],
+        additional_special_tokens=ROLE_TOKENS,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def _as_messages(prompt: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}]
+
+
+def sft(model: LlamaForCausalLM, tokenizer, prompts: list[str], cfg: DictConfig, rng: random.Random) -> list[float]:
+    """Next-token loss on (prompt -> sampled response) with the prompt masked."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.sft_lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * (1 - s / cfg.sft_steps))
+    model.train()
+    losses = []
+    for _ in range(cfg.sft_steps):
+        batch = [rng.choice(prompts) for _ in range(cfg.sft_batch_size)]
+        p_ids = [encode_prompt(tokenizer, _as_messages(p)) for p in batch]
+        r_ids = [tokenizer(corpus.sample_response(p, rng), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+                 for p in batch]
+        ids, attn, mask = response_batch(p_ids, r_ids, tokenizer.pad_token_id)
+        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        loss = (nll * mask[:, 1:]).sum() / mask[:, 1:].sum()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+def labelled_pairs(prompts: list[str], n: int, rng: random.Random) -> list[PreferencePair]:
+    """n pairs of sampled responses, the oracle's preferred one as chosen (near-ties dropped)."""
+    pairs = []
+    while len(pairs) < n:
+        p = rng.choice(prompts)
+        a, b = corpus.sample_response(p, rng), corpus.sample_response(p, rng)
+        s = oracle.preference_logit(oracle.judge(p, a), oracle.judge(p, b))
+        if abs(s) < 0.25:
+            continue
+        pairs.append(PreferencePair(_as_messages(p), a, b) if s > 0 else PreferencePair(_as_messages(p), b, a))
+    return pairs
+
+
+def build_world(cfg: DictConfig, root: Path) -> None:
+    t0 = time.perf_counter()
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    timings = {}
+
+    prompts = corpus.make_prompts(cfg.n_prompts, rng)
+    with open(root / "prompts.jsonl", "w") as f:
+        for p in prompts:
+            f.write(json.dumps({"prompt": p}) + "\n")
+
+    texts = prompts + [corpus.sample_response(rng.choice(prompts), rng) for _ in range(4000)] + corpus.vocabulary_text()
+    tokenizer = train_tokenizer(texts, cfg.vocab_size)
+    tokenizer.save_pretrained(root / "tokenizer")
+    tokenizer = load_tokenizer(str(root / "tokenizer"))
+    timings["tokenizer_s"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    policy = LlamaForCausalLM(config)
+    sft_losses = sft(policy, tokenizer, prompts, cfg, rng)
+    policy.generation_config.eos_token_id = tokenizer.eos_token_id
+    policy.generation_config.pad_token_id = tokenizer.pad_token_id
+    policy.save_pretrained(root / "policy")
+    tokenizer.save_pretrained(root / "policy")
+    timings["sft_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    pairs = labelled_pairs(prompts, cfg.gpm_pairs, rng)
+    held_out = labelled_pairs(prompts, 500, rng)
+    backbone = AutoModel.from_config(config)
+    backbone.load_state_dict(policy.model.state_dict())  # a reward model starts from the SFT policy
+    gpm = GPM(backbone, k=cfg.gpm_k, gate=True, tau=0.1)
+    gpm_losses = train_gpm(gpm, tokenizer, pairs, cfg.gpm_steps, cfg.gpm_batch_size, cfg.gpm_lr, cfg.seed)
+    accuracy = pair_accuracy(gpm, tokenizer, held_out)
+    gpm.save_pretrained(root / "gpm")
+    tokenizer.save_pretrained(root / "gpm")
+    timings["gpm_s"] = time.perf_counter() - t
+
+    timings["total_s"] = time.perf_counter() - t0
+    info = {
+        "version": WORLD_VERSION,
+        "settings": OmegaConf.to_container(cfg, resolve=True),
+        "timings": timings,
+        "sft_loss_first_last": [sft_losses[0], sft_losses[-1]],
+        "gpm_loss_first_last": [gpm_losses[0], gpm_losses[-1]],
+        "gpm_heldout_accuracy": accuracy,
+    }
+    atomic_write_json(root / "world.json", info)
+    log.info("world built in %.1fs: %s", timings["total_s"], json.dumps(info["timings"]))

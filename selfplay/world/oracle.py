@@ -1,0 +1,108 @@
+"""The embedded world's ground truth: topics, vocabulary and the oracle judge.
+
+A prompt asks about one or two topics.  A response is a short sentence of words.
+The oracle reads both as plain text and scores three attributes:
+
+- helpfulness: the share of the prompt's topic words the response mentions, minus a
+  penalty for the share of words that are off-topic (filler or other topics' words);
+- verbosity: the number of words, scaled to [0, 1] by ``MAX_WORDS``;
+- tone: the response's first word, one of ``TONES``, compared cyclically
+  (rock-paper-scissors: sure > well > hmm > sure), so no scalar reward can
+  represent the oracle's preferences (a Bradley-Terry model cannot fit them).
+
+The oracle's preference log-odds are
+``s(y_i > y_j | x) = HELP_WEIGHT (help_i - help_j) + TONE_WEIGHT cyc(tone_i, tone_j)``
+and ``P(y_i > y_j | x) = sigmoid(s)``.  Verbosity is reported, not rewarded:
+a policy that just talks longer does not win, which makes the oracle a
+reward-hacking detector for length.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+TOPICS: dict[str, tuple[str, ...]] = {
+    "apples": ("red", "sweet", "orchard", "crisp", "juice", "tree"),
+    "rivers": ("water", "flow", "bank", "delta", "fish", "current"),
+    "robots": ("metal", "sensor", "motor", "circuit", "program", "arm"),
+    "music": ("melody", "rhythm", "guitar", "song", "chord", "drum"),
+    "oceans": ("wave", "salt", "tide", "coral", "whale", "deep"),
+    "bread": ("flour", "yeast", "oven", "crust", "dough", "bake"),
+    "stars": ("light", "galaxy", "bright", "orbit", "gas", "night"),
+    "chess": ("king", "pawn", "board", "knight", "move", "check"),
+    "forests": ("pine", "moss", "leaf", "trail", "bark", "shade"),
+    "trains": ("rail", "station", "engine", "track", "ticket", "steam"),
+    "coffee": ("bean", "roast", "brew", "cup", "aroma", "espresso"),
+    "winter": ("snow", "cold", "ice", "frost", "scarf", "sled"),
+    "cities": ("street", "tower", "traffic", "park", "crowd", "bridge"),
+    "birds": ("feather", "nest", "wing", "beak", "flock", "egg"),
+    "volcanoes": ("lava", "ash", "crater", "magma", "erupt", "rock"),
+    "gardens": ("flower", "soil", "seed", "bloom", "weed", "hose"),
+}
+FILLER: tuple[str, ...] = (
+    "thing", "stuff", "maybe", "random", "basically", "whatever", "kind", "sort", "actually", "okay",
+    "like", "just", "really", "very", "so", "um", "yeah", "anyway", "perhaps", "somehow",
+)
+TONES: tuple[str, ...] = ("sure", "well", "hmm")
+TEMPLATES: tuple[str, ...] = (
+    "Tell me about {}.",
+    "What do you know about {}?",
+    "Describe {} please.",
+    "Explain {} briefly.",
+    "Give me facts on {}.",
+    "Talk about {}.",
+)
+MAX_WORDS = 16
+HELP_WEIGHT = 6.0
+TONE_WEIGHT = 1.0
+OFF_TOPIC_PENALTY = 0.5
+
+_WORD = re.compile(r"[a-z]+")
+
+
+@dataclass(frozen=True)
+class Judgement:
+    helpfulness: float
+    verbosity: float
+    tone: str  # one of TONES, or "" when the response does not open with one
+
+
+def prompt_topics(prompt: str) -> list[str]:
+    """The topics a prompt asks about, in order of appearance."""
+    words = _WORD.findall(prompt.lower())
+    return [w for w in words if w in TOPICS]
+
+
+def judge(prompt: str, response: str) -> Judgement:
+    topics = prompt_topics(prompt)
+    wanted = {w for t in topics for w in TOPICS[t]}
+    words = _WORD.findall(response.lower())
+    tone = words[0] if words and words[0] in TONES else ""
+    content = words[1:] if tone else words
+    coverage = len(wanted & set(content)) / len(wanted) if wanted else 0.0
+    off_topic = sum(w not in wanted for w in content) / len(content) if content else 1.0
+    return Judgement(
+        helpfulness=coverage - OFF_TOPIC_PENALTY * off_topic,
+        verbosity=min(len(words), MAX_WORDS) / MAX_WORDS,
+        tone=tone,
+    )
+
+
+def tone_cycle(a: str, b: str) -> int:
+    """+1 if tone a beats tone b in the cycle sure > well > hmm > sure, -1 if it loses, 0 otherwise."""
+    if a not in TONES or b not in TONES or a == b:
+        return 0
+    return 1 if (TONES.index(a) + 1) % len(TONES) == TONES.index(b) else -1
+
+
+def preference_logit(a: Judgement, b: Judgement) -> float:
+    """s(a > b | x): skew-symmetric oracle log-odds."""
+    return HELP_WEIGHT * (a.helpfulness - b.helpfulness) + TONE_WEIGHT * tone_cycle(a.tone, b.tone)
+
+
+def preference_matrix(prompt: str, responses: list[str]) -> list[list[float]]:
+    """P[i][j] = P(y_i > y_j | x) under the oracle (diagonal 0.5)."""
+    js = [judge(prompt, r) for r in responses]
+    return [[1.0 / (1.0 + math.exp(-preference_logit(a, b))) for b in js] for a in js]
