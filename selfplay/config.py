@@ -75,7 +75,7 @@ class ScorerConfig:
 @dataclass
 class AlgoConfig:
     name: str = "gpo"
-    beta: float = 5.0  # GPO: KL strength; targets are s_hat / beta (seed 004 eq. 5.7)
+    beta: float = 2.0  # GPO: KL strength; targets are s_hat / beta (seed 004 eq. 5.7)
 
 
 @dataclass
@@ -94,7 +94,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     prompts: int = 64  # held-out prompts per evaluation (at most data.eval_size)
-    samples: int = 2  # responses per prompt and policy; win rates average over samples x samples pairs
+    samples: int = 4  # responses per prompt and policy; win rates average over samples x samples pairs
     temperature: float = 1.0
 
 

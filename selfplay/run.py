@@ -142,12 +142,19 @@ def main(argv: list[str]) -> int:
     policy = str(iteration_dir(run_dir, last)) if last else cfg.policy.model
     log.info("run dir %s; starting at iteration %d of %d from %s", run_dir, last + 1, cfg.iter, policy)
 
-    ray.init(address=cfg.run.ray_address, ignore_reinit_error=True, include_dashboard=False)
+    owns_ray = not ray.is_initialized()  # a caller's (e.g. a test's) cluster is left running
+    if owns_ray:
+        ray.init(address=cfg.run.ray_address, include_dashboard=False)
+    workers = None
     try:
         workers = start_workers(cfg, policy)
         selfplay(cfg, workers, prompts, run_dir, last, oracle)
     finally:
-        ray.shutdown()
+        if owns_ray:
+            ray.shutdown()
+        elif workers is not None:
+            for actor in [*workers.generators, workers.scorer, workers.learner]:
+                ray.kill(actor)
     print(f"done: {run_dir}/metrics.jsonl")
     return 0
 
