@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from selfplay.data import read_jsonl
+
 METRICS_FILE = "metrics.jsonl"
 EVAL_DIR = "eval"
 TMP_MARKER = ".tmp-"
@@ -135,18 +137,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return []
-    records = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {line_no}: invalid JSON: {e.msg}") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}: line {line_no}: expected a JSON object, got {type(record).__name__}")
-        records.append(record)
-    return records
+    return [record for _, record in read_jsonl(path)]
 
 
 def _check_contiguous(run_dir: Path, records: list[dict[str, Any]]) -> None:

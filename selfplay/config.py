@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -238,6 +238,9 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.generator.temperature >= 0, "generator.temperature must be >= 0")
     need(cfg.scorer.kind in SCORER_KINDS, f"scorer.kind must be one of {SCORER_KINDS}, got '{cfg.scorer.kind}'")
     need(cfg.scorer.tau > 0, f"scorer.tau must be > 0, got {cfg.scorer.tau}")
+    from selfplay.algorithms import ALGORITHMS  # the registry imports torch: only when validating
+
+    need(cfg.algo.name in ALGORITHMS, f"algo.name must be one of {tuple(ALGORITHMS)}, got '{cfg.algo.name}'")
     need(cfg.algo.beta > 0, f"algo.beta must be > 0, got {cfg.algo.beta}")
     need(cfg.data.prompts_per_iter >= 1, "data.prompts_per_iter must be >= 1")
     need(cfg.data.eval_size >= 1, "data.eval_size must be >= 1")
@@ -277,6 +280,3 @@ def help_text() -> str:
     lines += ["", "every key: see selfplay/config.py"]
     return "\n".join(lines)
 
-
-def is_listlike(x: Any) -> bool:
-    return isinstance(x, (list, tuple, ListConfig))

@@ -36,7 +36,7 @@ def load_prompts(source: str, column: str = "prompt", split: str = "train") -> l
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".jsonl":
-            rows = _read_jsonl(path)
+            rows = read_jsonl(path)
         elif suffix == ".json":
             rows = _read_json_list(path)
         elif suffix == ".parquet":
@@ -50,8 +50,11 @@ def load_prompts(source: str, column: str = "prompt", split: str = "train") -> l
     return _parse_rows(source, rows, column)
 
 
-def _read_jsonl(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
-    """Yield ``(row label, object)`` for each non-blank line of a JSON-lines file."""
+def read_jsonl(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
+    """Yield ``(row label, object)`` for each non-blank line of a JSON-lines file.
+
+    The label reads ``<path>: row R (line L)``; a line that is not a JSON object raises DataError.
+    """
     row = 0
     with path.open(encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):

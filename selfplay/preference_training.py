@@ -11,6 +11,7 @@ from transformers import PreTrainedTokenizerBase
 
 from selfplay.modeling import Messages, encode_exchange, pad_sequences
 from selfplay.models.gpm import GPM, pair_scores
+from selfplay.optim import minimize
 
 
 @dataclass
@@ -60,21 +61,12 @@ def train_gpm(
     """AdamW with linear decay over `steps` minibatches drawn with `seed`; returns the loss per step."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    gpm.train()
-    opt = torch.optim.AdamW(gpm.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - s / max(steps, 1))
-    losses = []
-    for _ in range(steps):
+
+    def step_loss(_: int) -> torch.Tensor:
         batch = rng.sample(pairs, min(batch_size, len(pairs)))
-        loss = gpm_pair_loss(chosen_scores(gpm, tokenizer, batch), gpm.tau).mean()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(gpm.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    gpm.eval()
-    return losses
+        return gpm_pair_loss(chosen_scores(gpm, tokenizer, batch), gpm.tau).mean()
+
+    return minimize(gpm, step_loss, steps, lr, schedule=lambda s: 1.0 - s / max(steps, 1))
 
 
 @torch.no_grad()

@@ -118,7 +118,7 @@ def test_non_finite_metrics_rejected(tmp_path: Path, record: dict, key: str) -> 
 
 def test_malformed_metrics_line_named(tmp_path: Path) -> None:
     (tmp_path / "metrics.jsonl").write_text('{"iteration": 1}\n{"iteration": 2,\n')
-    with pytest.raises(ValueError, match=r"line 2: invalid JSON"):
+    with pytest.raises(ValueError, match=r"line 2\): invalid JSON"):
         read_metrics(tmp_path)
 
 

@@ -28,8 +28,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from selfplay.checkpoint import atomic_dir, atomic_write_json
-from selfplay.modeling import encode_exchange, load_tokenizer, pad_sequences, response_batch, encode_prompt
+from selfplay.modeling import encode_prompt, load_tokenizer, response_batch
 from selfplay.models.gpm import GPM
+from selfplay.optim import minimize
 from selfplay.preference_training import PreferencePair, pair_accuracy, train_gpm
 from selfplay.world import corpus, oracle
 
@@ -102,11 +103,7 @@ def _as_messages(prompt: str) -> list[dict[str, str]]:
 
 def sft(model: LlamaForCausalLM, tokenizer, prompts: list[str], cfg: DictConfig, rng: random.Random) -> list[float]:
     """Next-token loss on (prompt -> sampled response) with the prompt masked."""
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.sft_lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * (1 - s / cfg.sft_steps))
-    model.train()
-    losses = []
-    for _ in range(cfg.sft_steps):
+    def step_loss(_: int) -> torch.Tensor:
         batch = [rng.choice(prompts) for _ in range(cfg.sft_batch_size)]
         p_ids = [encode_prompt(tokenizer, _as_messages(p)) for p in batch]
         r_ids = [tokenizer(corpus.sample_response(p, rng), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -114,15 +111,10 @@ def sft(model: LlamaForCausalLM, tokenizer, prompts: list[str], cfg: DictConfig,
         ids, attn, mask = response_batch(p_ids, r_ids, tokenizer.pad_token_id)
         logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-        loss = (nll * mask[:, 1:]).sum() / mask[:, 1:].sum()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    model.eval()
-    return losses
+        return (nll * mask[:, 1:]).sum() / mask[:, 1:].sum()
+
+    warmup_then_decay = lambda s: min(1.0, (s + 1) / 20) * (1 - s / cfg.sft_steps)  # noqa: E731
+    return minimize(model, step_loss, cfg.sft_steps, cfg.sft_lr, warmup_then_decay)
 
 
 def labelled_pairs(prompts: list[str], n: int, rng: random.Random) -> list[PreferencePair]:
