@@ -181,14 +181,16 @@ def _suggest(key: str, schema: DictConfig) -> str:
     return f"; did you mean '{match[0]}'?" if match else ""
 
 
-def _merge(schema: DictConfig, other: DictConfig, source: str) -> DictConfig:
+def _merge(schema: DictConfig, other: DictConfig, source: str, key_hint: str | None = None) -> DictConfig:
     try:
         return OmegaConf.merge(schema, other)
     except (ConfigKeyError, ConfigAttributeError) as e:
-        key = e.full_key or str(e.key)
+        key = e.full_key or (str(e.key) if e.key is not None else key_hint)
         raise ConfigError(f"unknown config key '{key}' (from {source}){_suggest(key, schema)}") from None
     except ValidationError as e:
-        raise ConfigError(f"bad value for '{e.full_key}' (from {source}): {e.msg}") from None
+        key = e.full_key or key_hint
+        detail = (e.msg or "wrong type").splitlines()[0]
+        raise ConfigError(f"bad value for '{key}' (from {source}): {detail}") from None
 
 
 def load_config(args: list[str] | tuple[str, ...] = ()) -> DictConfig:
@@ -212,12 +214,12 @@ def load_config(args: list[str] | tuple[str, ...] = ()) -> DictConfig:
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"unknown preset '{preset}' (presets: {', '.join(names)}){hint}")
         cfg = _merge(cfg, OmegaConf.load(path), f"configs/{preset}.yaml")
-    if overrides:
+    for item in overrides:  # one at a time, so an error names the override at fault
         try:
-            dot = OmegaConf.from_dotlist(overrides)
+            dot = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException as e:
-            raise ConfigError(f"cannot parse overrides {overrides}: {e}") from None
-        cfg = _merge(cfg, dot, "command line")
+            raise ConfigError(f"cannot parse override '{item}': {e}") from None
+        cfg = _merge(cfg, dot, f"command line '{item}'", key_hint=item.split("=", 1)[0])
     validate(cfg)
     return cfg
 

@@ -1,9 +1,11 @@
 """Sampling K responses per prompt: a vLLM engine, or transformers' generate (same interface).
 
 Both take prompt token ids (already chat-templated) and return token ids plus
-text, so the learner scores exactly the tokens that were sampled.  Sample j of
-prompt i uses the seed ``seed + i * n + j``: results do not depend on how the
-prompts are sharded across generator replicas or batched.
+text, so the learner scores exactly the tokens that were sampled.  With vLLM,
+sample j of prompt i uses the seed ``seed + i * n + j``: results do not depend on
+how the prompts are sharded across replicas or batched.  transformers samples a
+whole batch from one generator seeded per batch, so its results are reproducible
+for the same seed, ``generator.batch_size`` and ``generator.replicas``.
 
 Weights arrive in place as Hugging Face parameter names -> tensors
 (``load_weights``); the engine is never restarted.  ``engine_starts`` counts the

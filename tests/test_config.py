@@ -1,0 +1,149 @@
+"""The run configuration: schema defaults, presets, overrides, and errors that name the key at fault."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from selfplay.config import CONFIG_DIR, Config, ConfigError, help_text, load_config, presets, to_yaml
+
+
+def test_defaults_load():
+    cfg = load_config([])
+    assert cfg.iter == 3
+    assert cfg.generator.k == 4
+    assert cfg.generator.backend == "vllm"
+    assert cfg.scorer.kind == "gpm" and cfg.scorer.tau == 0.1
+    assert cfg.algo.name == "gpo" and cfg.algo.beta == 2.0
+    assert cfg.policy.model is None and cfg.data.prompts is None
+    assert cfg.train.batch_size % cfg.train.micro_batch_size == 0
+    # every default lives in the schema: loading nothing equals the structured schema
+    assert OmegaConf.to_container(cfg) == OmegaConf.to_container(OmegaConf.structured(Config))
+
+
+def test_default_preset_equals_defaults():
+    """configs/default.yaml only restates algo.name=gpo, so it loads to the schema defaults."""
+    assert OmegaConf.to_container(load_config(["default"])) == OmegaConf.to_container(load_config([]))
+
+
+def test_smoke_preset_loads():
+    cfg = load_config(["smoke"])
+    assert cfg.iter == 1
+    assert cfg.data.prompts_per_iter == 32
+    assert cfg.data.eval_size == 16
+    assert cfg.eval.prompts == 16 and cfg.eval.samples == 1
+    assert cfg.train.epochs == 1
+    assert cfg.train.batch_size == 32 and cfg.train.micro_batch_size == 32
+    # keys the preset does not set keep their defaults
+    assert cfg.generator.k == 4
+
+
+def test_override_applies_and_beats_preset():
+    assert load_config(["generator.k=8"]).generator.k == 8
+    cfg = load_config(["smoke", "iter=2", "generator.k=3", "algo.beta=0.5", "run.dir=/tmp/x"])
+    assert cfg.iter == 2  # overrides the preset's iter: 1
+    assert cfg.generator.k == 3
+    assert cfg.algo.beta == 0.5
+    assert cfg.run.dir == "/tmp/x"
+    assert cfg.data.prompts_per_iter == 32  # from the preset
+
+
+def test_override_types_converted():
+    cfg = load_config(["run.resume=true", "generator.temperature=0", "policy.model=/some/dir"])
+    assert cfg.run.resume is True
+    assert cfg.generator.temperature == 0.0 and isinstance(cfg.generator.temperature, float)
+    assert cfg.policy.model == "/some/dir"
+
+
+def test_unknown_nested_key_suggests_closest():
+    with pytest.raises(ConfigError) as e:
+        load_config(["generator.kk=3"])
+    msg = str(e.value)
+    assert "'generator.kk'" in msg
+    assert "did you mean 'generator.k'?" in msg
+
+
+def test_unknown_top_level_key_suggests_iter():
+    with pytest.raises(ConfigError) as e:
+        load_config(["iters=3"])
+    assert "'iters'" in str(e.value)
+    assert "did you mean 'iter'?" in str(e.value)
+
+
+def test_unknown_key_after_preset():
+    with pytest.raises(ConfigError, match=r"unknown config key 'run\.dri'.*did you mean 'run\.dir'"):
+        load_config(["smoke", "run.dri=x"])
+
+
+@pytest.mark.parametrize("arg,key", [("generator.k=abc", "generator.k"), ("generator.k=2.5", "generator.k"),
+                                     ("run.resume=maybe", "run.resume"), ("scorer.tau=fast", "scorer.tau")])
+def test_wrong_type_names_key(arg, key):
+    with pytest.raises(ConfigError) as e:
+        load_config([arg])
+    assert f"bad value for '{key}'" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "arg,needle",
+    [
+        ("generator.k=1", "generator.k must be >= 2"),
+        ("iter=0", "iter must be >= 1, got 0"),
+        ("generator.backend=foo", "generator.backend must be one of"),
+        ("scorer.tau=0", "scorer.tau must be > 0"),
+        ("algo.beta=-1", "algo.beta must be > 0"),
+        ("algo.name=ppo", "algo.name must be one of ('gpo',), got 'ppo'"),
+        ("generator.temperature=-0.5", "generator.temperature must be >= 0"),
+    ],
+)
+def test_validation_errors(arg, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config([arg])
+    assert needle in str(e.value)
+
+
+def test_batch_size_must_be_multiple_of_micro_batch():
+    with pytest.raises(ConfigError, match=r"train.batch_size \(10\) must be a multiple of train.micro_batch_size \(4\)"):
+        load_config(["train.batch_size=10", "train.micro_batch_size=4"])
+    assert load_config(["train.batch_size=12", "train.micro_batch_size=4"]).train.batch_size == 12
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError) as e:
+        load_config(["nope"])
+    assert "unknown preset 'nope'" in str(e.value)
+    assert "default" in str(e.value) and "smoke" in str(e.value)
+    with pytest.raises(ConfigError, match="did you mean 'smoke'"):
+        load_config(["smok"])
+
+
+def test_two_presets_refused():
+    with pytest.raises(ConfigError, match="unexpected argument 'default'"):
+        load_config(["smoke", "default"])
+
+
+def test_presets_listing_matches_files():
+    names = presets()
+    assert set(names) == {p.stem for p in CONFIG_DIR.glob("*.yaml")}
+    assert {"default", "smoke"} <= set(names)
+    assert names["smoke"].startswith("python -m selfplay.run smoke")
+
+
+def test_help_text_lists_presets_and_keys():
+    text = help_text()
+    assert text.startswith("usage: python -m selfplay.run")
+    for name in presets():
+        assert f"  {name} " in text
+    for line in ["  generator.k=4", "  iter=3", "  algo.beta=2.0", "  scorer.tau=0.1", "  algo.name=gpo"]:
+        assert line + "\n" in text
+
+
+def test_to_yaml_round_trips():
+    cfg = load_config(["smoke", "generator.k=6"])
+    back = OmegaConf.create(to_yaml(cfg))
+    assert back.generator.k == 6 and back.iter == 1
+    assert OmegaConf.to_container(back) == OmegaConf.to_container(cfg)
+
+
+def test_overriding_a_section_with_a_value_names_the_section() -> None:
+    with pytest.raises(ConfigError, match=r"bad value for 'generator' \(from command line 'generator=3'\)"):
+        load_config(["generator=3"])
