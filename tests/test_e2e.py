@@ -124,3 +124,15 @@ def test_help_lists_presets(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "smoke" in out and "generator.k" in out
+
+
+def test_default_run_improves_the_policy(world, ray_cluster, tmp_path):
+    """The default preset, three iterations: the policy must beat the initial one by the scorer and by
+    the oracle (the issue's bar is 0.60), and iteration 3 must beat iteration 2 by the scorer."""
+    run_dir = tmp_path / "run"
+    assert main(["run.progress=false", "iter=3", f"run.dir={run_dir}", "generator.backend=hf"]) == 0
+    last = read_metrics(run_dir)[-1]
+    assert last["iteration"] == 3
+    assert last["win_rate_vs_initial"] >= 0.60
+    assert last["oracle_win_rate_vs_initial"] >= 0.60
+    assert last["win_rate_vs_previous"] > 0.5
