@@ -4,7 +4,7 @@
 #   bash launch/local_job.sh iter=3 run.dir=runs/job
 #
 # Uses the Ray head whose job server answers at 127.0.0.1:$SELFPLAY_DASHBOARD_PORT (default 8265) if
-# there is one. Otherwise it starts a head on loopback, with its own temp dir and free ports so that it
+# there is one. Otherwise it starts a head (dashboard on loopback, token auth), with its own temp dir and free ports so that it
 # cannot collide with another Ray instance here (e.g. a test's in-process `ray.init()`), and stops it on
 # exit. SELFPLAY_RAY_TEMP_DIR names that temp dir (keep it short: Ray's socket paths must fit 107 bytes).
 # Auth: token mode (Ray's own default once ~/.ray/auth_token exists), for the head and the job client alike.
@@ -34,6 +34,7 @@ for p in (int(sys.argv[1]), 0):
 
 stop_head() {  # on exit: stop the head this script started; keep its logs only after a failure
   local status=$?
+  [[ -z ${job_id:-} ]] || ray job stop "$job_id" >/dev/null 2>&1 || true  # else an interrupted driver outlives the head
   kill "$head_pid" 2>/dev/null && wait "$head_pid" 2>/dev/null || true
   if [[ $status == 0 && -n ${remove_temp_dir:-} ]]; then rm -rf "$temp_dir"; fi
 }
@@ -49,8 +50,9 @@ else
   mkdir -p "$temp_dir"
   [[ -n ${SELFPLAY_RAY_TEMP_DIR:-} ]] || remove_temp_dir=1  # removed after a success, kept after a failure
   echo "starting a Ray head at $RAY_ADDRESS (logs: $temp_dir)"
-  # --block keeps `ray start` in the foreground of its own process: killing it stops the whole head.
-  ray start --head --block --node-ip-address=127.0.0.1 --port="$(free_port 6379)" \
+  # --block keeps `ray start` running: killing it stops the whole head. setsid keeps a Ctrl-C (or a kill of
+  # this script's process group) from reaching it before the trap has stopped the job.
+  setsid ray start --head --block --node-ip-address=127.0.0.1 --port="$(free_port 6379)" \
     --include-dashboard=true --dashboard-host=127.0.0.1 --dashboard-port="$dashboard_port" \
     --dashboard-agent-listen-port="$(free_port)" --ray-client-server-port="$(free_port)" \
     --temp-dir="$temp_dir" --disable-usage-stats >"$temp_dir/head.log" 2>&1 &
@@ -67,6 +69,7 @@ else
 fi
 
 # Ray already skips .git/ and what .gitignore lists; the excludes keep it so if those rules change.
-ray job submit --working-dir . --runtime-env-json '{"excludes": [".git/", "runs/"]}' \
+job_id=selfplay-$(date +%Y%m%d-%H%M%S)-$$
+ray job submit --submission-id "$job_id" --working-dir . --runtime-env-json '{"excludes": [".git/", "runs/"]}' \
   -- python -m selfplay.run "${args[@]}"
 echo "metrics: $run_dir/metrics.jsonl"
