@@ -1,8 +1,8 @@
 """The learner: holds the policy, computes old-policy log-probs once per iteration, trains.
 
-Each iteration is a fresh optimisation from the current weights (a new AdamW,
-linear warm-up then constant learning rate), as in iterative DPO/SPPO/GPO
-recipes; a resumed run therefore trains exactly like an uninterrupted one.
+Each iteration is a fresh optimisation from the current weights (AdamW with its
+state cleared, constant learning rate), as in iterative DPO/SPPO/GPO recipes; a
+resumed run therefore trains exactly like an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ class Learner:
         self.tokenizer = load_tokenizer(tokenizer)
         self.algorithm = get_algorithm(algo.name)
         self.batch: TrainBatch | None = None
-        self.optimizer = None
+        # One optimizer for the run: accelerate keeps a reference to every optimizer it prepares.
+        opt = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        self.optimizer = self.accelerator.prepare(opt)
 
     def _tensors(self, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ids, attn, mask = response_batch(batch.prompt_ids, batch.response_ids, self.tokenizer.pad_token_id)
@@ -45,16 +47,15 @@ class Learner:
         return torch.cat(out).float().cpu()
 
     def begin_iteration(self, batch: TrainBatch) -> dict[str, float]:
-        """Cache old-policy log-probs (never recomputed per epoch) and start a fresh optimizer."""
+        """Cache old-policy log-probs (never recomputed per epoch) and reset the optimizer's state."""
         batch.old_logps = self.logprobs(batch)
         self.batch = batch
-        opt = torch.optim.AdamW(self.model.parameters(), lr=self.train_cfg.lr, weight_decay=self.train_cfg.weight_decay)
-        self.optimizer = self.accelerator.prepare(opt)
+        self.optimizer.optimizer.state.clear()  # AdamW keeps its step count in the state: a fresh start
         return {"num_sequences": float(len(batch)), "mean_target": batch.targets.mean().item()}
 
     def train_epoch(self, epoch: int, iteration: int) -> dict[str, float]:
         """One pass over the cached batch in a seeded order; gradient accumulation over micro-batches."""
-        assert self.batch is not None and self.optimizer is not None, "begin_iteration first"
+        assert self.batch is not None, "begin_iteration first"
         cfg, batch = self.train_cfg, self.batch
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration * 1_009 + epoch)
         order = torch.randperm(len(batch), generator=gen).tolist()

@@ -136,3 +136,11 @@ def test_default_run_improves_the_policy(world, ray_cluster, tmp_path):
     assert last["win_rate_vs_initial"] >= 0.60
     assert last["oracle_win_rate_vs_initial"] >= 0.60
     assert last["win_rate_vs_previous"] > 0.5
+
+
+def test_generator_replicas_shard_the_prompts(world, ray_cluster, tmp_path):
+    run_dir = tmp_path / "run"
+    assert main([*FAST, f"run.dir={run_dir}", "generator.backend=hf", "generator.replicas=2"]) == 0
+    (record,) = read_metrics(run_dir)
+    assert record["engine_starts"] == 2  # one engine per replica, none restarted
+    assert record["rollout_tokens"] > 0
