@@ -104,7 +104,6 @@ class WorldConfig:
 
     cache_dir: str = "~/.cache/selfplay/world"
     seed: int = 0
-    n_topics: int = 16
     n_prompts: int = 1024
     # policy size (head_dim = hidden / heads must be 64 for vLLM's CPU attention)
     hidden_size: int = 128

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from selfplay.modeling import load_causal_lm, load_tokenizer, pad_sequences, resolve
+from selfplay.modeling import load_causal_lm, load_tokenizer, resolve
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,6 @@ the per-sequence log-probabilities every algorithm trains on."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -108,9 +107,3 @@ def sequence_logprobs(
     token_logps = torch.gather(F.log_softmax(logits.float(), dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
     return (token_logps * loss_mask[:, 1:]).sum(-1)
 
-
-def set_torch_threads() -> None:
-    """Respect OMP_NUM_THREADS in actors (Ray sets it to the actor's CPUs, 1 when num_cpus=0)."""
-    n = os.environ.get("SELFPLAY_TORCH_THREADS")
-    if n:
-        torch.set_num_threads(int(n))
