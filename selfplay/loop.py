@@ -95,7 +95,7 @@ def train(workers: Workers, rollout: Rollout, cfg: DictConfig, t: int) -> dict[s
     stats = ray.get(workers.learner.begin_iteration.remote(batch))
     refs = [workers.learner.train_epoch.remote(e, t) for e in range(cfg.train.epochs)]
     epochs = gather(refs, "train", cfg.run.progress)  # an actor runs its calls in order
-    return {**stats, **{k: v for k, v in epochs[-1].items()}}
+    return {**stats, **epochs[-1]}
 
 
 def sync_weights(workers: Workers) -> None:

@@ -86,7 +86,7 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int]:
     return run_dir, last
 
 
-def start_workers(cfg: DictConfig, policy: str):
+def start_workers(cfg: DictConfig, policy: str, tokenizer: str):
     import ray
 
     from actors.generator import Generator
@@ -98,14 +98,14 @@ def start_workers(cfg: DictConfig, policy: str):
     g, s, t = cfg.generator, cfg.scorer, cfg.train
     generators = [
         Generator.options(num_cpus=g.num_cpus, num_gpus=g.num_gpus, runtime_env={"env_vars": threads}).remote(
-            g.backend, policy, policy, g, cfg.policy.dtype, cfg.run.seed)
+            g.backend, policy, tokenizer, g, cfg.policy.dtype, cfg.run.seed)
         for _ in range(g.replicas)
     ]
     device = "cuda" if s.num_gpus > 0 else "cpu"
     scorer = Scorer.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, runtime_env={"env_vars": threads}).remote(
         s.kind, cfg.scorer.model, s.tau, s.batch_size, device)
     learner = Learner.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, runtime_env={"env_vars": threads}).remote(
-        policy, policy, cfg.policy.dtype, t, cfg.algo, cfg.run.seed)
+        policy, tokenizer, cfg.policy.dtype, t, cfg.algo, cfg.run.seed)
     ray.get([a.__ray_ready__.remote() for a in [*generators, scorer, learner]])  # surface start-up errors now
     return Workers(generators, scorer, learner)
 
@@ -139,7 +139,9 @@ def main(argv: list[str]) -> int:
     if last >= cfg.iter:
         print(f"{run_dir}: all {cfg.iter} iterations are complete")
         return 0
+    # A checkpoint carries its tokenizer; the first iteration starts from the configured pair.
     policy = str(iteration_dir(run_dir, last)) if last else cfg.policy.model
+    tokenizer_source = policy if last else (cfg.policy.tokenizer or cfg.policy.model)
     log.info("run dir %s; starting at iteration %d of %d from %s", run_dir, last + 1, cfg.iter, policy)
 
     owns_ray = not ray.is_initialized()  # a caller's (e.g. a test's) cluster is left running
@@ -147,7 +149,7 @@ def main(argv: list[str]) -> int:
         ray.init(address=cfg.run.ray_address, include_dashboard=False)
     workers = None
     try:
-        workers = start_workers(cfg, policy)
+        workers = start_workers(cfg, policy, tokenizer_source)
         selfplay(cfg, workers, prompts, run_dir, last, oracle)
     finally:
         if owns_ray:

@@ -144,3 +144,17 @@ def test_generator_replicas_shard_the_prompts(world, ray_cluster, tmp_path):
     (record,) = read_metrics(run_dir)
     assert record["engine_starts"] == 2  # one engine per replica, none restarted
     assert record["rollout_tokens"] > 0
+
+
+def test_user_model_tokenizer_and_prompts_by_directory(world, ray_cluster, tmp_path):
+    """The path a user takes: everything named explicitly (no oracle, so no oracle win rates)."""
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [{"text": [{"role": "user", "content": f"Tell me about {t}."}]} for t in ("apples", "rivers", "chess")] * 12
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_dir = tmp_path / "run"
+    assert main([*FAST, f"run.dir={run_dir}", "generator.backend=hf", f"policy.model={world.policy}",
+                 f"policy.tokenizer={world.tokenizer}", f"scorer.model={world.gpm}", f"data.prompts={prompts}",
+                 "data.prompt_column=text", "data.eval_size=6", "eval.prompts=6"]) == 0
+    (record,) = read_metrics(run_dir)
+    assert 0.0 <= record["win_rate_vs_initial"] <= 1.0
+    assert "oracle_win_rate_vs_initial" not in record
