@@ -45,6 +45,9 @@ class Workers:
     scorer: object  # Scorer actor handle
     learner: object  # Learner actor handle
 
+    def actors(self) -> list:
+        return [*self.generators, self.scorer, self.learner]
+
 
 @dataclass
 class Prompts:

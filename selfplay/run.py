@@ -24,10 +24,11 @@ class RunError(RuntimeError):
 
 
 def resolve_sources(cfg: DictConfig):
-    """Fill policy/scorer/prompt sources from the embedded world where none is named.
+    """Fill policy/tokenizer/scorer/prompt sources, from the embedded world where none is named.
 
     Returns the oracle judge when the embedded world supplies the prompts, else None.
     """
+    oracle = None
     if cfg.policy.model is None or cfg.scorer.model is None or cfg.data.prompts is None:
         if cfg.policy.model is not None and cfg.scorer.model is None:
             raise RunError("scorer.model is required with policy.model: the embedded world's GPM only judges its own policy")
@@ -40,8 +41,9 @@ def resolve_sources(cfg: DictConfig):
             cfg.data.prompts = world.prompts
             from selfplay.world.oracle import preference_matrix
 
-            return preference_matrix
-    return None
+            oracle = preference_matrix
+    cfg.policy.tokenizer = cfg.policy.tokenizer or cfg.policy.model
+    return oracle
 
 
 def load_prompt_splits(cfg: DictConfig, tokenizer):
@@ -106,8 +108,20 @@ def start_workers(cfg: DictConfig, policy: str, tokenizer: str):
         s.kind, cfg.scorer.model, s.tau, s.batch_size, device)
     learner = Learner.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, runtime_env={"env_vars": threads}).remote(
         policy, tokenizer, cfg.policy.dtype, t, cfg.algo, cfg.run.seed)
-    ray.get([a.__ray_ready__.remote() for a in [*generators, scorer, learner]])  # surface start-up errors now
-    return Workers(generators, scorer, learner)
+    workers = Workers(generators, scorer, learner)
+    try:
+        ray.get([a.__ray_ready__.remote() for a in workers.actors()])  # surface start-up errors now
+    except BaseException:
+        stop_workers(workers)
+        raise
+    return workers
+
+
+def stop_workers(workers) -> None:
+    import ray
+
+    for actor in workers.actors():
+        ray.kill(actor)
 
 
 def main(argv: list[str]) -> int:
@@ -130,7 +144,7 @@ def main(argv: list[str]) -> int:
 
     try:
         oracle = resolve_sources(cfg)
-        tokenizer = load_tokenizer(cfg.policy.tokenizer or cfg.policy.model)
+        tokenizer = load_tokenizer(cfg.policy.tokenizer)
         prompts = load_prompt_splits(cfg, tokenizer)
         run_dir, last = prepare_run_dir(cfg)
     except (RunError, DataError, ModelLoadError, ConfigError) as e:
@@ -141,7 +155,7 @@ def main(argv: list[str]) -> int:
         return 0
     # A checkpoint carries its tokenizer; the first iteration starts from the configured pair.
     policy = str(iteration_dir(run_dir, last)) if last else cfg.policy.model
-    tokenizer_source = policy if last else (cfg.policy.tokenizer or cfg.policy.model)
+    tokenizer_source = policy if last else cfg.policy.tokenizer
     log.info("run dir %s; starting at iteration %d of %d from %s", run_dir, last + 1, cfg.iter, policy)
 
     owns_ray = not ray.is_initialized()  # a caller's (e.g. a test's) cluster is left running
@@ -155,8 +169,7 @@ def main(argv: list[str]) -> int:
         if owns_ray:
             ray.shutdown()
         elif workers is not None:
-            for actor in [*workers.generators, workers.scorer, workers.learner]:
-                ray.kill(actor)
+            stop_workers(workers)
     print(f"done: {run_dir}/metrics.jsonl")
     return 0
 
