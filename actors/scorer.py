@@ -1,16 +1,16 @@
-"""Scorer actor: holds the preference model."""
+"""Scorer actor: holds the preference model (any kind)."""
 
 from __future__ import annotations
 
 import ray
 
-from selfplay.scoring import make_scorer
+from selfplay.scoring import load_scorer
 
 
 @ray.remote
 class Scorer:
-    def __init__(self, kind: str, model: str, tau: float, batch_size: int, device: str):
-        self.scorer = make_scorer(kind, model, tau, batch_size, device)
+    def __init__(self, kind: str, model: str, batch_size: int, k: int | None, tau: float, tokenizer: str, device: str):
+        self.scorer = load_scorer(kind, model, batch_size, k=k, tau=tau, tokenizer=tokenizer, device=device)
 
     def score(self, prompts, responses):
         return self.scorer.score(prompts, responses)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -63,10 +63,13 @@ class GeneratorConfig:
 
 @dataclass
 class ScorerConfig:
-    kind: str = "gpm"
-    # Directory or hub name of a GPM checkpoint (published layout); None uses the embedded world's GPM.
+    kind: str = "gpm"  # gpm | bt | pairwise
+    # Directory or hub name of a checkpoint of that kind (a GPM in the published layout, a Hugging Face
+    # sequence-classification reward model, or one written by selfplay.train_pm); None: the embedded world's.
     model: Optional[str] = None
-    tau: float = 0.1
+    tokenizer: Optional[str] = None  # defaults to scorer.model
+    k: Optional[int] = None  # GPM only: refuse a checkpoint whose heads are not this size; None reads it
+    tau: float = 0.1  # GPM only
     batch_size: int = 64
     num_cpus: float = 0.0
     num_gpus: float = 0.0
@@ -114,12 +117,12 @@ class WorldConfig:
     sft_steps: int = 300
     sft_batch_size: int = 32
     sft_lr: float = 3e-3
-    # the GPM scorer trained on oracle-labelled pairs
+    # the preference models (GPM: the default scorer; bt and pairwise on first use), on oracle-labelled pairs
     gpm_k: int = 2
-    gpm_pairs: int = 6000
-    gpm_steps: int = 400
-    gpm_batch_size: int = 32
-    gpm_lr: float = 2e-3
+    pm_pairs: int = 6000
+    pm_steps: int = 400
+    pm_batch_size: int = 32
+    pm_lr: float = 2e-3
 
 
 @dataclass
@@ -147,13 +150,13 @@ class Config:
 
 
 GENERATOR_BACKENDS = ("vllm", "hf")
-SCORER_KINDS = ("gpm",)
+SCORER_KINDS = ("gpm", "bt", "pairwise")
 
 
-def presets() -> dict[str, str]:
+def presets(preset_dir: Path = CONFIG_DIR) -> dict[str, str]:
     """Preset name -> its first comment line (the command that runs it)."""
     out = {}
-    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+    for path in sorted(preset_dir.glob("*.yaml")):
         first = path.read_text().splitlines()[:1]
         out[path.stem] = first[0].lstrip("# ").strip() if first else ""
     return out
@@ -192,9 +195,18 @@ def _merge(schema: DictConfig, other: DictConfig, source: str, key_hint: str | N
         raise ConfigError(f"bad value for '{key}' (from {source}): {detail}") from None
 
 
-def load_config(args: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Schema <- optional preset (first arg without '=') <- key=value overrides; validated."""
-    schema = OmegaConf.structured(Config)
+def load_config(
+    args: list[str] | tuple[str, ...] = (),
+    schema_class: type = Config,
+    preset_dir: Path = CONFIG_DIR,
+    check: Callable[[DictConfig], None] | None = None,
+) -> DictConfig:
+    """Schema <- optional preset (first arg without '=') <- key=value overrides; validated.
+
+    The defaults are the run's (``Config``, ``configs/``, ``validate``); the other
+    entry points (``selfplay.train_pm``, ``selfplay.eval_pm``) pass their own.
+    """
+    schema = OmegaConf.structured(schema_class)
     preset = None
     overrides = []
     for a in args:
@@ -206,20 +218,20 @@ def load_config(args: list[str] | tuple[str, ...] = ()) -> DictConfig:
             raise ConfigError(f"unexpected argument '{a}': give one preset name, then key=value overrides")
     cfg = schema
     if preset is not None:
-        path = CONFIG_DIR / f"{preset}.yaml"
+        path = preset_dir / f"{preset}.yaml"
         if not path.exists():
-            names = list(presets())
+            names = list(presets(preset_dir))
             close = difflib.get_close_matches(preset, names, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"unknown preset '{preset}' (presets: {', '.join(names)}){hint}")
-        cfg = _merge(cfg, OmegaConf.load(path), f"configs/{preset}.yaml")
+        cfg = _merge(cfg, OmegaConf.load(path), str(path.relative_to(CONFIG_DIR.parent)))
     for item in overrides:  # one at a time, so an error names the override at fault
         try:
             dot = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException as e:
             raise ConfigError(f"cannot parse override '{item}': {e}") from None
         cfg = _merge(cfg, dot, f"command line '{item}'", key_hint=item.split("=", 1)[0])
-    validate(cfg)
+    (check or validate)(cfg)
     return cfg
 
 
@@ -239,7 +251,11 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.generator.temperature >= 0, "generator.temperature must be >= 0")
     need(cfg.scorer.kind in SCORER_KINDS, f"scorer.kind must be one of {SCORER_KINDS}, got '{cfg.scorer.kind}'")
     need(cfg.scorer.tau > 0, f"scorer.tau must be > 0, got {cfg.scorer.tau}")
-    from selfplay.algorithms import ALGORITHMS  # the registry imports torch: only when validating
+    need(cfg.scorer.k is None or (cfg.scorer.kind == "gpm" and cfg.scorer.k >= 1),
+         f"scorer.k applies to scorer.kind=gpm only and must be >= 1, got k={cfg.scorer.k} with kind={cfg.scorer.kind}")
+    from selfplay.algorithms import (
+        ALGORITHMS,  # the registry imports torch: only when validating
+    )
 
     need(cfg.algo.name in ALGORITHMS, f"algo.name must be one of {tuple(ALGORITHMS)}, got '{cfg.algo.name}'")
     need(cfg.algo.beta > 0, f"algo.beta must be > 0, got {cfg.algo.beta}")

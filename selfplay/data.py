@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 Messages = list[dict[str, str]]
 
@@ -20,34 +21,39 @@ DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 class DataError(ValueError):
-    """A prompt source that cannot be used: names the source and, for a bad row, the row."""
+    """A data source (prompts or preference pairs) that cannot be used: names the source and, for a bad row, the row."""
 
 
 def load_prompts(source: str, column: str = "prompt", split: str = "train") -> list[Messages]:
-    """Load and validate the prompts in ``source``.
+    """Load and validate the prompts in ``source`` (any source ``load_rows`` reads).
+
+    Each row's ``column`` holds either a non-empty string (one user turn) or a list
+    of chat messages whose last turn is the user's.
+    """
+    return _parse_rows(source, load_rows(source, split), column)
+
+
+def load_rows(source: str, split: str = "train") -> list[tuple[str, dict[str, Any]]]:
+    """The rows of ``source`` in source order, as ``(row label, object)``; the label names source and row.
 
     ``source`` is a local ``.jsonl``, ``.json`` (a JSON list of objects) or
     ``.parquet`` file, a local directory of such files, or else a Hugging Face hub
     dataset name.  ``split`` selects the split of a directory or hub dataset; a
-    single file is one split.  Each row's ``column`` holds either a non-empty
-    string (one user turn) or a list of chat messages whose last turn is the user's.
+    single file is one split.
     """
     path = Path(source).expanduser()
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".jsonl":
-            rows = read_jsonl(path)
-        elif suffix == ".json":
-            rows = _read_json_list(path)
-        elif suffix == ".parquet":
-            rows = _load_with_datasets(source, "parquet", data_files=str(path), split="train")
-        else:
-            raise DataError(f"{source}: unsupported file type {suffix!r}; expected one of {', '.join(DATA_SUFFIXES)}")
-    elif path.is_dir():
-        rows = _load_with_datasets(source, str(path), split=split)
-    else:
-        rows = _load_from_hub(source, split)
-    return _parse_rows(source, rows, column)
+            return list(read_jsonl(path))
+        if suffix == ".json":
+            return _read_json_list(path)
+        if suffix == ".parquet":
+            return _load_with_datasets(source, "parquet", data_files=str(path), split="train")
+        raise DataError(f"{source}: unsupported file type {suffix!r}; expected one of {', '.join(DATA_SUFFIXES)}")
+    if path.is_dir():
+        return _load_with_datasets(source, str(path), split=split)
+    return _load_from_hub(source, split)
 
 
 def read_jsonl(path: Path) -> Iterable[tuple[str, dict[str, Any]]]:
@@ -128,22 +134,36 @@ def _parse_prompt(where: str, row: dict[str, Any], column: str) -> Messages:
     """Normalise one row's prompt to chat messages, or raise DataError naming the row."""
     if column not in row:
         raise DataError(f"{where}: no column {column!r}; columns are {sorted(row)}")
-    value = row[column]
+    return parse_turns(where, row[column], column, last_role="user")
+
+
+def _at(where: str, detail: str) -> str:
+    """``where: detail``, or ``detail`` alone when there is no ``where``."""
+    return f"{where}: {detail}" if where else detail
+
+
+def parse_turns(where: str, value: Any, column: str, last_role: str, label: str = "message") -> Messages:
+    """Normalise the value of ``column`` to chat messages whose last turn is ``last_role``'s.
+
+    A non-empty string is one ``last_role`` turn; a list must hold valid chat
+    messages (each normalised to role/content).  Raises DataError prefixed with
+    ``where`` (if any), naming each message as ``<label> <index>``.
+    """
     if value is None:
-        raise DataError(f"{where}: column {column!r} is null")
+        raise DataError(_at(where, f"column {column!r} is null"))
     if isinstance(value, str):
         if not value.strip():
-            raise DataError(f"{where}: column {column!r} is an empty string")
-        return [{"role": "user", "content": value}]
+            raise DataError(_at(where, f"column {column!r} is an empty string"))
+        return [{"role": last_role, "content": value}]
     if not isinstance(value, list):
-        raise DataError(
-            f"{where}: column {column!r} must be a string or a list of chat messages, got {type(value).__name__}"
-        )
+        raise DataError(_at(
+            where, f"column {column!r} must be a string or a list of chat messages, got {type(value).__name__}"
+        ))
     if not value:
-        raise DataError(f"{where}: column {column!r} is an empty message list")
-    messages = [_parse_message(f"{where}: message {j}", m) for j, m in enumerate(value)]
-    if messages[-1]["role"] != "user":
-        raise DataError(f"{where}: the last message must have role 'user', got {messages[-1]['role']!r}")
+        raise DataError(_at(where, f"column {column!r} is an empty message list"))
+    messages = [_parse_message(_at(where, f"{label} {j}"), m) for j, m in enumerate(value)]
+    if messages[-1]["role"] != last_role:
+        raise DataError(_at(where, f"the last {label} must have role {last_role!r}, got {messages[-1]['role']!r}"))
     return messages
 
 

@@ -1,56 +1,20 @@
-"""Training a GPM on (prompt, chosen, rejected) pairs: METHODS 2.2's pairwise loss."""
+"""Training and evaluating any preference model on (prompt, chosen, rejected) pairs."""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections import defaultdict
 
 import torch
-import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
-from selfplay.modeling import Messages, encode_exchange, pad_sequences
-from selfplay.models.gpm import GPM, pair_scores
+from selfplay.models.backbone import PreferenceModel
 from selfplay.optim import minimize
+from selfplay.pairs import PreferencePair
 
 
-@dataclass
-class PreferencePair:
-    prompt: Messages
-    chosen: str
-    rejected: str
-
-
-def gpm_pair_loss(s_w_l: torch.Tensor, tau: float) -> torch.Tensor:
-    """-log sigmoid(s(y_w > y_l | x) / tau), per pair (METHODS 2.2)."""
-    return -F.logsigmoid(s_w_l / tau)
-
-
-def encode_pairs(
-    tokenizer: PreTrainedTokenizerBase, pairs: list[PreferencePair]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Chosen responses in rows [0, B), rejected in [B, 2B): ids (2B, T), mask, prompt lengths (2B,)."""
-    seqs, prompt_lens = [], []
-    for side in ("chosen", "rejected"):
-        for p in pairs:
-            ids, n = encode_exchange(tokenizer, p.prompt, getattr(p, side))
-            seqs.append(ids)
-            prompt_lens.append(n)
-    ids, mask = pad_sequences(seqs, tokenizer.pad_token_id)
-    return ids, mask, torch.tensor(prompt_lens)
-
-
-def chosen_scores(gpm: GPM, tokenizer: PreTrainedTokenizerBase, pairs: list[PreferencePair]) -> torch.Tensor:
-    """s(chosen > rejected | x) for each pair (before the temperature).  Returns (B,)."""
-    device = next(gpm.parameters()).device
-    ids, mask, plen = (t.to(device) for t in encode_pairs(tokenizer, pairs))
-    v, lam = gpm.embed(ids, mask, plen)
-    b = len(pairs)
-    return pair_scores(v[:b], v[b:], lam[:b])
-
-
-def train_gpm(
-    gpm: GPM,
+def train_preference_model(
+    model: PreferenceModel,
     tokenizer: PreTrainedTokenizerBase,
     pairs: list[PreferencePair],
     steps: int,
@@ -58,22 +22,51 @@ def train_gpm(
     lr: float,
     seed: int,
 ) -> list[float]:
-    """AdamW with linear decay over `steps` minibatches drawn with `seed`; returns the loss per step."""
+    """AdamW with linear decay over ``steps`` minibatches drawn with ``seed``, on the model's own pair loss.
+
+    Returns the loss of every step.
+    """
     rng = random.Random(seed)
     torch.manual_seed(seed)
 
     def step_loss(_: int) -> torch.Tensor:
         batch = rng.sample(pairs, min(batch_size, len(pairs)))
-        return gpm_pair_loss(chosen_scores(gpm, tokenizer, batch), gpm.tau).mean()
+        return model.pair_loss(tokenizer, batch).mean()
 
-    return minimize(gpm, step_loss, steps, lr, schedule=lambda s: 1.0 - s / max(steps, 1))
+    return minimize(model, step_loss, steps, lr, schedule=lambda s: 1.0 - s / max(steps, 1))
 
 
 @torch.no_grad()
-def pair_accuracy(gpm: GPM, tokenizer: PreTrainedTokenizerBase, pairs: list[PreferencePair], batch_size: int = 256) -> float:
-    """Share of pairs where s(chosen > rejected) > 0."""
-    gpm.eval()
-    right = 0
-    for i in range(0, len(pairs), batch_size):
-        right += (chosen_scores(gpm, tokenizer, pairs[i : i + batch_size]) > 0).sum().item()
-    return right / len(pairs)
+def pair_logits(
+    model: PreferenceModel, tokenizer: PreTrainedTokenizerBase, pairs: list[PreferencePair], batch_size: int = 256
+) -> torch.Tensor:
+    """Log-odds that chosen beats rejected, for every pair.  Returns (N,) on the CPU."""
+    model.eval()
+    return torch.cat([model.pair_logits(tokenizer, pairs[i:i + batch_size]).cpu() for i in range(0, len(pairs), batch_size)])
+
+
+def accuracy(logits: torch.Tensor) -> float:
+    """Share of pairs ranked right: logit > 0 counts 1, a tie (logit == 0) counts 1/2."""
+    return ((logits > 0).float() + 0.5 * (logits == 0).float()).mean().item()
+
+
+def pair_accuracy(
+    model: PreferenceModel, tokenizer: PreTrainedTokenizerBase, pairs: list[PreferencePair], batch_size: int = 256
+) -> float:
+    return accuracy(pair_logits(model, tokenizer, pairs, batch_size))
+
+
+def accuracy_report(
+    model: PreferenceModel, tokenizer: PreTrainedTokenizerBase, pairs: list[PreferencePair], batch_size: int = 256
+) -> dict:
+    """Overall accuracy and, where pairs carry a subset, accuracy per subset (RewardBench-style)."""
+    logits = pair_logits(model, tokenizer, pairs, batch_size)
+    report = {"accuracy": accuracy(logits), "pairs": len(pairs), "mean_margin": logits.mean().item()}
+    by_subset: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(pairs):
+        if p.subset is not None:
+            by_subset[p.subset].append(i)
+    if by_subset:
+        report["subsets"] = {name: {"accuracy": accuracy(logits[idx]), "pairs": len(idx)}
+                             for name, idx in sorted(by_subset.items())}
+    return report

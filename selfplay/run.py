@@ -31,18 +31,19 @@ def resolve_sources(cfg: DictConfig):
     oracle = None
     if cfg.policy.model is None or cfg.scorer.model is None or cfg.data.prompts is None:
         if cfg.policy.model is not None and cfg.scorer.model is None:
-            raise RunError("scorer.model is required with policy.model: the embedded world's GPM only judges its own policy")
+            raise RunError("scorer.model is required with policy.model: the embedded world's scorers only judge its own policy")
         from selfplay.world.build import get_world
 
         world = get_world(cfg.world)
         cfg.policy.model = cfg.policy.model or world.policy
-        cfg.scorer.model = cfg.scorer.model or world.gpm
+        cfg.scorer.model = cfg.scorer.model or world.scorer(cfg.scorer.kind, cfg.world)
         if cfg.data.prompts is None:
             cfg.data.prompts = world.prompts
             from selfplay.world.oracle import preference_matrix
 
             oracle = preference_matrix
     cfg.policy.tokenizer = cfg.policy.tokenizer or cfg.policy.model
+    cfg.scorer.tokenizer = cfg.scorer.tokenizer or cfg.scorer.model
     return oracle
 
 
@@ -63,7 +64,12 @@ def load_prompt_splits(cfg: DictConfig, tokenizer):
 
 def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int]:
     """Create or reopen the run directory; returns it and the last complete iteration."""
-    from selfplay.checkpoint import atomic_write_text, clean_incomplete, last_complete_iteration, read_metrics
+    from selfplay.checkpoint import (
+        atomic_write_text,
+        clean_incomplete,
+        last_complete_iteration,
+        read_metrics,
+    )
 
     run_dir = Path(cfg.run.dir).expanduser().resolve()
     saved = run_dir / "config.yaml"
@@ -105,7 +111,7 @@ def start_workers(cfg: DictConfig, policy: str, tokenizer: str):
     ]
     device = "cuda" if s.num_gpus > 0 else "cpu"
     scorer = Scorer.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, runtime_env={"env_vars": threads}).remote(
-        s.kind, cfg.scorer.model, s.tau, s.batch_size, device)
+        s.kind, s.model, s.batch_size, s.k, s.tau, s.tokenizer, device)
     learner = Learner.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, runtime_env={"env_vars": threads}).remote(
         policy, tokenizer, cfg.policy.dtype, t, cfg.algo, cfg.run.seed)
     workers = Workers(generators, scorer, learner)

@@ -158,3 +158,14 @@ def test_user_model_tokenizer_and_prompts_by_directory(world, ray_cluster, tmp_p
     (record,) = read_metrics(run_dir)
     assert 0.0 <= record["win_rate_vs_initial"] <= 1.0
     assert "oracle_win_rate_vs_initial" not in record
+
+
+def test_bt_scorer_run(world, ray_cluster, tmp_path):
+    """scorer.kind=bt: the loop, its win rates and the oracle beside them run on the world's BT reward model."""
+    run_dir = tmp_path / "run"
+    assert main([*FAST, "iter=1", f"run.dir={run_dir}", "generator.backend=hf", "scorer.kind=bt"]) == 0
+    saved = (run_dir / "config.yaml").read_text()
+    assert "kind: bt" in saved and f"{world.root}/bt" in saved
+    (record,) = read_metrics(run_dir)
+    assert 0.0 <= record["win_rate_vs_initial"] <= 1.0 and 0.0 <= record["oracle_win_rate_vs_initial"] <= 1.0
+    assert json.loads((world.root / "bt" / "train_report.json").read_text())["heldout_accuracy"] > 0.75

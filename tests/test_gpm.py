@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from transformers import AutoModel, LlamaConfig, LlamaForCausalLM
 
+from selfplay.losses import preference_nll
 from selfplay.modeling import ModelLoadError
-from selfplay.models.gpm import GPM, GPM_META, pair_scores, score_matrix
-from selfplay.preference_training import gpm_pair_loss
+from selfplay.models.backbone import META_FILE
+from selfplay.models.gpm import GPM, pair_scores, score_matrix
 
 HIDDEN = 64
 
@@ -150,7 +151,7 @@ def test_pair_scores_per_row_lambda():
 def test_gpm_pair_loss_values():
     """-log sigmoid(s / tau):  s = 0 -> log 2 = 0.693147;  s = 0.1, tau = 0.1 -> log(1 + e^-1) = 0.313262;
     s = -0.2, tau = 0.1 -> log(1 + e^2) = 2.126928."""
-    got = gpm_pair_loss(torch.tensor([0.0, 0.1, -0.2]), tau=0.1)
+    got = preference_nll(torch.tensor([0.0, 0.1, -0.2]) / 0.1)
     torch.testing.assert_close(got, torch.tensor([math.log(2), math.log1p(math.exp(-1)), math.log1p(math.exp(2))]))
 
 
@@ -193,7 +194,7 @@ def test_embed_ignores_padding():
 def test_save_and_load_round_trip(tmp_path, gate):
     gpm = tiny_gpm(2, gate=gate, tau=0.25, seed=3)
     gpm.save_pretrained(tmp_path / "ckpt")
-    assert (tmp_path / "ckpt" / GPM_META).exists()
+    assert (tmp_path / "ckpt" / META_FILE).exists()
     loaded = GPM.from_pretrained(str(tmp_path / "ckpt")).eval()
     assert loaded.k == 2 and loaded.gate == gate and loaded.tau == 0.25
     ids, mask, plen = batch_inputs()
@@ -230,7 +231,7 @@ def test_published_layout_matches_hand_computation(tmp_path):
     lam = softmax(W_p h_prompt), s = v_i^T R^T v_j, where h comes from our own run of the backbone."""
     k = 2
     lm, vh, ph = write_published(tmp_path / "pub", k)
-    assert not (tmp_path / "pub" / GPM_META).exists()
+    assert not (tmp_path / "pub" / META_FILE).exists()
     gpm = GPM.from_pretrained(str(tmp_path / "pub")).eval()
     assert gpm.k == k and gpm.gate and gpm.tau == 0.1
 

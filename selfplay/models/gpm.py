@@ -17,29 +17,41 @@ the paper's eq. 4.2.
 
 Checkpoint layout (A.1): the base model's config; safetensors with the backbone
 under ``model.``, ``value_head.weight`` [2k, hidden] and, with the gate,
-``prompt_head.weight`` [k, hidden]; no biases.
+``prompt_head.weight`` [k, hidden]; no biases.  We add ``preference_model.json``
+(kind, k, gate, tau); a published checkpoint without it loads the same way, its
+gate read from whether ``prompt_head.weight`` is present.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-from transformers import AutoConfig, AutoModel, PretrainedConfig
+from torch import nn
+from transformers import PreTrainedTokenizerBase
 
-from selfplay.modeling import ModelLoadError, resolve
-
-GPM_META = "gpm_config.json"
+from selfplay.modeling import Messages, ModelLoadError
+from selfplay.models.backbone import (
+    PreferenceModel,
+    at_positions,
+    backbone_from_state,
+    batched,
+    check_kind,
+    device_of,
+    encode_responses,
+    last_token,
+    read_checkpoint,
+    save_checkpoint,
+)
+from selfplay.pairs import PreferencePair
 
 
 def score_matrix(v: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """S[i, j] = <R v_i, v_j> for v (K, 2k) and eigenvalues lam (k,).  Returns (K, K), skew-symmetric."""
     even, odd = v[:, 0::2], v[:, 1::2]  # (K, k) each
-    return (even * lam) @ odd.T - (odd * lam) @ even.T
+    a = (even * lam) @ odd.T  # a[i, j] = sum_l lam_l v_i[2l] v_j[2l+1]
+    return a - a.T  # exactly skew-symmetric in floating point, with an exact zero diagonal
 
 
 def pair_scores(v_i: torch.Tensor, v_j: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
@@ -47,20 +59,17 @@ def pair_scores(v_i: torch.Tensor, v_j: torch.Tensor, lam: torch.Tensor) -> torc
     return (lam * (v_i[:, 0::2] * v_j[:, 1::2] - v_i[:, 1::2] * v_j[:, 0::2])).sum(-1)
 
 
-class GPM(nn.Module):
+class GPM(PreferenceModel):
     """A causal-LM backbone with the GPM embedding head and optional scale gate."""
 
+    kind = "gpm"
+
     def __init__(self, backbone: nn.Module, k: int, gate: bool = True, tau: float = 0.1):
-        super().__init__()
+        super().__init__(backbone)
         hidden = backbone.config.hidden_size
-        self.model = backbone
         self.k, self.gate, self.tau = k, gate, tau
         self.value_head = nn.Linear(hidden, 2 * k, bias=False)
         self.prompt_head = nn.Linear(hidden, k, bias=False) if gate else None
-
-    @property
-    def config(self) -> PretrainedConfig:
-        return self.model.config
 
     def embed(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: torch.Tensor
@@ -71,44 +80,64 @@ class GPM(nn.Module):
         part of sequence b, whose last token gives the gate's input.
         """
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        last = attention_mask.sum(-1) - 1
-        v = F.normalize(self.value_head(hidden[rows, last]).float(), dim=-1)
+        v = F.normalize(self.value_head(last_token(hidden, attention_mask)).float(), dim=-1)
         if self.prompt_head is None:
             lam = torch.ones(hidden.shape[0], self.k, device=hidden.device)
         else:
-            lam = torch.softmax(self.prompt_head(hidden[rows, prompt_len - 1]).float(), dim=-1)
+            lam = torch.softmax(self.prompt_head(at_positions(hidden, prompt_len - 1)).float(), dim=-1)
         return v, lam
 
+    def embed_all(
+        self, tokenizer: PreTrainedTokenizerBase, prompts: list[Messages], responses: list[list[str]], batch_size: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """v (N, 2k) and lambda (N, k) for every (prompt, response), prompt-major, in chunks of ``batch_size``."""
+        seqs, prompt_lens = encode_responses(tokenizer, prompts, responses)
+        device = device_of(self)
+        plen = torch.tensor(prompt_lens, device=device)
+        vs, lams = [], []
+        for start, ids, mask in batched(seqs, tokenizer, batch_size, device):
+            v, lam = self.embed(ids, mask, plen[start:start + ids.shape[0]])
+            vs.append(v)
+            lams.append(lam)
+        return torch.cat(vs), torch.cat(lams)
+
+    def chosen_scores(self, tokenizer: PreTrainedTokenizerBase, pairs: list[PreferencePair]) -> torch.Tensor:
+        """s(chosen > rejected | x) per pair, before the temperature.  Returns (B,)."""
+        prompts = [p.prompt for p in pairs]
+        v, lam = self.embed_all(tokenizer, prompts + prompts, [[p.chosen] for p in pairs] + [[p.rejected] for p in pairs],
+                                batch_size=2 * len(pairs))
+        b = len(pairs)
+        return pair_scores(v[:b], v[b:], lam[:b])
+
+    def pair_logits(self, tokenizer: PreTrainedTokenizerBase, pairs: list[PreferencePair]) -> torch.Tensor:
+        return self.chosen_scores(tokenizer, pairs) / self.tau
+
+    @torch.no_grad()
+    def score_matrices(
+        self, tokenizer: PreTrainedTokenizerBase, prompts: list[Messages], responses: list[list[str]], batch_size: int
+    ) -> list[torch.Tensor]:
+        """K forward passes per prompt, then all K^2 scores as one small product (seed 004 sec. 4)."""
+        v, lam = self.embed_all(tokenizer, prompts, responses, batch_size)
+        out, start = [], 0
+        for group in responses:
+            k = len(group)
+            # The gate reads the prompt part, identical across a prompt's K sequences: use the first.
+            out.append((score_matrix(v[start:start + k], lam[start]) / self.tau).cpu())
+            start += k
+        return out
+
     def save_pretrained(self, path: str | Path) -> None:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.config.save_pretrained(path)
-        state = {f"model.{n}": t.contiguous() for n, t in self.model.state_dict().items()}
-        state["value_head.weight"] = self.value_head.weight.contiguous()
+        heads = {"value_head.weight": self.value_head.weight}
         if self.prompt_head is not None:
-            state["prompt_head.weight"] = self.prompt_head.weight.contiguous()
-        save_file({n: t.detach().cpu() for n, t in state.items()}, str(path / "model.safetensors"))
-        (path / GPM_META).write_text(json.dumps({"k": self.k, "gate": self.gate, "tau": self.tau}, indent=2))
+            heads["prompt_head.weight"] = self.prompt_head.weight
+        save_checkpoint(path, self.model, heads, {"kind": self.kind, "k": self.k, "gate": self.gate, "tau": self.tau})
 
     @classmethod
-    def from_pretrained(cls, name: str, k: int | None = None, tau: float | None = None) -> "GPM":
+    def from_pretrained(cls, name: str, k: int | None = None, tau: float | None = None) -> GPM:
         """Load our layout or the published one (A.1).  k defaults to the checkpoint's head size;
         a configured k that does not match the checkpoint is refused, never randomly initialised."""
-        path = Path(resolve(name))
-        if not path.is_dir():
-            try:
-                from huggingface_hub import snapshot_download
-
-                path = Path(snapshot_download(name))
-            except Exception as e:
-                raise ModelLoadError(f"scorer model '{name}' is neither a local directory nor loadable from the hub: {e}") from e
-        files = sorted(path.glob("*.safetensors"))
-        if not files:
-            raise ModelLoadError(f"scorer model '{name}' has no .safetensors weights in {path}")
-        state: dict[str, torch.Tensor] = {}
-        for f in files:
-            state.update(load_file(str(f)))
+        path, state, meta = read_checkpoint(name, "scorer model")
+        check_kind(meta, cls.kind, name)
         if "value_head.weight" not in state:
             raise ModelLoadError(f"scorer model '{name}' has no value_head.weight: not a GPM checkpoint")
         two_k = state["value_head.weight"].shape[0]
@@ -121,16 +150,8 @@ class GPM(nn.Module):
             raise ModelLoadError(
                 f"scorer model '{name}': prompt_head.weight has {state['prompt_head.weight'].shape[0]} rows, expected k={two_k // 2}"
             )
-        meta_path = path / GPM_META
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        config = AutoConfig.from_pretrained(str(path))
-        backbone = AutoModel.from_config(config)
+        backbone = backbone_from_state(path, state, "scorer model")
         gpm = cls(backbone, k=two_k // 2, gate=gate, tau=tau if tau is not None else meta.get("tau", 0.1))
-        backbone_state = {n[len("model."):]: t for n, t in state.items() if n.startswith("model.")}
-        missing, unexpected = backbone.load_state_dict(backbone_state, strict=False)
-        missing = [m for m in missing if "rotary" not in m]
-        if missing:
-            raise ModelLoadError(f"scorer model '{name}' lacks backbone weights: {missing[:5]}")
         gpm.value_head.weight.data.copy_(state["value_head.weight"])
         if gate:
             gpm.prompt_head.weight.data.copy_(state["prompt_head.weight"])

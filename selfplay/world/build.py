@@ -1,12 +1,14 @@
-"""Build (once) and cache the embedded world: tokenizer, SFT policy, prompts, GPM scorer.
+"""Build (once) and cache the embedded world: tokenizer, SFT policy, prompts, preference models.
 
 Everything is written as ordinary Hugging Face directories, so the run loads the
 world through exactly the code that loads a user's model and data:
 
     <cache>/<key>/tokenizer/   trained with `tokenizers`, with a chat template
     <cache>/<key>/policy/      a tiny Llama after a short SFT warm start (+ tokenizer)
-    <cache>/<key>/gpm/         a GPM trained on oracle-labelled pairs (+ tokenizer)
+    <cache>/<key>/gpm/         a GPM trained on oracle-labelled pairs (+ tokenizer): the default scorer
+    <cache>/<key>/bt/, pairwise/  the other kinds on the same pairs, trained the first time one is asked for
     <cache>/<key>/prompts.jsonl
+    <cache>/<key>/pairs/train.jsonl, test.jsonl   the oracle-labelled pairs (TRL prompt/chosen/rejected)
     <cache>/<key>/world.json   settings, timings, GPM held-out accuracy
 
 The key hashes the world settings, so changing one builds a new world.
@@ -29,14 +31,16 @@ from transformers import AutoModel, LlamaConfig, LlamaForCausalLM, PreTrainedTok
 
 from selfplay.checkpoint import atomic_dir, atomic_write_json
 from selfplay.modeling import encode_prompt, load_tokenizer, response_batch
-from selfplay.models.gpm import GPM
+from selfplay.models.backbone import load_backbone
+from selfplay.models.kinds import KINDS, new_preference_model
 from selfplay.optim import minimize
-from selfplay.preference_training import PreferencePair, pair_accuracy, train_gpm
+from selfplay.pairs import PreferencePair, load_pairs, write_pairs_jsonl
+from selfplay.preference_training import pair_accuracy, train_preference_model
 from selfplay.world import corpus, oracle
 
 log = logging.getLogger(__name__)
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "<|end|>"}
 ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
@@ -52,10 +56,23 @@ class World:
     tokenizer: str
     gpm: str
     prompts: str
+    pairs: str  # directory with train.jsonl and test.jsonl
 
     @classmethod
-    def at(cls, root: Path) -> "World":
-        return cls(root, str(root / "policy"), str(root / "tokenizer"), str(root / "gpm"), str(root / "prompts.jsonl"))
+    def at(cls, root: Path) -> World:
+        return cls(root, str(root / "policy"), str(root / "tokenizer"), str(root / "gpm"), str(root / "prompts.jsonl"),
+                   str(root / "pairs"))
+
+    def scorer(self, kind: str, cfg: DictConfig) -> str:
+        """The world's preference model of ``kind``; all but the GPM are trained on first use (and cached)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown preference-model kind '{kind}'; expected one of {KINDS}")
+        path = self.root / kind
+        if not path.exists():
+            log.info("training the embedded world's %s preference model (once; cached)", kind)
+            with atomic_dir(path) as tmp:
+                train_world_scorer(kind, self, cfg, tmp)
+        return str(path)
 
 
 def world_key(cfg: DictConfig) -> str:
@@ -113,7 +130,7 @@ def sft(model: LlamaForCausalLM, tokenizer, prompts: list[str], cfg: DictConfig,
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
         return (nll * mask[:, 1:]).sum() / mask[:, 1:].sum()
 
-    warmup_then_decay = lambda s: min(1.0, (s + 1) / 20) * (1 - s / cfg.sft_steps)  # noqa: E731
+    warmup_then_decay = lambda s: min(1.0, (s + 1) / 20) * (1 - s / cfg.sft_steps)
     return minimize(model, step_loss, cfg.sft_steps, cfg.sft_lr, warmup_then_decay)
 
 
@@ -138,8 +155,7 @@ def build_world(cfg: DictConfig, root: Path) -> None:
 
     prompts = corpus.make_prompts(cfg.n_prompts, rng)
     with open(root / "prompts.jsonl", "w") as f:
-        for p in prompts:
-            f.write(json.dumps({"prompt": p}) + "\n")
+        f.writelines(json.dumps({"prompt": p}) + "\n" for p in prompts)
 
     texts = prompts + [corpus.sample_response(rng.choice(prompts), rng) for _ in range(4000)] + corpus.vocabulary_text()
     tokenizer = train_tokenizer(texts, cfg.vocab_size)
@@ -170,15 +186,11 @@ def build_world(cfg: DictConfig, root: Path) -> None:
     timings["sft_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    pairs = labelled_pairs(prompts, cfg.gpm_pairs, rng)
+    pairs = labelled_pairs(prompts, cfg.pm_pairs, rng)
     held_out = labelled_pairs(prompts, 500, rng)
-    backbone = AutoModel.from_config(config)
-    backbone.load_state_dict(policy.model.state_dict())  # a reward model starts from the SFT policy
-    gpm = GPM(backbone, k=cfg.gpm_k, gate=True, tau=0.1)
-    gpm_losses = train_gpm(gpm, tokenizer, pairs, cfg.gpm_steps, cfg.gpm_batch_size, cfg.gpm_lr, cfg.seed)
-    accuracy = pair_accuracy(gpm, tokenizer, held_out)
-    gpm.save_pretrained(root / "gpm")
-    tokenizer.save_pretrained(root / "gpm")
+    write_pairs_jsonl(root / "pairs" / "train.jsonl", pairs)
+    write_pairs_jsonl(root / "pairs" / "test.jsonl", held_out)
+    pm = train_world_scorer("gpm", World.at(root), cfg, root / "gpm", policy=policy, pairs=(pairs, held_out))
     timings["gpm_s"] = time.perf_counter() - t
 
     timings["total_s"] = time.perf_counter() - t0
@@ -187,8 +199,36 @@ def build_world(cfg: DictConfig, root: Path) -> None:
         "settings": OmegaConf.to_container(cfg, resolve=True),
         "timings": timings,
         "sft_loss_first_last": [sft_losses[0], sft_losses[-1]],
-        "gpm_loss_first_last": [gpm_losses[0], gpm_losses[-1]],
-        "gpm_heldout_accuracy": accuracy,
+        "gpm_loss_first_last": [pm["losses"][0], pm["losses"][-1]],
+        "gpm_heldout_accuracy": pm["heldout_accuracy"],
     }
     atomic_write_json(root / "world.json", info)
     log.info("world built in %.1fs: %s", timings["total_s"], json.dumps(info["timings"]))
+
+
+def train_world_scorer(
+    kind: str, world: World, cfg: DictConfig, out: Path,
+    policy: LlamaForCausalLM | None = None, pairs: tuple[list[PreferencePair], list[PreferencePair]] | None = None,
+) -> dict:
+    """Train a ``kind`` preference model from the SFT policy on the world's labelled pairs; save it to ``out``.
+
+    Every kind gets the same backbone, pairs, steps, batch and learning rate.
+    """
+    t = time.perf_counter()
+    tokenizer = load_tokenizer(world.tokenizer)
+    if pairs is None:
+        pairs = tuple(load_pairs(str(Path(world.pairs) / f"{split}.jsonl"), max_bad_share=0.0)[0] for split in ("train", "test"))
+    if policy is None:
+        backbone = load_backbone(world.policy)
+    else:  # a reward model starts from the SFT policy
+        backbone = AutoModel.from_config(policy.config)
+        backbone.load_state_dict(policy.model.state_dict())
+    model = new_preference_model(kind, backbone, k=cfg.gpm_k, gate=True, tau=0.1)
+    losses = train_preference_model(model, tokenizer, pairs[0], cfg.pm_steps, cfg.pm_batch_size, cfg.pm_lr, cfg.seed)
+    accuracy = pair_accuracy(model, tokenizer, pairs[1])
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    report = {"kind": kind, "losses": losses, "heldout_accuracy": accuracy, "seconds": time.perf_counter() - t}
+    atomic_write_json(out / "train_report.json", {k: v for k, v in report.items() if k != "losses"})
+    log.info("world %s: held-out pair accuracy %.3f (%.0fs)", kind, accuracy, report["seconds"])
+    return report
