@@ -33,16 +33,8 @@ from transformers import PreTrainedTokenizerBase
 
 from selfplay.modeling import Messages, ModelLoadError
 from selfplay.models.backbone import (
-    PreferenceModel,
-    at_positions,
-    backbone_from_state,
-    batched,
-    check_kind,
-    device_of,
-    encode_responses,
-    last_token,
-    read_checkpoint,
-    save_checkpoint,
+    PreferenceModel, at_positions, backbone_from_state, batched, check_kind, device_of, encode_responses,
+    last_token, read_checkpoint, save_checkpoint,
 )
 from selfplay.pairs import PreferencePair
 

@@ -19,21 +19,12 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
-from transformers.models.auto.modeling_auto import (
-    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
-)
+from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
 from selfplay.modeling import Messages, ModelLoadError
 from selfplay.models.backbone import (
-    PreferenceModel,
-    backbone_from_state,
-    batched,
-    check_kind,
-    device_of,
-    encode_responses,
-    last_token,
-    read_checkpoint,
-    save_checkpoint,
+    PreferenceModel, backbone_from_state, batched, check_kind, device_of, encode_responses, last_token,
+    read_checkpoint, save_checkpoint,
 )
 from selfplay.pairs import PreferencePair
 
