@@ -9,8 +9,8 @@ from selfplay.learner import Learner as LearnerImpl
 
 @ray.remote
 class Learner:
-    def __init__(self, model: str, tokenizer: str, dtype: str, train, algo, seed: int):
-        self.learner = LearnerImpl(model, tokenizer, dtype, train, algo, seed)
+    def __init__(self, model: str, tokenizer: str, dtype: str, train, algo, seed: int, initial: str | None = None):
+        self.learner = LearnerImpl(model, tokenizer, dtype, train, algo, seed, initial)
 
     def begin_iteration(self, batch):
         return self.learner.begin_iteration(batch)

@@ -2,7 +2,9 @@
 
 A ``Rollout`` goes generator -> scorer -> algorithm: P prompts with K sampled
 responses each, and (after scoring) one K x K log-odds matrix per prompt.  A
-``TrainBatch`` goes algorithm -> learner: one row per training sequence.
+``TrainBatch`` goes algorithm -> learner: training *examples* of ``group``
+sequences each (1 for GPO/SPPO's all-K form, 2 = (chosen, rejected) for pairs),
+stored as rows, example-major.
 """
 
 from __future__ import annotations
@@ -31,18 +33,35 @@ class Rollout:
 
 @dataclass
 class TrainBatch:
-    prompt_ids: list[list[int]]  # (N,)
-    response_ids: list[list[int]]  # (N,)
-    targets: torch.Tensor  # (N,) what the algorithm's loss regresses or ranks on
-    old_logps: torch.Tensor | None = None  # (N,) log pi_t(y|x), filled once by the learner
+    prompt_ids: list[list[int]]  # (N,) rows
+    response_ids: list[list[int]]  # (N,) rows, EOS included when the response finished
+    targets: torch.Tensor  # (N,) what a square loss regresses on (pair losses ignore it)
+    group: int = 1  # rows per training example
+    # Whose log-probs the loss compares with: "previous" (pi_t, the sampling policy), "initial" (pi_0) or
+    # None (no reference model).  The learner fills ref_logps once per iteration, before training.
+    reference: str | None = "previous"
+    ref_logps: torch.Tensor | None = None  # (N,)
+
+    def __post_init__(self) -> None:
+        if len(self.prompt_ids) != len(self.response_ids) or len(self.prompt_ids) % self.group:
+            raise ValueError(f"a TrainBatch needs whole examples of {self.group} rows; got "
+                             f"{len(self.prompt_ids)} prompts and {len(self.response_ids)} responses")
 
     def __len__(self) -> int:
-        return len(self.prompt_ids)
+        """The number of training examples."""
+        return len(self.prompt_ids) // self.group
 
-    def select(self, idx: list[int]) -> "TrainBatch":
+    def lengths(self) -> torch.Tensor:
+        """|y| per row: response tokens, EOS included.  (N,)"""
+        return torch.tensor([len(r) for r in self.response_ids], dtype=torch.float32)
+
+    def select(self, examples: list[int]) -> "TrainBatch":
+        rows = [e * self.group + g for e in examples for g in range(self.group)]
         return TrainBatch(
-            [self.prompt_ids[i] for i in idx],
-            [self.response_ids[i] for i in idx],
-            self.targets[idx],
-            None if self.old_logps is None else self.old_logps[idx],
+            [self.prompt_ids[i] for i in rows],
+            [self.response_ids[i] for i in rows],
+            self.targets[rows],
+            self.group,
+            self.reference,
+            None if self.ref_logps is None else self.ref_logps[rows],
         )

@@ -77,8 +77,20 @@ class ScorerConfig:
 
 @dataclass
 class AlgoConfig:
-    name: str = "gpo"
-    beta: float = 2.0  # GPO: KL strength; targets are s_hat / beta (seed 004 eq. 5.7)
+    """The algorithm and its hyperparameters; None means the algorithm's default (``algorithms.ALGORITHMS``)."""
+
+    name: str = "gpo"  # gpo | sppo | dpo | ipo | simpo
+    beta: Optional[float] = None  # GPO: targets s_hat / beta (2.0); DPO: beta (0.1); SimPO: beta (2.0)
+    eta: Optional[float] = None  # SPPO: targets eta * (P_hat - 1/2) (4.0; the released scripts' 1/beta)
+    hard: Optional[bool] = None  # SPPO pair recipe: p_w = 1, p_l = 0 (false)
+    tau: Optional[float] = None  # IPO: target margin 1/(2 tau) (0.01)
+    gamma: Optional[float] = None  # SimPO: target margin (1.0)
+    # gpo/sppo: all (every response) | best_worst (METHODS A.2's pair);
+    # dpo/ipo/simpo: best_worst | best_random | all_pairs (at most max_pairs per prompt)
+    pairs: Optional[str] = None
+    max_pairs: int = 4
+    min_prob: float = 0.0  # margin filter: drop pairs with P(y_w > y_l) below this
+    reference: Optional[str] = None  # dpo/ipo: initial (pi_0) | previous (pi_{t-1}); gpo/sppo: previous; simpo: none
 
 
 @dataclass
@@ -86,10 +98,14 @@ class TrainConfig:
     lr: float = 2e-4
     weight_decay: float = 0.0
     epochs: int = 2
-    batch_size: int = 64  # sequences per optimizer step
-    micro_batch_size: int = 64  # sequences per forward pass (gradient accumulation)
+    # training examples (a sequence for GPO/SPPO's all-K form, a (chosen, rejected) pair otherwise)
+    batch_size: int = 64  # examples per optimizer step
+    micro_batch_size: int = 64  # examples per forward pass (gradient accumulation)
     max_grad_norm: float = 1.0
-    mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
+    # learning rate per iteration: linear warm-up over warmup_ratio of the steps, then constant | linear | cosine
+    warmup_ratio: float = 0.0
+    lr_schedule: str = "constant"
+    mixed_precision: str = "auto"  # auto (bf16 on a GPU, else no) | no | bf16 | fp16 (accelerate)
     num_cpus: float = 0.0
     num_gpus: float = 0.0
 
@@ -151,6 +167,10 @@ class Config:
 
 GENERATOR_BACKENDS = ("vllm", "hf")
 SCORER_KINDS = ("gpm", "bt", "pairwise")
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+LR_SCHEDULES = ("constant", "linear", "cosine")
+# ``algo=NAME`` on the command line selects an algorithm with its defaults: ``algo.name=NAME``.
+SHORTHANDS = {"algo": "algo.name"}
 
 
 def presets(preset_dir: Path = CONFIG_DIR) -> dict[str, str]:
@@ -226,6 +246,9 @@ def load_config(
             raise ConfigError(f"unknown preset '{preset}' (presets: {', '.join(names)}){hint}")
         cfg = _merge(cfg, OmegaConf.load(path), str(path.relative_to(CONFIG_DIR.parent)))
     for item in overrides:  # one at a time, so an error names the override at fault
+        key, _, value = item.partition("=")
+        if schema_class is Config and key in SHORTHANDS:
+            item = f"{SHORTHANDS[key]}={value}"
         try:
             dot = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException as e:
@@ -253,12 +276,13 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.scorer.tau > 0, f"scorer.tau must be > 0, got {cfg.scorer.tau}")
     need(cfg.scorer.k is None or (cfg.scorer.kind == "gpm" and cfg.scorer.k >= 1),
          f"scorer.k applies to scorer.kind=gpm only and must be >= 1, got k={cfg.scorer.k} with kind={cfg.scorer.kind}")
-    from selfplay.algorithms import (
-        ALGORITHMS,  # the registry imports torch: only when validating
-    )
+    from selfplay.algorithms import ALGORITHMS, resolve_algo  # imports torch: only when validating
 
     need(cfg.algo.name in ALGORITHMS, f"algo.name must be one of {tuple(ALGORITHMS)}, got '{cfg.algo.name}'")
-    need(cfg.algo.beta > 0, f"algo.beta must be > 0, got {cfg.algo.beta}")
+    try:
+        resolve_algo(cfg.algo)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     need(cfg.data.prompts_per_iter >= 1, "data.prompts_per_iter must be >= 1")
     need(cfg.data.eval_size >= 1, "data.eval_size must be >= 1")
     need(1 <= cfg.eval.prompts, "eval.prompts must be >= 1")
@@ -267,7 +291,11 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.train.batch_size >= 1 and cfg.train.micro_batch_size >= 1, "train.batch_size and train.micro_batch_size must be >= 1")
     need(cfg.train.batch_size % cfg.train.micro_batch_size == 0,
          f"train.batch_size ({cfg.train.batch_size}) must be a multiple of train.micro_batch_size ({cfg.train.micro_batch_size})")
-    need(cfg.train.mixed_precision in ("no", "bf16", "fp16"), "train.mixed_precision must be no, bf16 or fp16")
+    need(cfg.train.mixed_precision in MIXED_PRECISION,
+         f"train.mixed_precision must be one of {MIXED_PRECISION}, got '{cfg.train.mixed_precision}'")
+    need(0.0 <= cfg.train.warmup_ratio < 1.0, f"train.warmup_ratio must lie in [0, 1), got {cfg.train.warmup_ratio}")
+    need(cfg.train.lr_schedule in LR_SCHEDULES,
+         f"train.lr_schedule must be one of {LR_SCHEDULES}, got '{cfg.train.lr_schedule}'")
     need(cfg.world.hidden_size % cfg.world.num_heads == 0, "world.hidden_size must be divisible by world.num_heads")
 
 
@@ -289,11 +317,18 @@ def help_text() -> str:
     lines += ["", "main keys (defaults):"]
     main = ["iter", "run.dir", "run.seed", "run.resume", "policy.model", "data.prompts", "data.prompt_column",
             "data.prompts_per_iter", "generator.backend", "generator.replicas", "generator.k", "generator.temperature",
-            "generator.max_new_tokens", "scorer.kind", "scorer.model", "scorer.tau", "algo.name", "algo.beta",
+            "generator.max_new_tokens", "scorer.kind", "scorer.model", "scorer.tau", "algo.name", "algo.pairs",
             "train.lr", "train.epochs", "train.batch_size", "eval.prompts", "eval.samples"]
     schema = OmegaConf.structured(Config)
     for key in main:
         lines.append(f"  {key}={OmegaConf.select(schema, key)}")
+    from selfplay.algorithms import ALGORITHMS
+
+    lines += ["", "algorithms (algo=NAME) and the defaults of their keys:"]
+    for name, a in ALGORITHMS.items():
+        keys = [f"{k}={v}" for k, v in a.params.items()] + [f"pairs={'|'.join(a.pairs)}"]
+        keys.append(f"reference={'|'.join(a.references) or 'none'}")
+        lines.append(f"  {name:<6} " + " ".join(keys))
     lines += ["", "every key: see selfplay/config.py"]
     return "\n".join(lines)
 

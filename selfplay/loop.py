@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -93,8 +94,14 @@ def score(workers: Workers, prompts: list[Messages], responses: list[list[str]],
     return scores
 
 
-def train(workers: Workers, rollout: Rollout, cfg: DictConfig, t: int) -> dict[str, float]:
-    batch = get_algorithm(cfg.algo.name).build(rollout, cfg.algo)
+def train(workers: Workers, rollout: Rollout, cfg: DictConfig, t: int) -> dict:
+    """Build the algorithm's examples and train on them; with none (every pair filtered out), say so and skip."""
+    rng = random.Random(iteration_seed(cfg, t, 2))  # pair strategies that draw (best_random)
+    batch = get_algorithm(cfg.algo.name).build(rollout, cfg.algo, rng)
+    if len(batch) == 0:
+        reason = f"no training examples: algo.min_prob={cfg.algo.min_prob} filtered out every pair"
+        log.warning("iteration %d: %s; skipping training (the policy is unchanged)", t, reason)
+        return {"loss": None, "skipped": reason}
     stats = ray.get(workers.learner.begin_iteration.remote(batch))
     refs = [workers.learner.train_epoch.remote(e, t) for e in range(cfg.train.epochs)]
     epochs = gather(refs, "train", cfg.run.progress)  # an actor runs its calls in order
@@ -188,5 +195,6 @@ def summary_line(r: dict) -> str:
     oracle = (f" | oracle vs init {r['oracle_win_rate_vs_initial']:.3f} vs prev {r['oracle_win_rate_vs_previous']:.3f}"
               if "oracle_win_rate_vs_initial" in r else "")
     stages = " ".join(f"{k[:-2]} {v:.1f}s" for k, v in r.items() if k.endswith("_s") and k != "generate_tokens_per_s")
+    loss = "skipped" if r["train_loss"] is None else f"{r['train_loss']:.4f}"
     return (f"iter {r['iteration']}: win rate vs init {r['win_rate_vs_initial']:.3f} vs prev {r['win_rate_vs_previous']:.3f}"
-            f"{oracle} | length {r['mean_response_length']:.1f} | loss {r['train_loss']:.4f} | {stages}")
+            f"{oracle} | length {r['mean_response_length']:.1f} | loss {loss} | {stages}")

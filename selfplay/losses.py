@@ -1,18 +1,47 @@
-"""Losses as plain functions on per-sequence log-probs: per-example losses out, the caller reduces."""
+"""Losses as plain functions on per-sequence log-probs: per-example losses out, the caller reduces.
+
+Notation (METHODS 4-6): logp = log pi_theta(y|x) summed over response tokens
+(EOS included, prompt masked); ref = the reference model's; h = logp - ref.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
-def gpo_loss(policy_logps: torch.Tensor, old_logps: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """General Preference Optimization, seed 004 eq. 5.7 with log Z replaced by 0:
+def square_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The square loss of GPO and SPPO, against the sampling policy pi_t:
 
-        ( log(pi_theta(y|x) / pi_t(y|x)) - (1/beta) * s_hat(y > pi_t | x) )^2
+        ( log(pi_theta(y|x) / pi_t(y|x)) - target )^2
 
-    ``targets`` holds (1/beta) * s_hat (see ``algorithms.gpo_targets``).  All inputs (N,); returns (N,).
+    GPO (seed 004 eq. 5.7, log Z = 0): target = (1/beta) * s_hat(y > pi_t | x).
+    SPPO (METHODS 5): target = eta * (P_hat(y > pi_t | x) - 1/2).
+    ``targets`` come from ``algorithms``.  All inputs (N,); returns (N,).
     """
-    return (policy_logps - old_logps - targets) ** 2
+    return (policy_logps - ref_logps - targets) ** 2
+
+
+def dpo_loss(h_w: torch.Tensor, h_l: torch.Tensor, beta: float) -> torch.Tensor:
+    """DPO (METHODS 6): -log sigma( beta (h_w - h_l) ).  Inputs (B,); returns (B,)."""
+    return -F.logsigmoid(beta * (h_w - h_l))
+
+
+def ipo_loss(h_w: torch.Tensor, h_l: torch.Tensor, tau: float) -> torch.Tensor:
+    """IPO (METHODS 6): ( h_w - h_l - 1/(2 tau) )^2.  Inputs (B,); returns (B,)."""
+    return (h_w - h_l - 1.0 / (2.0 * tau)) ** 2
+
+
+def simpo_loss(
+    logp_w: torch.Tensor, logp_l: torch.Tensor, len_w: torch.Tensor, len_l: torch.Tensor, beta: float, gamma: float
+) -> torch.Tensor:
+    """SimPO (METHODS 6), no reference model, length-normalised:
+
+        -log sigma( beta/|y_w| logp_theta(y_w|x) - beta/|y_l| logp_theta(y_l|x) - gamma )
+
+    ``len_*`` count response tokens (EOS included).  Inputs (B,); returns (B,).
+    """
+    return -F.logsigmoid(beta * logp_w / len_w - beta * logp_l / len_l - gamma)
 
 
 def preference_nll(logits: torch.Tensor) -> torch.Tensor:
@@ -22,7 +51,7 @@ def preference_nll(logits: torch.Tensor) -> torch.Tensor:
 
     ``logits`` (B,) are the log-odds that the chosen response wins; returns (B,).
     """
-    return -torch.nn.functional.logsigmoid(logits)
+    return -F.logsigmoid(logits)
 
 
 def order_robust_nll(f_wl: torch.Tensor, f_lw: torch.Tensor) -> torch.Tensor:

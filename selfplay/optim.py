@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -33,3 +34,20 @@ def minimize(
         losses.append(loss.item())
     model.eval()
     return losses
+
+
+def lr_multiplier(total_steps: int, warmup_steps: int, kind: str) -> Callable[[int], float]:
+    """The learning-rate factor at each step (``LambdaLR``): linear warm-up from 1/warmup to 1 over
+    ``warmup_steps``, then ``constant``, ``linear`` decay to 0 or half a ``cosine`` to 0 at ``total_steps``."""
+    decay = {
+        "constant": lambda frac: 1.0,
+        "linear": lambda frac: 1.0 - frac,
+        "cosine": lambda frac: 0.5 * (1.0 + math.cos(math.pi * frac)),
+    }[kind]
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return decay((step - warmup_steps) / max(1, total_steps - warmup_steps))
+
+    return factor

@@ -113,7 +113,7 @@ def start_workers(cfg: DictConfig, policy: str, tokenizer: str):
     scorer = Scorer.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, runtime_env={"env_vars": threads}).remote(
         s.kind, s.model, s.batch_size, s.k, s.tau, s.tokenizer, device)
     learner = Learner.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, runtime_env={"env_vars": threads}).remote(
-        policy, tokenizer, cfg.policy.dtype, t, cfg.algo, cfg.run.seed)
+        policy, tokenizer, cfg.policy.dtype, t, cfg.algo, cfg.run.seed, cfg.policy.model)
     workers = Workers(generators, scorer, learner)
     try:
         ray.get([a.__ray_ready__.remote() for a in workers.actors()])  # surface start-up errors now

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
+from selfplay.algorithms import resolve_algo
 from selfplay.config import CONFIG_DIR, Config, ConfigError, help_text, load_config, presets, to_yaml
 
 
@@ -17,8 +18,11 @@ def test_defaults_load():
     assert cfg.algo.name == "gpo" and cfg.algo.beta == 2.0
     assert cfg.policy.model is None and cfg.data.prompts is None
     assert cfg.train.batch_size % cfg.train.micro_batch_size == 0
-    # every default lives in the schema: loading nothing equals the structured schema
-    assert OmegaConf.to_container(cfg) == OmegaConf.to_container(OmegaConf.structured(Config))
+    assert cfg.algo.pairs == "all" and cfg.algo.reference == "previous" and cfg.algo.eta is None
+    # every default lives in the schema or, for the algorithm's keys, in its registry entry
+    schema = OmegaConf.structured(Config)
+    resolve_algo(schema.algo)
+    assert OmegaConf.to_container(cfg) == OmegaConf.to_container(schema)
 
 
 def test_default_preset_equals_defaults():
@@ -91,7 +95,7 @@ def test_wrong_type_names_key(arg, key):
         ("generator.backend=foo", "generator.backend must be one of"),
         ("scorer.tau=0", "scorer.tau must be > 0"),
         ("algo.beta=-1", "algo.beta must be > 0"),
-        ("algo.name=ppo", "algo.name must be one of ('gpo',), got 'ppo'"),
+        ("algo.name=ppo", "algo.name must be one of ('gpo', 'sppo', 'dpo', 'ipo', 'simpo'), got 'ppo'"),
         ("generator.temperature=-0.5", "generator.temperature must be >= 0"),
     ],
 )
@@ -133,7 +137,9 @@ def test_help_text_lists_presets_and_keys():
     assert text.startswith("usage: python -m selfplay.run")
     for name in presets():
         assert f"  {name} " in text
-    for line in ["  generator.k=4", "  iter=3", "  algo.beta=2.0", "  scorer.tau=0.1", "  algo.name=gpo"]:
+    for line in ["  generator.k=4", "  iter=3", "  scorer.tau=0.1", "  algo.name=gpo",
+                 "  gpo    beta=2.0 pairs=all|best_worst reference=previous",
+                 "  simpo  beta=2.0 gamma=1.0 pairs=best_worst|best_random|all_pairs reference=none"]:
         assert line + "\n" in text
 
 
@@ -147,3 +153,37 @@ def test_to_yaml_round_trips():
 def test_overriding_a_section_with_a_value_names_the_section() -> None:
     with pytest.raises(ConfigError, match=r"bad value for 'generator' \(from command line 'generator=3'\)"):
         load_config(["generator=3"])
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["simpo", "algo.reference=initial"], "simpo uses no reference model; remove algo.reference=initial"),
+        (["algo=sppo", "algo.pairs=all_pairs"], "algo.pairs='all_pairs' is not a pair strategy of sppo; "
+                                                "it takes ('all', 'best_worst')"),
+        (["dpo", "algo.pairs=all"], "algo.pairs='all' is not a pair strategy of dpo"),
+        (["dpo", "algo.pairs=best_random", "generator.k=1"], "generator.k must be >= 2"),
+        (["dpo", "algo.min_prob=1.5"], "no pair could pass the margin filter"),
+        (["gpo", "algo.min_prob=0.6"], "algo.min_prob filters preference pairs; gpo trains"),
+        (["algo=dpo", "algo.eta=3"], "algo.eta applies to sppo, not to algo.name=dpo"),
+        (["algo=gpo", "algo.reference=initial"], "algo.reference='initial' is not available to gpo"),
+        (["algo=sppo", "algo.hard=true"], "algo.hard=true is SPPO's pair recipe"),
+        (["ipo", "algo.tau=0"], "algo.tau must be > 0"),
+        (["dpo", "algo.max_pairs=0"], "algo.max_pairs must be >= 1"),
+        (["train.lr_schedule=step"], "train.lr_schedule must be one of ('constant', 'linear', 'cosine')"),
+        (["train.warmup_ratio=1.0"], "train.warmup_ratio must lie in [0, 1)"),
+    ],
+)
+def test_bad_algorithm_configurations_fail_before_any_work(args, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config(args)
+    assert needle in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["gpo", "sppo", "dpo", "ipo", "simpo"])
+def test_algorithm_presets_and_shorthand_agree(name):
+    """`python -m selfplay.run NAME` and `algo=NAME` both select the algorithm; presets state its settings."""
+    preset, shorthand = load_config([name]), load_config([f"algo={name}"])
+    assert preset.algo.name == shorthand.algo.name == name
+    assert preset.algo.pairs is not None and shorthand.algo.pairs is not None
+    assert (preset.algo.reference is None) == (name == "simpo")

@@ -7,6 +7,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from selfplay.algorithms import resolve_algo
 from selfplay.batch import TrainBatch
 from selfplay.config import AlgoConfig, TrainConfig
 from selfplay.learner import Learner
@@ -28,7 +29,9 @@ def tiny_policy(world, tmp_path_factory):
 
 def make_learner(path: str, **train) -> Learner:
     cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), {"lr": 1e-2, "epochs": 1, **train})
-    return Learner(path, path, "float32", cfg, OmegaConf.structured(AlgoConfig), seed=0)
+    algo = OmegaConf.structured(AlgoConfig)
+    resolve_algo(algo)
+    return Learner(path, path, "float32", cfg, algo, seed=0)
 
 
 def batch_of(n: int) -> TrainBatch:
@@ -42,11 +45,11 @@ def test_old_logprobs_are_cached_before_training(tiny_policy):
     learner = make_learner(tiny_policy, batch_size=8, micro_batch_size=8)
     batch = batch_of(8)
     learner.begin_iteration(batch)
-    assert torch.allclose(batch.old_logps, learner.logprobs(batch))
+    assert torch.allclose(batch.ref_logps, learner.logprobs(batch))
     stats = learner.train_epoch(0, iteration=1)
     # at the start log pi_theta = log pi_t, so the GPO loss is the mean squared target
     assert stats["loss"] == pytest.approx((batch.targets ** 2).mean().item(), rel=1e-4)
-    assert not torch.allclose(batch.old_logps, learner.logprobs(batch))  # the weights moved; the cache did not
+    assert not torch.allclose(batch.ref_logps, learner.logprobs(batch))  # the weights moved; the cache did not
 
 
 def test_gradient_accumulation_equals_one_big_batch(tiny_policy):

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from selfplay.algorithms import ALGORITHMS, build_gpo, get_algorithm, gpo_targets
 from selfplay.batch import Rollout, TrainBatch
 from selfplay.generation import Sample
-from selfplay.losses import gpo_loss
+from selfplay.losses import square_loss as gpo_loss
 
 # A hand-built skew-symmetric 3x3 score matrix S[i, j] = s(y_i > y_j | x).
 S3 = torch.tensor(
@@ -128,7 +128,7 @@ def test_build_gpo_rows_in_order_with_targets():
         samples=[samples_a, samples_b],
         scores=[S3, -S3],
     )
-    cfg = OmegaConf.create({"name": "gpo", "beta": 2.0})
+    cfg = OmegaConf.create({"name": "gpo", "beta": 2.0, "pairs": "all"})
     batch = build_gpo(rollout, cfg)
     assert isinstance(batch, TrainBatch)
     assert len(batch) == 6
@@ -136,7 +136,7 @@ def test_build_gpo_rows_in_order_with_targets():
     assert batch.response_ids == [[10], [11, 12], [13, 14, 15], [20, 21], [22], [23, 2]]
     expected = torch.tensor([0.5, -1.0 / 12, -5.0 / 12, -0.5, 1.0 / 12, 5.0 / 12])
     torch.testing.assert_close(batch.targets, expected)
-    assert batch.old_logps is None
+    assert batch.ref_logps is None and batch.reference == "previous" and batch.group == 1
     # select keeps rows aligned
     sub = batch.select([4, 0])
     assert sub.response_ids == [[22], [10]]
@@ -147,6 +147,5 @@ def test_registry():
     algo = get_algorithm("gpo")
     assert algo is ALGORITHMS["gpo"]
     assert algo.build is build_gpo
-    assert algo.loss is gpo_loss
     with pytest.raises(ValueError, match="unknown algo.name 'ppo'.*gpo"):
         get_algorithm("ppo")
