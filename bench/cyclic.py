@@ -48,8 +48,10 @@ def main() -> None:
         for name in names:
             start = time.perf_counter()
             train, test = cyclic.make_split(name, size, args.seed)
-            fit = lambda kind, **kw: cyclic.fit(  # noqa: E731
-                kind, train, test, world.policy, tokenizer, steps=args.steps, seed=args.seed, **kw)["accuracy"]
+            def fit(kind: str, **gpm_settings) -> float:
+                return cyclic.fit(kind, train, test, world.policy, tokenizer, steps=args.steps, seed=args.seed,
+                                  **gpm_settings)["accuracy"]
+
             accs = [fit("bt")] + [fit("gpm", k=k, gate=gate, tau=args.tau) for k, gate in gpms]
             cells = [f"{cyclic.best_transitive_accuracy(test):.3f}"] + [f"{a:.3f}" for a in accs]
             print(f"| {name} | {size} ({len(train)}) | " + " | ".join(cells)

@@ -13,8 +13,9 @@ and which loss trains on it.  The loop looks an algorithm up; it never branches 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from omegaconf import DictConfig

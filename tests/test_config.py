@@ -6,7 +6,15 @@ import pytest
 from omegaconf import OmegaConf
 
 from selfplay.algorithms import resolve_algo
-from selfplay.config import CONFIG_DIR, Config, ConfigError, help_text, load_config, presets, to_yaml
+from selfplay.config import (
+    CONFIG_DIR,
+    Config,
+    ConfigError,
+    help_text,
+    load_config,
+    presets,
+    to_yaml,
+)
 
 
 def test_defaults_load():
@@ -159,8 +167,8 @@ def test_overriding_a_section_with_a_value_names_the_section() -> None:
     "args,needle",
     [
         (["simpo", "algo.reference=initial"], "simpo uses no reference model; remove algo.reference=initial"),
-        (["algo=sppo", "algo.pairs=all_pairs"], "algo.pairs='all_pairs' is not a pair strategy of sppo; "
-                                                "it takes ('all', 'best_worst')"),
+        (["algo=sppo", "algo.pairs=all_pairs"],
+         "algo.pairs='all_pairs' is not a pair strategy of sppo; it takes ('all', 'best_worst')"),
         (["dpo", "algo.pairs=all"], "algo.pairs='all' is not a pair strategy of dpo"),
         (["dpo", "algo.pairs=best_random", "generator.k=1"], "generator.k must be >= 2"),
         (["dpo", "algo.min_prob=1.5"], "no pair could pass the margin filter"),

@@ -50,7 +50,7 @@ def test_split_is_deterministic_disjoint_and_prefix_stable():
     assert (len(train), len(test)) == (cyclic.SIZES["small"], cyclic.TEST_PAIRS)
     assert (train, test) == cyclic.make_split("no_truthfulness", "small", seed=3)
     assert train != cyclic.make_split("no_truthfulness", "small", seed=4)[0]
-    body = lambda r: tuple(w for w in r.rstrip(".").split() if w not in cyclic.MARKERS.values())  # noqa: E731
+    body = lambda r: tuple(w for w in r.rstrip(".").split() if w not in cyclic.MARKERS.values())
     assert not {body(p.chosen) for p in train} & {body(p.chosen) for p in test}
     assert sorted(map(repr, cyclic.make_dataset("no_truthfulness", cyclic.SIZES["small"], seed=3))) == sorted(
         map(repr, train))
@@ -58,7 +58,7 @@ def test_split_is_deterministic_disjoint_and_prefix_stable():
 
 def test_best_transitive_accuracy_by_hand():
     m = cyclic.MARKERS
-    pair = lambda w, l: PreferencePair([{"role": "user", "content": "q"}], f"a {m[w]}.", f"a {m[l]}.")  # noqa: E731
+    pair = lambda w, l: PreferencePair([{"role": "user", "content": "q"}], f"a {m[w]}.", f"a {m[l]}.")
     h, t, i = "honesty", "truthfulness", "instruction_following"
     assert cyclic.best_transitive_accuracy([pair(h, t), pair(t, i), pair(h, i)]) == 1.0
     # 2 x (h > t), 1 x (t > i), 1 x (i > h): the best order h > t > i gets 3 of 4
