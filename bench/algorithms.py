@@ -19,12 +19,12 @@ from pathlib import Path
 # name -> command-line arguments of selfplay.run
 VARIANTS: dict[str, list[str]] = {
     "gpo": ["gpo"],
-    "gpo (A.2 pair)": ["gpo", "algo.pairs=best_worst"],
+    "gpo-pair": ["gpo", "algo.pairs=best_worst"],  # METHODS A.2's (best, worst) pair
     "sppo": ["sppo"],
-    "sppo (A.2 pair)": ["sppo", "algo.pairs=best_worst"],
-    "sppo (A.2 pair, hard)": ["sppo", "algo.pairs=best_worst", "algo.hard=true"],
+    "sppo-pair": ["sppo", "algo.pairs=best_worst"],
+    "sppo-hard": ["sppo", "algo.pairs=best_worst", "algo.hard=true"],
     "dpo": ["dpo"],
-    "dpo (ref = previous)": ["dpo", "algo.reference=previous"],
+    "dpo-prev": ["dpo", "algo.reference=previous"],
     "ipo": ["ipo"],
     "simpo": ["simpo"],
 }
@@ -53,7 +53,7 @@ def main() -> None:
     rows = []
     try:
         for name in names:
-            run_dir = out / name.replace(" ", "_").replace("(", "").replace(")", "").replace(",", "")
+            run_dir = out / name
             shutil.rmtree(run_dir, ignore_errors=True)
             argv = [*VARIANTS[name], f"iter={args.iter}", f"run.seed={args.seed}", f"run.dir={run_dir}",
                     "run.progress=false", *args.overrides]

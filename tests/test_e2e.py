@@ -169,3 +169,24 @@ def test_bt_scorer_run(world, ray_cluster, tmp_path):
     (record,) = read_metrics(run_dir)
     assert 0.0 <= record["win_rate_vs_initial"] <= 1.0 and 0.0 <= record["oracle_win_rate_vs_initial"] <= 1.0
     assert json.loads((world.root / "bt" / "train_report.json").read_text())["heldout_accuracy"] > 0.75
+
+
+def test_dpo_preset_trains_on_pairs_against_the_initial_policy(world, ray_cluster, tmp_path):
+    """`dpo` end to end: pairs, pi_0 as reference, TRL's pair metrics in the metrics line."""
+    run_dir = tmp_path / "run"
+    assert main(["dpo", *FAST[1:], "iter=2", f"run.dir={run_dir}", "generator.backend=hf",
+                 "data.prompts_per_iter=32", "eval.prompts=16", "eval.samples=1", "train.epochs=1"]) == 0
+    records = read_metrics(run_dir)
+    for r in records:
+        assert r["train"]["num_examples"] >= 1 and 0.0 <= r["train"]["reward_accuracy"] <= 1.0
+    # at the first step pi_theta = pi_0, so iteration 1's first loss is log 2; and with 32 pairs and batch 64 that is its only step
+    assert records[0]["train"]["loss"] == pytest.approx(0.693147, abs=1e-4)
+    assert "reference: initial" in (run_dir / "config.yaml").read_text()
+
+
+def test_a_margin_filter_that_keeps_no_pair_skips_training(world, ray_cluster, tmp_path, caplog):
+    run_dir = tmp_path / "run"
+    assert main([*FAST, "algo=dpo", "algo.min_prob=1.0", f"run.dir={run_dir}", "generator.backend=hf"]) == 0
+    (record,) = read_metrics(run_dir)
+    assert record["train_loss"] is None and "filtered out every pair" in record["train"]["skipped"]
+    assert 0.0 <= record["win_rate_vs_initial"] <= 1.0  # the iteration still evaluated and committed
