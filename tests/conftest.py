@@ -21,6 +21,24 @@ def world():
 
 
 @pytest.fixture(scope="session")
+def tiny_policy(world, tmp_path_factory):
+    """A random tiny Llama over the world's tokenizer, saved as a Hugging Face directory."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from selfplay.modeling import load_tokenizer
+
+    tok = load_tokenizer(world.tokenizer)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=1, num_key_value_heads=1))
+    path = tmp_path_factory.mktemp("tiny") / "policy"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     import ray
 

@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from selfplay.algorithms import (
     LossInputs,
@@ -376,18 +375,6 @@ def test_lr_multiplier_warmup_then_decay():
 @pytest.fixture(scope="module")
 def tok(world):
     return load_tokenizer(world.tokenizer)
-
-
-@pytest.fixture(scope="module")
-def tiny_policy(tok, tmp_path_factory):
-    """A random tiny Llama over the world's tokenizer, saved as a Hugging Face directory."""
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=64,
-                                         num_hidden_layers=1, num_attention_heads=1, num_key_value_heads=1))
-    path = tmp_path_factory.mktemp("tiny_algo") / "policy"
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
 
 
 def test_response_mask_covers_response_and_eos_only(tok, tiny_policy):

@@ -5,26 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from omegaconf import OmegaConf
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from selfplay.algorithms import resolve_algo
 from selfplay.batch import TrainBatch
 from selfplay.config import AlgoConfig, TrainConfig
 from selfplay.learner import Learner
-from selfplay.modeling import load_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_policy(world, tmp_path_factory):
-    """A random tiny Llama over the world's tokenizer, saved as a Hugging Face directory."""
-    tok = load_tokenizer(world.tokenizer)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=64,
-                                         num_hidden_layers=1, num_attention_heads=1, num_key_value_heads=1))
-    path = tmp_path_factory.mktemp("tiny") / "policy"
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
 
 
 def make_learner(path: str, **train) -> Learner:
