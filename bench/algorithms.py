@@ -12,7 +12,6 @@ oracle, its mean response length, and the mean wall time per iteration.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
 
@@ -46,6 +45,7 @@ def main() -> None:
 
     import ray
 
+    from selfplay.checkpoint import read_metrics
     from selfplay.run import main as run
 
     out = Path(args.out)
@@ -59,7 +59,7 @@ def main() -> None:
                     "run.progress=false", *args.overrides]
             if run(argv) != 0:
                 raise SystemExit(f"{name}: selfplay.run {' '.join(argv)} failed")
-            records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+            records = read_metrics(run_dir)
             last = records[-1]
             per_iter = sum(sum(r[s] for s in STAGES) for r in records) / len(records)
             rows.append(f"| {name} | {last['win_rate_vs_initial']:.3f} | {last['oracle_win_rate_vs_initial']:.3f} "

@@ -192,7 +192,7 @@ def resolve_algo(cfg: DictConfig) -> None:
     if not 0.0 <= cfg.min_prob <= 1.0:
         raise ValueError(f"algo.min_prob is a probability in [0, 1], got {cfg.min_prob}"
                          + (": no pair could pass the margin filter" if cfg.min_prob > 1 else ""))
-    if cfg.min_prob > 0 and cfg.name in ("gpo", "sppo"):
+    if cfg.min_prob > 0 and ALL in algo.pairs:  # the square-loss algorithms
         raise ValueError(f"algo.min_prob filters preference pairs; {cfg.name} trains on every response or on "
                          "A.2's (best, worst) pair unfiltered")
     if cfg.max_pairs < 1:

@@ -99,7 +99,8 @@ def train(workers: Workers, rollout: Rollout, cfg: DictConfig, t: int) -> dict:
     rng = random.Random(iteration_seed(cfg, t, 2))  # pair strategies that draw (best_random)
     batch = get_algorithm(cfg.algo.name).build(rollout, cfg.algo, rng)
     if len(batch) == 0:
-        reason = f"no training examples: algo.min_prob={cfg.algo.min_prob} filtered out every pair"
+        reason = (f"no training examples: the margin filter (algo.min_prob={cfg.algo.min_prob}) and the "
+                  "rule against pairs of identical or tied responses filtered out every pair")
         log.warning("iteration %d: %s; skipping training (the policy is unchanged)", t, reason)
         return {"loss": None, "skipped": reason}
     stats = ray.get(workers.learner.begin_iteration.remote(batch))

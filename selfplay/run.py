@@ -64,12 +64,7 @@ def load_prompt_splits(cfg: DictConfig, tokenizer):
 
 def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int]:
     """Create or reopen the run directory; returns it and the last complete iteration."""
-    from selfplay.checkpoint import (
-        atomic_write_text,
-        clean_incomplete,
-        last_complete_iteration,
-        read_metrics,
-    )
+    from selfplay.checkpoint import atomic_write_text, clean_incomplete, last_complete_iteration, read_metrics
 
     run_dir = Path(cfg.run.dir).expanduser().resolve()
     saved = run_dir / "config.yaml"
