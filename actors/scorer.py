@@ -14,3 +14,7 @@ class Scorer:
 
     def score(self, prompts, responses):
         return self.scorer.score(prompts, responses)
+
+    def rewards(self, prompts, responses):
+        """A multi-objective model's (K_p, m) attribute rewards per prompt (``selfplay.scoring.Scorer.rewards``)."""
+        return self.scorer.rewards(prompts, responses)

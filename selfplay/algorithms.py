@@ -8,6 +8,7 @@ and which loss trains on it.  The loop looks an algorithm up; it never branches 
 | dpo   | (chosen, rejected) by a pair strategy          | -log sigma(beta (h_w - h_l))   | pi_0 or pi_t   |
 | ipo   | (chosen, rejected) by a pair strategy          | (h_w - h_l - 1/(2 tau))^2      | pi_0 or pi_t   |
 | simpo | (chosen, rejected) by a pair strategy          | length-normalised, margin gamma| none           |
+| dpa   | per (prompt, v): argmax_i v^T r_i, + replay    | SFT next-token loss            | none           |
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import torch
 from omegaconf import DictConfig
 
 from selfplay.batch import Rollout, TrainBatch
-from selfplay.losses import dpo_loss, ipo_loss, simpo_loss, square_loss
+from selfplay.directions import scalarise
+from selfplay.losses import dpo_loss, ipo_loss, sft_loss, simpo_loss, square_loss
 from selfplay.pair_selection import PAIR_STRATEGIES, candidate_pairs, select_pairs, win_rates
 
 ALL = "all"  # GPO/SPPO's all-K form: every response is an example
+BEST_OF_N = "best_of_n"  # DPA: the best response per (prompt, direction)
 
 
 @dataclass
@@ -104,6 +107,34 @@ def build_pairs(rollout: Rollout, cfg: DictConfig, rng: random.Random) -> TrainB
                       cfg.reference)
 
 
+def rejection_sample(rewards: torch.Tensor, v: tuple[float, ...]) -> int:
+    """DPA's rejection sampling (METHODS 3): the response with the highest R(x, v, y) = v^T r(x, y).
+    rewards (n, m) -> index."""
+    return int(scalarise(rewards, v).argmax())
+
+
+def replay_count(n: int, share: float) -> int:
+    """How many replay rows make ``share`` of a fine-tuning set with ``n`` selected rows: r / (n + r) = share."""
+    return round(share / (1 - share) * n)
+
+
+def draw_replay(pool: list, n: int, share: float, rng: random.Random) -> list:
+    """``replay_count(n, share)`` rows of ``pool`` without replacement (all of it if it is smaller)."""
+    return rng.sample(pool, min(len(pool), replay_count(n, share)))
+
+
+def build_dpa(rollout: Rollout, cfg: DictConfig, rng: random.Random | None = None) -> TrainBatch:
+    """(system prompt with v, x) -> y* for every (prompt, direction) of the rollout, then the replay rows."""
+    prompt_ids, response_ids = [], []
+    for p_ids, samples, rewards, v in zip(rollout.prompt_ids, rollout.samples, rollout.rewards, rollout.directions):
+        prompt_ids.append(p_ids)
+        response_ids.append(samples[rejection_sample(rewards, v)].response_ids)
+    for p_ids, r_ids in rollout.replay:
+        prompt_ids.append(p_ids)
+        response_ids.append(r_ids)
+    return TrainBatch(prompt_ids, response_ids, torch.zeros(len(prompt_ids)), 1, None)
+
+
 # ---- objectives ---------------------------------------------------------------------------------------------
 
 def square_objective(x: LossInputs, cfg: DictConfig) -> tuple[torch.Tensor, dict[str, float]]:
@@ -136,6 +167,11 @@ def simpo_objective(x: LossInputs, cfg: DictConfig) -> tuple[torch.Tensor, dict[
     return loss, pair_metrics(r[:, 0], r[:, 1])
 
 
+def sft_objective(x: LossInputs, cfg: DictConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    loss = sft_loss(x.logps[:, 0], x.lengths[:, 0])
+    return loss, {"nll_per_token": loss.detach().mean().item()}
+
+
 # ---- the registry -------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -153,8 +189,10 @@ ALGORITHMS: dict[str, Algorithm] = {
     "dpo": Algorithm(build_pairs, dpo_objective, PAIR_STRATEGIES, ("initial", "previous"), {"beta": 0.1}),
     "ipo": Algorithm(build_pairs, ipo_objective, PAIR_STRATEGIES, ("initial", "previous"), {"tau": 0.01}),
     "simpo": Algorithm(build_pairs, simpo_objective, PAIR_STRATEGIES, (), {"beta": 2.0, "gamma": 1.0}),
+    "dpa": Algorithm(build_dpa, sft_objective, (BEST_OF_N,), (), {"replay": 0.15, "init": "sft"}),
 }
-HYPERPARAMETERS = ("beta", "eta", "tau", "gamma", "hard")  # algo keys owned by some algorithms only
+HYPERPARAMETERS = ("beta", "eta", "tau", "gamma", "hard", "replay", "init")  # algo keys owned by some algorithms only
+INITS = ("sft", "previous")  # DPA: where each iteration's fine-tuning starts
 
 
 def get_algorithm(name: str) -> Algorithm:
@@ -200,3 +238,7 @@ def resolve_algo(cfg: DictConfig) -> None:
     for key in ("beta", "eta", "tau"):
         if key in algo.params and not cfg[key] > 0:
             raise ValueError(f"algo.{key} must be > 0, got {cfg[key]}")
+    if "replay" in algo.params and not 0.0 <= cfg.replay < 1.0:
+        raise ValueError(f"algo.replay is the replay share of the fine-tuning data, in [0, 1), got {cfg.replay}")
+    if "init" in algo.params and cfg.init not in INITS:
+        raise ValueError(f"algo.init must be one of {INITS}, got '{cfg.init}'")

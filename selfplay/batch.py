@@ -1,7 +1,10 @@
 """The two batch types that travel between actors.
 
 A ``Rollout`` goes generator -> scorer -> algorithm: P prompts with K sampled
-responses each, and (after scoring) one K x K log-odds matrix per prompt.  A
+responses each, and (after scoring) one K x K log-odds matrix per prompt.  With a
+multi-objective reward model each prompt also carries its preference direction v
+(already in its system prompt) and the K x m attribute rewards; DPA's rollout
+carries the memory-replay rows too.  A
 ``TrainBatch`` goes algorithm -> learner: training *examples* of ``group``
 sequences each (1 for GPO/SPPO's all-K form, 2 = (chosen, rejected) for pairs),
 stored as rows, example-major.
@@ -23,6 +26,9 @@ class Rollout:
     prompt_ids: list[list[int]]  # (P,) chat-templated prompt tokens
     samples: list[list[Sample]]  # (P, K)
     scores: list[torch.Tensor] = field(default_factory=list)  # (P,) of (K, K): s(y_i > y_j | x) / tau
+    directions: list[tuple[float, ...]] | None = None  # (P,) unit vectors in R^m (multi-objective scorer)
+    rewards: list[torch.Tensor] = field(default_factory=list)  # (P,) of (K, m): r(x, y_i), 0-100
+    replay: list[tuple[list[int], list[int]]] = field(default_factory=list)  # (prompt ids, response ids)
 
     def texts(self) -> list[list[str]]:
         return [[s.text for s in group] for group in self.samples]

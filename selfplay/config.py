@@ -41,7 +41,14 @@ class DataConfig:
     eval_prompts: Optional[str] = None
     eval_size: int = 64
     prompts_per_iter: int = 128
+    # None: iteration t takes the next prompts_per_iter prompts; N: the training prompts are split into N
+    # disjoint parts and iteration t draws from part (t - 1) mod N (seed 003: two halves that alternate)
+    subsets: Optional[int] = None
     system_prompt: Optional[str] = None
+    # Memory replay (algo.replay > 0): original (prompt, response) rows, e.g. the SFT set; same sources as
+    # `prompts`.  None uses the embedded world's SFT responses.
+    replay: Optional[str] = None
+    response_column: str = "response"
 
 
 @dataclass
@@ -56,6 +63,9 @@ class GeneratorConfig:
     gpu_memory_utilization: float = 0.3
     enforce_eager: bool = True
     max_model_len: int = 512
+    # vLLM's chunked prefill splits long prompts over steps; with per-request seeds it fails on CPU
+    # ("CPU Generator does not use offset", e.g. with DPA's system prompts), so it is off unless asked for.
+    chunked_prefill: bool = False
     batch_size: int = 256  # hf backend: prompts per generate() call
     num_cpus: float = 0.0  # Ray resources per generator actor
     num_gpus: float = 0.0
@@ -63,13 +73,14 @@ class GeneratorConfig:
 
 @dataclass
 class ScorerConfig:
-    kind: str = "gpm"  # gpm | bt | pairwise
+    kind: str = "gpm"  # gpm | bt | pairwise | multi_objective
     # Directory or hub name of a checkpoint of that kind (a GPM in the published layout, a Hugging Face
     # sequence-classification reward model, or one written by selfplay.train_pm); None: the embedded world's.
     model: Optional[str] = None
     tokenizer: Optional[str] = None  # defaults to scorer.model
     k: Optional[int] = None  # GPM only: refuse a checkpoint whose heads are not this size; None reads it
-    tau: float = 0.1  # GPM only
+    # GPM: P = sigma(s / tau) (0.1); multi_objective: P = sigma(v^T (r_i - r_j) / tau), rewards on 0-100 (10.0)
+    tau: Optional[float] = None
     batch_size: int = 64
     num_cpus: float = 0.0
     num_gpus: float = 0.0
@@ -79,7 +90,7 @@ class ScorerConfig:
 class AlgoConfig:
     """The algorithm and its hyperparameters; None means the algorithm's default (``algorithms.ALGORITHMS``)."""
 
-    name: str = "gpo"  # gpo | sppo | dpo | ipo | simpo
+    name: str = "gpo"  # gpo | sppo | dpo | ipo | simpo | dpa
     beta: Optional[float] = None  # GPO: targets s_hat / beta (2.0); DPO: beta (0.1); SimPO: beta (2.0)
     eta: Optional[float] = None  # SPPO: targets eta * (P_hat - 1/2) (4.0; the released scripts' 1/beta)
     hard: Optional[bool] = None  # SPPO pair recipe: p_w = 1, p_l = 0 (false)
@@ -91,6 +102,8 @@ class AlgoConfig:
     max_pairs: int = 4
     min_prob: float = 0.0  # margin filter: drop pairs with P(y_w > y_l) below this
     reference: Optional[str] = None  # dpo/ipo: initial (pi_0) | previous (pi_{t-1}); gpo/sppo: previous; simpo: none
+    replay: Optional[float] = None  # DPA: share of the fine-tuning data from data.replay (0.15)
+    init: Optional[str] = None  # DPA: each iteration starts from sft (pi_0; seed 003) | previous (pi_{t-1})
 
 
 @dataclass
@@ -115,6 +128,27 @@ class EvalConfig:
     prompts: int = 64  # held-out prompts per evaluation (at most data.eval_size)
     samples: int = 4  # responses per prompt and policy; win rates average over samples x samples pairs
     temperature: float = 1.0
+
+
+@dataclass
+class DirectionsConfig:
+    """Preference directions (DPA, METHODS 3), used with scorer.kind=multi_objective: each prompt is
+    conditioned on a unit vector v over the reward model's attributes, written into its system prompt."""
+
+    # Training, m = 2: theta ~ Uniform(angles) in degrees, v = <cos theta, sin theta> (seed 003: -45..0).
+    angles: list[float] = field(default_factory=lambda: [-45.0, 0.0])
+    # Any m: uniform over the unit vectors within max_angle degrees of center (used instead of angles).
+    center: Optional[list[float]] = None
+    max_angle: float = 45.0
+    fixed: Optional[list[float]] = None  # one direction for every prompt instead of sampling
+    per_prompt: int = 1  # directions drawn per prompt each iteration (seed 003: 5); K responses each
+    # Evaluation: grid_size directions with angles evenly over grid_angles (m = 2; seed 003 fig. 4:
+    # 10 from <1, 0> to <sqrt2/2, sqrt2/2>), or an explicit list in grid (any m).
+    grid_size: int = 10
+    grid_angles: list[float] = field(default_factory=lambda: [0.0, 45.0])
+    grid: Optional[list[list[float]]] = None
+    # Hypervolume reference point (one value per attribute, 0-100 scale); None: the origin.
+    hv_reference: Optional[list[float]] = None
 
 
 @dataclass
@@ -162,11 +196,13 @@ class Config:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    directions: DirectionsConfig = field(default_factory=DirectionsConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
 
 
 GENERATOR_BACKENDS = ("vllm", "hf")
-SCORER_KINDS = ("gpm", "bt", "pairwise")
+SCORER_KINDS = ("gpm", "bt", "pairwise", "multi_objective")
+DEFAULT_TAU = {"gpm": 0.1, "multi_objective": 10.0}  # scorer.tau when unset
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 # ``algo=NAME`` on the command line selects an algorithm with its defaults: ``algo.name=NAME``.
@@ -273,7 +309,9 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.generator.max_new_tokens >= 1, "generator.max_new_tokens must be >= 1")
     need(cfg.generator.temperature >= 0, "generator.temperature must be >= 0")
     need(cfg.scorer.kind in SCORER_KINDS, f"scorer.kind must be one of {SCORER_KINDS}, got '{cfg.scorer.kind}'")
-    need(cfg.scorer.tau > 0, f"scorer.tau must be > 0, got {cfg.scorer.tau}")
+    if cfg.scorer.tau is None:
+        cfg.scorer.tau = DEFAULT_TAU.get(cfg.scorer.kind)
+    need(cfg.scorer.tau is None or cfg.scorer.tau > 0, f"scorer.tau must be > 0, got {cfg.scorer.tau}")
     need(cfg.scorer.k is None or (cfg.scorer.kind == "gpm" and cfg.scorer.k >= 1),
          f"scorer.k applies to scorer.kind=gpm only and must be >= 1, got k={cfg.scorer.k} with kind={cfg.scorer.kind}")
     from selfplay.algorithms import ALGORITHMS, resolve_algo  # imports torch: only when validating
@@ -283,6 +321,20 @@ def validate(cfg: DictConfig) -> None:
         resolve_algo(cfg.algo)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    directional = cfg.scorer.kind == "multi_objective"
+    need(cfg.algo.name != "dpa" or directional,
+         f"algo.name=dpa ranks responses by v^T r: it needs scorer.kind=multi_objective, got '{cfg.scorer.kind}'")
+    d = cfg.directions
+    need(directional or (d.fixed is None and d.center is None and d.per_prompt == 1 and d.grid is None),
+         "directions.* condition prompts on directions over a multi-objective reward model's attributes: "
+         f"they need scorer.kind=multi_objective, got '{cfg.scorer.kind}'")
+    need(d.per_prompt >= 1, f"directions.per_prompt must be >= 1, got {d.per_prompt}")
+    need(len(d.angles) == 2 and d.angles[0] <= d.angles[1],
+         f"directions.angles must be [low, high] degrees with low <= high, got {list(d.angles)}")
+    need(len(d.grid_angles) == 2, f"directions.grid_angles must be [start, end] degrees, got {list(d.grid_angles)}")
+    need(d.grid_size >= 1, f"directions.grid_size must be >= 1, got {d.grid_size}")
+    need(0 < d.max_angle <= 180, f"directions.max_angle must lie in (0, 180] degrees, got {d.max_angle}")
+    need(cfg.data.subsets is None or cfg.data.subsets >= 1, f"data.subsets must be >= 1, got {cfg.data.subsets}")
     need(cfg.data.prompts_per_iter >= 1, "data.prompts_per_iter must be >= 1")
     need(cfg.data.eval_size >= 1, "data.eval_size must be >= 1")
     need(1 <= cfg.eval.prompts, "eval.prompts must be >= 1")
@@ -317,11 +369,14 @@ def help_text() -> str:
     lines += ["", "main keys (defaults):"]
     main = ["iter", "run.dir", "run.seed", "run.resume", "policy.model", "data.prompts", "data.prompt_column",
             "data.prompts_per_iter", "generator.backend", "generator.replicas", "generator.k", "generator.temperature",
-            "generator.max_new_tokens", "scorer.kind", "scorer.model", "scorer.tau", "algo.name", "algo.pairs",
+            "generator.max_new_tokens", "scorer.kind", "scorer.model", "scorer.tau", "algo.name", "algo.pairs", "directions.angles",
+            "directions.per_prompt", "directions.grid_size", "directions.grid_angles",
             "train.lr", "train.epochs", "train.batch_size", "eval.prompts", "eval.samples"]
     schema = OmegaConf.structured(Config)
     for key in main:
         lines.append(f"  {key}={OmegaConf.select(schema, key)}")
+        if key == "scorer.tau":
+            lines[-1] += "  (unset: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_TAU.items()) + ")"
     from selfplay.algorithms import ALGORITHMS
 
     lines += ["", "algorithms (algo=NAME) and the defaults of their keys:"]

@@ -33,6 +33,22 @@ def load_prompts(source: str, column: str = "prompt", split: str = "train") -> l
     return _parse_rows(source, load_rows(source, split), column)
 
 
+def load_responses(source: str, prompt_column: str = "prompt", response_column: str = "response",
+                   split: str = "train") -> list[tuple[Messages, str]]:
+    """(prompt, response) rows, e.g. an SFT set for memory replay; a row without a non-empty string
+    response raises DataError naming it."""
+    out = []
+    for where, row in load_rows(source, split):
+        prompt = _parse_prompt(where, row, prompt_column)
+        response = row.get(response_column)
+        if not isinstance(response, str) or not response.strip():
+            raise DataError(f"{where}: column {response_column!r} must be a non-empty string, got {response!r}")
+        out.append((prompt, response))
+    if not out:
+        raise DataError(f"{source} has no (prompt, response) rows")
+    return out
+
+
 def load_rows(source: str, split: str = "train") -> list[tuple[str, dict[str, Any]]]:
     """The rows of ``source`` in source order, as ``(row label, object)``; the label names source and row.
 
@@ -201,7 +217,7 @@ def split_prompts(prompts: list[Messages], eval_size: int, seed: int) -> tuple[l
     return shuffled[:cut], shuffled[cut:]
 
 
-def iteration_prompts(train: list[Messages], iteration: int, per_iter: int) -> list[Messages]:
+def iteration_prompts(train: list, iteration: int, per_iter: int, subsets: int | None = None) -> list:
     """The prompts for 1-based ``iteration``: consecutive disjoint chunks of ``train``.
 
     Iteration t takes the ``per_iter`` prompts starting at position
@@ -210,6 +226,12 @@ def iteration_prompts(train: list[Messages], iteration: int, per_iter: int) -> l
     then cycle through it again; iteration t+1 shares no prompt with iteration t
     unless ``per_iter > len(train) / 2``.  With ``per_iter >= len(train)`` every
     iteration uses all of ``train``.
+
+    With ``subsets = N``, ``train`` is first cut into N disjoint contiguous parts
+    (sizes differ by at most one) and iteration t draws, as above, from part
+    (t - 1) mod N on that part's own ((t - 1) // N + 1)-th visit: seed 003's two
+    halves D1, D2 that alternate (N = 2), so the policy that samples iteration
+    t + 1 has never trained on its prompts.
     """
     if iteration < 1:
         raise ValueError(f"iteration is 1-based, got {iteration}")
@@ -217,6 +239,12 @@ def iteration_prompts(train: list[Messages], iteration: int, per_iter: int) -> l
         raise ValueError(f"per_iter must be >= 1, got {per_iter}")
     if not train:
         raise DataError("no training prompts")
+    if subsets is not None:
+        if not 1 <= subsets <= len(train):
+            raise DataError(f"data.subsets={subsets} needs between 1 and {len(train)} (the training prompts) parts")
+        part = (iteration - 1) % subsets
+        bounds = [len(train) * i // subsets for i in range(subsets + 1)]
+        return iteration_prompts(train[bounds[part]:bounds[part + 1]], (iteration - 1) // subsets + 1, per_iter)
     n = len(train)
     if per_iter >= n:
         return list(train)

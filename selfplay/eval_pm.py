@@ -42,7 +42,9 @@ MAIN_KEYS = ["scorer.kind", "scorer.model", "scorer.tokenizer", "scorer.k", "sco
 USAGE = help_text(
     "selfplay.eval_pm",
     "Reports a preference model's pair accuracy (share of pairs where it prefers chosen), overall and per\n"
-    "subset. scorer.model is required; without data.path it scores the embedded world's held-out pairs.",
+    "subset. scorer.model is required; without data.path it scores the embedded world's held-out pairs.\n"
+    "scorer.kind=multi_objective is refused (no pair accuracy without a direction over its attributes):\n"
+    "its per-attribute MSE and correlation are in the eval_report.json of selfplay.train_pm.",
     EvalPMConfig,
     MAIN_KEYS,
 )

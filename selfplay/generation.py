@@ -37,7 +37,7 @@ class VLLMGenerator:
     """vLLM in the calling process (V1 multiprocessing off), so weights can be loaded in place."""
 
     def __init__(self, model: str, tokenizer: str, dtype: str, gpu_memory_utilization: float,
-                 enforce_eager: bool, max_model_len: int, seed: int):
+                 enforce_eager: bool, max_model_len: int, seed: int, chunked_prefill: bool = False):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from vllm import LLM
@@ -45,7 +45,7 @@ class VLLMGenerator:
         t = time.perf_counter()
         self.llm = LLM(model=resolve(model), tokenizer=resolve(tokenizer), dtype=dtype, seed=seed,
                        enforce_eager=enforce_eager, gpu_memory_utilization=gpu_memory_utilization,
-                       max_model_len=max_model_len)
+                       max_model_len=max_model_len, enable_chunked_prefill=chunked_prefill)
         self.engine_starts = 1
         self.eos_id = self.llm.get_tokenizer().eos_token_id
         log.info("vLLM engine started in %.1fs (start #%d)", time.perf_counter() - t, self.engine_starts)
@@ -126,7 +126,7 @@ class HFGenerator:
 def make_generator(backend: str, model: str, tokenizer: str, cfg, dtype: str, seed: int):
     if backend == "vllm":
         return VLLMGenerator(model, tokenizer, dtype, cfg.gpu_memory_utilization, cfg.enforce_eager,
-                             cfg.max_model_len, seed)
+                             cfg.max_model_len, seed, cfg.chunked_prefill)
     if backend == "hf":
         return HFGenerator(model, tokenizer, dtype, cfg.batch_size, seed)
     raise ValueError(f"unknown generator backend '{backend}' (vllm | hf)")

@@ -2,7 +2,8 @@
 
 Each iteration is a fresh optimisation from the current weights (AdamW with its
 state cleared, the learning-rate schedule restarted), as in iterative DPO/SPPO/GPO
-recipes; a resumed run therefore trains exactly like an uninterrupted one.
+recipes; a resumed run therefore trains exactly like an uninterrupted one.  With
+``algo.init=sft`` (DPA, seed 003) the weights are first reset to pi_0.
 ``train.batch_size`` and ``train.micro_batch_size`` count training examples
 (one sequence for the all-K forms, a (chosen, rejected) pair for pair losses).
 """
@@ -77,10 +78,18 @@ class Learner:
     def steps_per_epoch(self, batch: TrainBatch) -> int:
         return math.ceil(len(batch) / self.train_cfg.batch_size)
 
+    def restore_initial(self) -> None:
+        """Reset the weights to pi_0 (``initial``)."""
+        state = load_causal_lm(self.initial, self.dtype).state_dict()
+        self.accelerator.unwrap_model(self.model).load_state_dict(state)
+
     def begin_iteration(self, batch: TrainBatch) -> dict[str, float]:
-        """Cache the reference log-probs (never recomputed per epoch); restart the optimizer and the schedule."""
+        """Cache the reference log-probs (never recomputed per epoch); restart the optimizer and the schedule;
+        with ``algo.init=sft``, start from pi_0 rather than pi_{t-1}."""
         if len(batch) == 0:
             raise ValueError("begin_iteration needs at least one training example")
+        if self.algo_cfg.get("init") == "sft":
+            self.restore_initial()
         reference = self._reference(batch.reference)
         batch.ref_logps = None if reference is None else self.logprobs(batch, reference)
         self.batch = batch

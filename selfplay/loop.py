@@ -1,11 +1,14 @@
 """The self-play loop (METHODS 1): one function that reads like the algorithm box.
 
     for t = 1..T:
+        take this iteration's prompts (with a multi-objective scorer: each with sampled directions v
+            in its system prompt)
         generate K responses per prompt from pi_{t-1}
-        score them (K x K preference log-odds per prompt)
-        build the algorithm's batch and train pi_t from pi_{t-1}
+        score them (K x K preference log-odds per prompt; multi-objective: S = v^T (r_i - r_j) / tau)
+        build the algorithm's batch (+ memory replay) and train pi_t from pi_{t-1} (or pi_0)
         send pi_t's weights to the generators, in place
-        evaluate pi_t against pi_0 and pi_{t-1} on held-out prompts
+        evaluate pi_t against pi_0 and pi_{t-1} on held-out prompts (multi-objective: over a grid of
+            directions, with each policy's Pareto front)
         checkpoint, then append the metrics line (the commit point of iteration t)
 
 The driver owns the control flow; actors only hold resources (see ``actors``).
@@ -18,7 +21,7 @@ import logging
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -27,17 +30,27 @@ import torch
 from omegaconf import DictConfig
 
 from actors.group import gather
-from selfplay.algorithms import get_algorithm
+from selfplay.algorithms import draw_replay, get_algorithm
 from selfplay.batch import Rollout
+from selfplay.checkpoint import EVAL_DIR, append_metrics, atomic_write_json, iteration_dir, read_metrics
 from selfplay.data import iteration_prompts
-from selfplay.checkpoint import EVAL_DIR, append_metrics, atomic_write_json, iteration_dir
+from selfplay.directions import Direction, strip
 from selfplay.evaluation import win_rates
 from selfplay.modeling import Messages, prompt_text
+from selfplay.pareto import plot_fronts
+from selfplay.steering import Steering, front_metrics, save_attributes
 
 log = logging.getLogger(__name__)
 
-# An oracle judge: (prompt text, responses) -> P[i][j] = P(y_i > y_j | x).
-Oracle = Callable[[str, list[str]], list[list[float]]]
+
+@dataclass
+class Oracle:
+    """Ground truth beside the scorer (the embedded world's): (prompt text, responses) -> P[i][j] =
+    P(y_i > y_j | x), and for runs with directions the attribute labels (0-100) of a response."""
+
+    preferences: Callable[[str, list[str]], list[list[float]]]
+    attributes: Optional[Callable[[str, str], tuple[float, ...]]] = None
+    names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -54,8 +67,11 @@ class Workers:
 class Prompts:
     train: list[Messages]
     train_ids: list[list[int]]
-    eval: list[Messages]
+    eval: list[Messages]  # the held-out prompts evaluated each iteration (with directions: x grid direction)
     eval_ids: list[list[int]]
+    encode: Callable[[Messages], list[int]]  # the policy's chat template + tokenizer
+    eval_directions: Optional[list[Direction]] = None
+    replay: list[tuple[list[int], list[int]]] = field(default_factory=list)  # memory replay (prompt, response) ids
 
 
 @contextmanager
@@ -84,14 +100,43 @@ def generate(workers: Workers, prompt_ids: list[list[int]], n: int, temperature:
     return [group for part in gather(refs, desc, cfg.run.progress) for group in part]
 
 
-def score(workers: Workers, prompts: list[Messages], responses: list[list[str]], cfg: DictConfig) -> list[torch.Tensor]:
+def score(workers: Workers, prompts: list[Messages], responses: list[list[str]], cfg: DictConfig,
+          method: str = "score") -> list[torch.Tensor]:
+    """The scorer's (K, K) log-odds matrices (``score``) or, from a multi-objective model, (K, m) rewards
+    (``rewards``), one per prompt; non-finite values are refused."""
     size = max(1, cfg.scorer.batch_size // max(len(responses[0]), 1))
-    refs = [workers.scorer.score.remote(prompts[i:i + size], responses[i:i + size]) for i in range(0, len(prompts), size)]
-    scores = [s for part in gather(refs, "score", cfg.run.progress) for s in part]
+    call = getattr(workers.scorer, method)
+    refs = [call.remote(prompts[i:i + size], responses[i:i + size]) for i in range(0, len(prompts), size)]
+    scores = [s for part in gather(refs, method, cfg.run.progress) for s in part]
     for i, s in enumerate(scores):
         if not torch.isfinite(s).all():
-            raise FloatingPointError(f"the scorer returned non-finite scores for prompt {i}: {prompt_text(prompts[i])!r}")
+            raise FloatingPointError(f"the scorer returned non-finite {method} for prompt {i}: {prompt_text(prompts[i])!r}")
     return scores
+
+
+def judge(workers: Workers, prompts: list[Messages], responses: list[list[str]], directions: Optional[list[Direction]],
+          cfg: DictConfig, steering: Optional[Steering]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Log-odds matrices, and with directions the rewards r(x, y) they scalarise (the reward model reads x
+    without the direction's system prompt)."""
+    if steering is None:
+        return score(workers, prompts, responses, cfg), []
+    rewards = score(workers, [strip(p) for p in prompts], responses, cfg, method="rewards")
+    return [steering.scores(r, v) for r, v in zip(rewards, directions)], rewards
+
+
+def take_prompts(prompts: Prompts, cfg: DictConfig, t: int, steering: Optional[Steering]) -> Rollout:
+    """Iteration t's prompts (data.subsets alternate); with steering, each with sampled directions."""
+    chosen = iteration_prompts(list(zip(prompts.train, prompts.train_ids)), t, cfg.data.prompts_per_iter,
+                               cfg.data.subsets)
+    rollout = Rollout([m for m, _ in chosen], [ids for _, ids in chosen], [])
+    if steering is not None:
+        rollout.prompts, rollout.directions = steering.training_units(rollout.prompts,
+                                                                      random.Random(iteration_seed(cfg, t, 3)))
+        rollout.prompt_ids = [prompts.encode(m) for m in rollout.prompts]
+    if cfg.algo.get("replay"):
+        rollout.replay = draw_replay(prompts.replay, len(rollout.prompts), cfg.algo.replay,
+                                     random.Random(iteration_seed(cfg, t, 4)))
+    return rollout
 
 
 def train(workers: Workers, rollout: Rollout, cfg: DictConfig, t: int) -> dict:
@@ -117,26 +162,49 @@ def sync_weights(workers: Workers) -> None:
 
 def sample_eval(workers: Workers, prompts: Prompts, cfg: DictConfig) -> dict:
     """Responses of the current policy on the held-out prompts (the same seeds every iteration)."""
-    n_prompts = min(cfg.eval.prompts, len(prompts.eval))
-    groups = generate(workers, prompts.eval_ids[:n_prompts], cfg.eval.samples, cfg.eval.temperature, cfg,
+    groups = generate(workers, prompts.eval_ids, cfg.eval.samples, cfg.eval.temperature, cfg,
                       seed=iteration_seed(cfg, 0, 7), desc="eval-gen")
     return {"responses": [[s.text for s in g] for g in groups],
             "lengths": [[len(s.response_ids) for s in g] for g in groups]}
 
 
 def evaluate(workers: Workers, prompts: Prompts, current: dict, initial: dict, previous: dict, cfg: DictConfig,
-             oracle: Optional[Oracle]) -> dict[str, float]:
-    n = cfg.eval.samples
-    eval_prompts = prompts.eval[:len(current["responses"])]
+             oracle: Optional[Oracle], steering: Optional[Steering] = None) -> dict:
+    n, vs = cfg.eval.samples, prompts.eval_directions
     joint = [c + i + p for c, i, p in zip(current["responses"], initial["responses"], previous["responses"])]
-    probs = [torch.sigmoid(s) for s in score(workers, eval_prompts, joint, cfg)]
-    out = {f"win_rate_{k}": v for k, v in win_rates(probs, n).items()}
-    if oracle is not None:
-        oracle_probs = [torch.tensor(oracle(prompt_text(p), r)) for p, r in zip(eval_prompts, joint)]
-        out.update({f"oracle_win_rate_{k}": v for k, v in win_rates(oracle_probs, n).items()})
+    scores, rewards = judge(workers, prompts.eval, joint, vs, cfg, steering)
+    out = {f"win_rate_{k}": v for k, v in win_rates([torch.sigmoid(s) for s in scores], n).items()}
+    texts = [prompt_text(p) for p in prompts.eval]
     lengths = [x for g in current["lengths"] for x in g]
     out["mean_response_length"] = sum(lengths) / len(lengths)
+    if steering is not None:
+        for prefix, block in (("", slice(0, n)), ("initial_", slice(n, 2 * n))):
+            out.update(front_metrics([r[block] for r in rewards], vs, steering.grid, steering.names, steering.reference,
+                                     current["lengths"] if not prefix else None, prefix))
+    if oracle is None:
+        return out
+    if steering is None:
+        oracle_probs = [torch.tensor(oracle.preferences(x, r)) for x, r in zip(texts, joint)]
+    else:
+        truth = [torch.tensor([oracle.attributes(x, y) for y in r]) for x, r in zip(texts, joint)]
+        oracle_probs = [torch.sigmoid(steering.scores(a, v)) for a, v in zip(truth, vs)]
+        if list(oracle.names) == steering.names:
+            for prefix, block in (("oracle_", slice(0, n)), ("oracle_initial_", slice(n, 2 * n))):
+                out.update(front_metrics([a[block] for a in truth], vs, steering.grid, steering.names,
+                                         steering.reference, None, prefix))
+    out.update({f"oracle_win_rate_{k}": v for k, v in win_rates(oracle_probs, n).items()})
     return out
+
+
+def plot_pareto(run_dir: Path, names: list[str], reference: list[float]) -> None:
+    """pareto.png (the scorer's fronts) and, with an oracle, pareto_oracle.png: the initial policy's
+    front and one per iteration so far."""
+    records = read_metrics(run_dir)
+    for prefix, name in (("", "pareto.png"), ("oracle_", "pareto_oracle.png")):
+        if f"{prefix}front" in records[0]:
+            fronts = [("initial", records[0][f"{prefix}initial_front"])]
+            fronts += [(f"iter {r['iteration']}", r[f"{prefix}front"]) for r in records]
+            plot_fronts(fronts, names, run_dir / name, reference=reference)
 
 
 def eval_path(run_dir: Path, t: int) -> Path:
@@ -148,7 +216,7 @@ def load_eval(run_dir: Path, t: int) -> dict:
 
 
 def selfplay(cfg: DictConfig, workers: Workers, prompts: Prompts, run_dir: Path, start: int,
-             oracle: Optional[Oracle] = None) -> list[dict]:
+             oracle: Optional[Oracle] = None, steering: Optional[Steering] = None) -> list[dict]:
     """Iterations start+1 .. cfg.iter.  Returns their metrics records."""
     if start == 0:
         atomic_write_json(eval_path(run_dir, 0), sample_eval(workers, prompts, cfg))
@@ -156,22 +224,24 @@ def selfplay(cfg: DictConfig, workers: Workers, prompts: Prompts, run_dir: Path,
     records = []
     for t in range(start + 1, cfg.iter + 1):
         times: dict[str, float] = {}
-        chosen = iteration_prompts(list(zip(prompts.train, prompts.train_ids)), t, cfg.data.prompts_per_iter)
+        rollout = take_prompts(prompts, cfg, t, steering)
         with stage("generate", times):
-            rollout = Rollout([m for m, _ in chosen], [ids for _, ids in chosen], [])
             rollout.samples = generate(workers, rollout.prompt_ids, cfg.generator.k, cfg.generator.temperature, cfg,
                                        seed=iteration_seed(cfg, t, 1), desc="generate")
         with stage("score", times):
-            rollout.scores = score(workers, rollout.prompts, rollout.texts(), cfg)
+            rollout.scores, rollout.rewards = judge(workers, rollout.prompts, rollout.texts(), rollout.directions,
+                                                    cfg, steering)
         with stage("train", times):
             train_stats = train(workers, rollout, cfg, t)
         with stage("sync", times):
             sync_weights(workers)
         with stage("eval", times):
             current = sample_eval(workers, prompts, cfg)
-            result = evaluate(workers, prompts, current, initial, previous, cfg, oracle)
+            result = evaluate(workers, prompts, current, initial, previous, cfg, oracle, steering)
         with stage("checkpoint", times):
             ray.get(workers.learner.save.remote(str(iteration_dir(run_dir, t))))
+            if steering is not None:
+                save_attributes(iteration_dir(run_dir, t), steering.names)
             atomic_write_json(eval_path(run_dir, t), current)
         record = {
             "iteration": t,
@@ -185,6 +255,8 @@ def selfplay(cfg: DictConfig, workers: Workers, prompts: Prompts, run_dir: Path,
             **times,
         }
         append_metrics(run_dir, record)  # commit point: iteration t is complete
+        if steering is not None:
+            plot_pareto(run_dir, steering.names, steering.reference)
         log.info(summary_line(record))
         print(summary_line(record), flush=True)
         records.append(record)
@@ -197,5 +269,6 @@ def summary_line(r: dict) -> str:
               if "oracle_win_rate_vs_initial" in r else "")
     stages = " ".join(f"{k[:-2]} {v:.1f}s" for k, v in r.items() if k.endswith("_s") and k != "generate_tokens_per_s")
     loss = "skipped" if r["train_loss"] is None else f"{r['train_loss']:.4f}"
+    front = f" | hypervolume {r['hypervolume']:.0f} (initial {r['initial_hypervolume']:.0f})" if "hypervolume" in r else ""
     return (f"iter {r['iteration']}: win rate vs init {r['win_rate_vs_initial']:.3f} vs prev {r['win_rate_vs_previous']:.3f}"
-            f"{oracle} | length {r['mean_response_length']:.1f} | loss {loss} | {stages}")
+            f"{oracle}{front} | length {r['mean_response_length']:.1f} | loss {loss} | {stages}")

@@ -62,3 +62,34 @@ def order_robust_nll(f_wl: torch.Tensor, f_lw: torch.Tensor) -> torch.Tensor:
     so the model learns P(A > B) from either position.  Inputs (B,); returns (B,).
     """
     return (preference_nll(f_wl) + preference_nll(-f_lw)) / 2
+
+
+def masked_mse_loss(pred: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The multi-objective reward model's regression loss, METHODS 2.3 (seed 003 sec. 2.1), over observed labels:
+
+        sum_{(b, a) observed} (pred[b, a] - labels[b, a])^2 / #observed
+
+    A missing label is masked, not read as zero: it adds nothing to the sum or the count.  ``labels`` may
+    hold NaN where ``mask`` is False; they are replaced before the subtraction, so no NaN reaches the value
+    or the gradient.  Unlike the pair losses above this returns the scalar mean, because the count of
+    observed labels is over the whole batch, not per example.  ``pred``, ``labels`` (B, m), ``mask`` (B, m)
+    bool; raises ValueError if no label is observed.
+    """
+    mask = mask.bool()
+    observed = int(mask.sum())
+    if observed == 0:
+        raise ValueError("masked_mse_loss: no observed label in the batch (every entry of mask is False)")
+    target = torch.where(mask, labels, torch.zeros_like(labels))
+    squared = torch.where(mask, (pred - target) ** 2, torch.zeros_like(pred))
+    return squared.sum() / observed
+
+
+def sft_loss(logps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """DPA's fine-tuning step, METHODS 3 (seed 003 sec. 2.2, step 2): maximise log pi_theta(y* | x, v), as
+    the per-token next-token loss
+
+        L = -log pi_theta(y* | x, v) / |y*|
+
+    (prompt and system-prompt tokens masked; EOS counted in |y*|).  Inputs (B,); returns (B,).
+    """
+    return -logps / lengths

@@ -61,15 +61,20 @@ def load_pairs(
     if not rows:
         raise DataError(f"{source} has no rows")
     pairs, bad = parse_pairs(rows, subset_column)
-    share = len(bad) / len(rows)
-    if share > max_bad_share:
-        raise DataError(
-            f"{source}: {len(bad)} of {len(rows)} rows are malformed ({share:.1%}), more than the allowed "
-            f"{max_bad_share:.1%}; fix the data or raise data.max_bad_share. {describe_bad_rows(bad)}"
-        )
+    check_bad_share(source, len(rows), bad, max_bad_share)
     if not pairs:
         raise DataError(f"{source}: none of its {len(rows)} rows is a usable preference pair. {describe_bad_rows(bad)}")
     return pairs, bad
+
+
+def check_bad_share(source: str, n_rows: int, bad: list[BadRow], max_bad_share: float) -> None:
+    """Refuse ``source`` when its share of malformed rows exceeds ``max_bad_share`` (``data.max_bad_share``)."""
+    share = len(bad) / n_rows
+    if share > max_bad_share:
+        raise DataError(
+            f"{source}: {len(bad)} of {n_rows} rows are malformed ({share:.1%}), more than the allowed "
+            f"{max_bad_share:.1%}; fix the data or raise data.max_bad_share. {describe_bad_rows(bad)}"
+        )
 
 
 def parse_pairs(

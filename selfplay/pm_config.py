@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,16 +25,28 @@ PM_PRESET_DIR = CONFIG_DIR / "pm"
 
 @dataclass
 class TrainDataConfig:
-    # Pairs to train on: a local .jsonl/.json/.parquet file, a directory of them, or a hub dataset;
-    # None: the embedded world's oracle-labelled pairs (pairs/train.jsonl, held out: pairs/test.jsonl).
+    # Rows to train on: a local .jsonl/.json/.parquet file, a directory of them, or a hub dataset.  Pair kinds
+    # (gpm, bt, pairwise) read prompt/chosen/rejected pairs; None: the embedded world's oracle-labelled pairs
+    # (pairs/train.jsonl, held out: pairs/test.jsonl).  kind=multi_objective reads attribute rows (a prompt, a
+    # response, one numeric or null column per attribute; selfplay/attributes.py); None: the world's
+    # attribute rows (train.jsonl / test.jsonl of World.attribute_data()).
     path: str | None = None
     split: str = "train"
-    # Held-out pairs; None holds out `eval_share` of `path` (or, for the world, uses its test.jsonl).
+    # Held-out rows; None holds out `eval_share` of `path` (or, for the world, uses its test.jsonl).
     eval_path: str | None = None
     eval_split: str = "test"
     eval_share: float = 0.1
-    subset_column: str | None = "subset"  # per-subset accuracy; null: none
+    subset_column: str | None = "subset"  # pair kinds only: per-subset accuracy; null: none
     max_bad_share: float = 0.05  # refuse a source with a larger share of malformed rows
+    # kind=multi_objective only:
+    prompt_column: str = "prompt"
+    response_column: str = "response"
+    # The attribute columns, in head order; None: the numeric (or null) columns of the first row, in order.
+    attributes: list[str] | None = None
+    # Per-attribute [lo, hi] mapped linearly to 0-100 (e.g. {helpfulness: [0, 4]}); an attribute not named
+    # here (or None: every attribute) is rescaled from its observed min/max over the training rows.  With the
+    # world's rows (data.path None) None means [0, 100] for each: they are on that scale already.
+    attribute_ranges: dict[str, Any] | None = None
 
 
 @dataclass
@@ -48,7 +61,7 @@ class TrainSettings:
 
 @dataclass
 class TrainPMConfig:
-    kind: str = "gpm"  # gpm | bt | pairwise
+    kind: str = "gpm"  # gpm | bt | pairwise | multi_objective
     # Backbone: any causal-LM checkpoint (directory or hub name); None: the embedded world's SFT policy.
     model: str | None = None
     tokenizer: str | None = None  # defaults to model
@@ -63,7 +76,7 @@ class TrainPMConfig:
 
 @dataclass
 class EvalScorerConfig:
-    kind: str = "gpm"  # gpm | bt | pairwise
+    kind: str = "gpm"  # gpm | bt | pairwise (multi_objective: see train_pm's eval_report.json)
     model: str | None = None  # required: a checkpoint directory or hub name of that kind
     tokenizer: str | None = None  # defaults to scorer.model
     k: int | None = None  # GPM only: refuse a checkpoint whose heads are not this size; None reads it
@@ -108,9 +121,31 @@ def _check_common(kind_key: str, kind: str, device_key: str, device: str, max_ba
         ) from None
 
 
+def _kind_keys() -> dict[str, tuple[str, ...]]:
+    """The keys of TrainPMConfig that apply to some kinds only, and those kinds."""
+    from selfplay.models.kinds import PAIR_KINDS
+
+    multi = ("multi_objective",)
+    return {"k": ("gpm",), "gate": ("gpm",), "tau": ("gpm",), "data.subset_column": PAIR_KINDS,
+            "data.prompt_column": multi, "data.response_column": multi, "data.attributes": multi,
+            "data.attribute_ranges": multi}
+
+
 def check_train(cfg: DictConfig) -> None:
     """Checks on a TrainPMConfig that no type can express; each message names the key."""
     _check_common("kind", cfg.kind, "train.device", cfg.train.device, cfg.data.max_bad_share)
+    defaults = OmegaConf.structured(TrainPMConfig)
+    for key, kinds in _kind_keys().items():
+        value = OmegaConf.select(cfg, key)
+        _need(cfg.kind in kinds or value == OmegaConf.select(defaults, key),
+              f"{key} applies to kind={' | '.join(kinds)} only, not kind={cfg.kind}; drop {key}={value}")
+    d = cfg.data
+    _need(d.attributes is None or (len(d.attributes) > 0 and len(set(d.attributes)) == len(d.attributes)),
+          f"data.attributes must name distinct attribute columns (or be null: inferred), got {d.attributes}")
+    for name, span in (d.attribute_ranges or {}).items():
+        ok = (OmegaConf.is_list(span) and len(span) == 2 and all(isinstance(x, (int, float)) for x in span)
+              and span[1] > span[0])
+        _need(ok, f"data.attribute_ranges.{name} must be [lo, hi] with numbers lo < hi, got {span}")
     _need(cfg.k >= 1, f"k must be >= 1, got {cfg.k}")
     _need(cfg.tau > 0, f"tau must be > 0, got {cfg.tau}")
     _need(0 <= cfg.data.eval_share < 1, f"data.eval_share must be in [0, 1), got {cfg.data.eval_share}")
@@ -126,6 +161,10 @@ def check_eval(cfg: DictConfig) -> None:
     """Checks on an EvalPMConfig that no type can express; each message names the key."""
     s = cfg.scorer
     _check_common("scorer.kind", s.kind, "scorer.device", s.device, cfg.data.max_bad_share)
+    _need(s.kind != "multi_objective",
+          "scorer.kind=multi_objective has no pair accuracy: its rewards rank pairs only along a direction over "
+          "its attributes. Its per-attribute held-out MSE and correlation are in the eval_report.json that "
+          "selfplay.train_pm kind=multi_objective writes")
     _need(s.model is not None, "scorer.model is required: the checkpoint directory or hub name to evaluate "
                                "(e.g. the out directory of selfplay.train_pm)")
     _need(s.k is None or (s.kind == "gpm" and s.k >= 1),
@@ -150,17 +189,25 @@ def world_pairs_file(world: DictConfig, name: str) -> str:
     return str(Path(get_world(world).pairs) / name)
 
 
+def world_attribute_file(world: DictConfig, name: str) -> str:
+    """The embedded world's attribute rows ``name`` (train.jsonl or test.jsonl), building the world if needed."""
+    from selfplay.world.build import get_world
+
+    return str(Path(get_world(world).attribute_data()) / name)
+
+
 def help_text(command: str, summary: str, schema_class: type, main_keys: list[str]) -> str:
     """Usage, the presets of ``configs/pm/`` that run ``command``, and ``main_keys`` with their defaults."""
     schema = OmegaConf.structured(schema_class)
     own = {name: cmd for name, cmd in presets(PM_PRESET_DIR).items() if command in cmd}
+    width = max([12, *(len(name) for name in own)])
     return "\n".join([
         f"usage: python -m {command} [PRESET] [key=value ...]",
         "",
         summary,
         "",
         "presets (configs/pm/*.yaml):",
-        *(f"  {name:<12} {cmd}" for name, cmd in own.items()),
+        *(f"  {name:<{width}} {cmd}" for name, cmd in own.items()),
         "",
         "main keys (defaults):",
         *(f"  {key}={OmegaConf.select(schema, key)}" for key in main_keys),

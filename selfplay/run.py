@@ -24,33 +24,54 @@ class RunError(RuntimeError):
 
 
 def resolve_sources(cfg: DictConfig):
-    """Fill policy/tokenizer/scorer/prompt sources, from the embedded world where none is named.
+    """Fill policy/tokenizer/scorer/prompt/replay sources, from the embedded world where none is named.
 
-    Returns the oracle judge when the embedded world supplies the prompts, else None.
+    Returns the oracle (``loop.Oracle``) when the embedded world supplies the prompts, else None.
     """
     oracle = None
-    if cfg.policy.model is None or cfg.scorer.model is None or cfg.data.prompts is None:
+    needs_replay = bool(cfg.algo.get("replay")) and cfg.data.replay is None
+    if cfg.policy.model is None or cfg.scorer.model is None or cfg.data.prompts is None or needs_replay:
         if cfg.policy.model is not None and cfg.scorer.model is None:
             raise RunError("scorer.model is required with policy.model: the embedded world's scorers only judge its own policy")
+        if cfg.data.prompts is not None and needs_replay:
+            raise RunError(f"algo.replay={cfg.algo.replay} mixes original responses into fine-tuning: name them with "
+                           "data.replay (e.g. your SFT set, prompt/response rows) or set algo.replay=0")
         from selfplay.world.build import get_world
 
         world = get_world(cfg.world)
         cfg.policy.model = cfg.policy.model or world.policy
         cfg.scorer.model = cfg.scorer.model or world.scorer(cfg.scorer.kind, cfg.world)
+        if needs_replay:
+            cfg.data.replay = world.sft_data()
         if cfg.data.prompts is None:
             cfg.data.prompts = world.prompts
-            from selfplay.world.oracle import preference_matrix
+            from selfplay.loop import Oracle
+            from selfplay.world import oracle as world_oracle
 
-            oracle = preference_matrix
+            oracle = Oracle(world_oracle.preference_matrix, world_oracle.attributes, world_oracle.ATTRIBUTES)
     cfg.policy.tokenizer = cfg.policy.tokenizer or cfg.policy.model
     cfg.scorer.tokenizer = cfg.scorer.tokenizer or cfg.scorer.model
     return oracle
 
 
-def load_prompt_splits(cfg: DictConfig, tokenizer):
-    from selfplay.data import add_system_prompt, load_prompts, split_prompts
+def load_steering(cfg: DictConfig):
+    """With a multi-objective scorer: directions over its attributes (``steering.Steering``), else None."""
+    if cfg.scorer.kind != "multi_objective":
+        return None
+    from selfplay.models.multi_objective import attribute_names
+    from selfplay.steering import Steering
+
+    return Steering.from_config(cfg, attribute_names(cfg.scorer.model))
+
+
+def load_prompt_splits(cfg: DictConfig, tokenizer, steering=None):
+    """Training and held-out prompts (held-out: the first eval.prompts, with steering each x every grid
+    direction), encoded with the policy's chat template; and the memory-replay rows, if any."""
+    from functools import partial
+
+    from selfplay.data import add_system_prompt, load_prompts, load_responses, split_prompts
     from selfplay.loop import Prompts
-    from selfplay.modeling import encode_prompt
+    from selfplay.modeling import encode_exchange, encode_prompt
 
     d = cfg.data
     prompts = add_system_prompt(load_prompts(d.prompts, d.prompt_column, d.split), d.system_prompt)
@@ -58,8 +79,17 @@ def load_prompt_splits(cfg: DictConfig, tokenizer):
         train, held_out = split_prompts(prompts, d.eval_size, cfg.run.seed)
     else:
         train, held_out = prompts, add_system_prompt(load_prompts(d.eval_prompts, d.prompt_column, d.split), d.system_prompt)
-    return Prompts(train, [encode_prompt(tokenizer, p) for p in train],
-                   held_out, [encode_prompt(tokenizer, p) for p in held_out])
+    held_out, directions = held_out[:cfg.eval.prompts], None
+    if steering is not None:
+        held_out, directions = steering.evaluation_units(held_out)
+    encode = partial(encode_prompt, tokenizer)
+    replay = []
+    if cfg.algo.get("replay"):
+        for prompt, response in load_responses(d.replay, d.prompt_column, d.response_column, d.split):
+            ids, n = encode_exchange(tokenizer, add_system_prompt([prompt], d.system_prompt)[0], response)
+            replay.append((ids[:n], ids[n:]))
+    return Prompts(train, [encode(p) for p in train], held_out, [encode(p) for p in held_out], encode, directions,
+                   replay)
 
 
 def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int]:
@@ -77,7 +107,7 @@ def prepare_run_dir(cfg: DictConfig) -> tuple[Path, int]:
     if not saved.exists():
         raise RunError(f"run.resume=true but {saved} does not exist: nothing to resume")
     before = OmegaConf.load(saved)
-    differing = [k for k in ("policy", "data", "generator", "scorer", "algo", "train", "eval", "world")
+    differing = [k for k in ("policy", "data", "generator", "scorer", "algo", "train", "eval", "directions", "world")
                  if OmegaConf.to_container(before[k]) != OmegaConf.to_container(cfg[k])]
     differing += ["run.seed"] * (before.run.seed != cfg.run.seed)
     if differing:
@@ -140,15 +170,17 @@ def main(argv: list[str]) -> int:
 
     from selfplay.checkpoint import iteration_dir
     from selfplay.data import DataError
+    from selfplay.directions import DirectionError
     from selfplay.loop import selfplay
     from selfplay.modeling import ModelLoadError, load_tokenizer
 
     try:
         oracle = resolve_sources(cfg)
+        steering = load_steering(cfg)
         tokenizer = load_tokenizer(cfg.policy.tokenizer)
-        prompts = load_prompt_splits(cfg, tokenizer)
+        prompts = load_prompt_splits(cfg, tokenizer, steering)
         run_dir, last = prepare_run_dir(cfg)
-    except (RunError, DataError, ModelLoadError, ConfigError) as e:
+    except (RunError, DataError, ModelLoadError, ConfigError, DirectionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if last >= cfg.iter:
@@ -165,7 +197,7 @@ def main(argv: list[str]) -> int:
     workers = None
     try:
         workers = start_workers(cfg, policy, tokenizer_source)
-        selfplay(cfg, workers, prompts, run_dir, last, oracle)
+        selfplay(cfg, workers, prompts, run_dir, last, oracle, steering)
     finally:
         if owns_ray:
             ray.shutdown()

@@ -8,6 +8,10 @@
 - pairwise baseline: (f(i, j) - f(j, i)) / 2, K(K-1) forward passes.
 
 Every kind's matrix is skew-symmetric with a zero diagonal, so P + P^T = 1.
+
+A multi-objective reward model (METHODS 2.3) gives no matrix of its own: ``rewards``
+returns its (K, m) attribute rewards, which the self-play loop turns into scores
+along a direction v, S = v^T (r_i - r_j) / tau.
 """
 
 from __future__ import annotations
@@ -30,6 +34,18 @@ class Scorer:
     @property
     def kind(self) -> str:
         return self.model.kind
+
+    @property
+    def attributes(self) -> list[str] | None:
+        """The attribute names of a multi-objective model (its reward columns); None for the other kinds."""
+        return self.model.attributes if self.kind == "multi_objective" else None
+
+    def rewards(self, prompts: list[Messages], responses: list[list[str]]) -> list[torch.Tensor]:
+        """One (K_p, m) tensor of attribute rewards (0-100) per prompt, columns in ``attributes`` order."""
+        if self.kind != "multi_objective":
+            raise ValueError(f"rewards: the scorer is a '{self.kind}' model; attribute rewards come from a "
+                             "multi-objective reward model (scorer.kind=multi_objective)")
+        return self.model.attribute_rewards(self.tokenizer, prompts, responses, self.batch_size)
 
     def score(self, prompts: list[Messages], responses: list[list[str]]) -> list[torch.Tensor]:
         """One (K_p, K_p) log-odds matrix per prompt; K may differ between prompts."""

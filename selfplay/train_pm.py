@@ -1,11 +1,12 @@
 """Entry point: ``python -m selfplay.train_pm [preset] key=value ...`` (see --help).
 
 Trains a preference model (GPM, Bradley-Terry reward model or pairwise baseline)
-on (prompt, chosen, rejected) pairs.  A recipe that reads top to bottom: resolve
-the config and the sources (the embedded world's where none is named), load and
-split the pairs, load the backbone, train, evaluate, and write ``out`` in one
-atomic step: the checkpoint (loadable with ``selfplay.scoring.load_scorer``),
-``train_config.yaml`` and ``eval_report.json``.
+on (prompt, chosen, rejected) pairs, or a multi-objective reward model on
+attribute-labelled rows (``kind=multi_objective``, METHODS 2.3).  A recipe that
+reads top to bottom: resolve the config and the sources (the embedded world's
+where none is named), load and split the data, load the backbone, train,
+evaluate, and write ``out`` in one atomic step: the checkpoint (loadable with
+``selfplay.scoring.load_scorer``), ``train_config.yaml`` and ``eval_report.json``.
 """
 
 from __future__ import annotations
@@ -20,31 +21,42 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from selfplay.attributes import AttributeRow
 from selfplay.checkpoint import atomic_dir, atomic_write_json, atomic_write_text
 from selfplay.config import to_yaml
 from selfplay.data import DataError
 from selfplay.eval_pm import format_report, load_pairs_logged
 from selfplay.modeling import ModelLoadError
-from selfplay.pairs import BadRow, PreferencePair, bad_rows_record, split_pairs
+from selfplay.pairs import (
+    BadRow,
+    PreferencePair,
+    bad_rows_record,
+    describe_bad_rows,
+    split_pairs,
+)
 from selfplay.pm_config import (
     TrainPMConfig,
     check_train,
     help_text,
     resolve_device,
     run_cli,
+    world_attribute_file,
     world_pairs_file,
 )
 
 log = logging.getLogger("selfplay.train_pm")
 
 MAIN_KEYS = ["kind", "model", "tokenizer", "k", "gate", "tau", "data.path", "data.split", "data.eval_path",
-             "data.eval_share", "data.subset_column", "data.max_bad_share", "train.steps", "train.epochs",
+             "data.eval_share", "data.subset_column", "data.max_bad_share", "data.attributes",
+             "data.attribute_ranges", "data.prompt_column", "data.response_column", "train.steps", "train.epochs",
              "train.batch_size", "train.lr", "train.seed", "train.device", "out"]
 USAGE = help_text(
     "selfplay.train_pm",
     "Trains a preference model (kind=gpm|bt|pairwise) from a causal-LM backbone on prompt/chosen/rejected\n"
-    "pairs and writes OUT/: the checkpoint, train_config.yaml and eval_report.json. Without model /\n"
-    "data.path it uses the embedded world's SFT policy / labelled pairs (built once and cached).",
+    "pairs, or a multi-objective reward model (kind=multi_objective) on rows of a prompt, a response and one\n"
+    "numeric column per attribute (rescaled to 0-100), and writes OUT/: the checkpoint, train_config.yaml\n"
+    "and eval_report.json (pair accuracy, or per-attribute MSE and correlation). Without model / data.path\n"
+    "it uses the embedded world's SFT policy / labelled pairs or attribute rows (built once and cached).",
     TrainPMConfig,
     MAIN_KEYS,
 )
@@ -63,6 +75,17 @@ class PairSplits:
     bad: dict[str, list[BadRow]]  # "train" / "eval" -> the bad rows of that source
 
 
+@dataclass
+class AttributeSplits:
+    """Attribute rows to train on and held out, rescaled to 0-100; the attributes, their ranges and the bad rows."""
+
+    train: list[AttributeRow]
+    held_out: list[AttributeRow]
+    attributes: list[str]
+    ranges: dict[str, tuple[float, float]]  # attribute -> the (lo, hi) mapped to 0-100
+    bad: dict[str, list[BadRow]]
+
+
 def check_out(out: str) -> Path:
     """The absolute ``out`` directory; refused if it exists and is not an empty directory."""
     path = Path(out).expanduser().resolve()
@@ -79,9 +102,17 @@ def resolve_sources(cfg: DictConfig) -> None:
 
         cfg.model = get_world(cfg.world).policy
     cfg.tokenizer = cfg.tokenizer or cfg.model
-    if cfg.data.path is None:
-        cfg.data.path = world_pairs_file(cfg.world, "train.jsonl")
-        cfg.data.eval_path = cfg.data.eval_path or world_pairs_file(cfg.world, "test.jsonl")
+    d = cfg.data
+    if d.path is None and cfg.kind == "multi_objective":
+        from selfplay.world.oracle import ATTRIBUTES
+
+        d.path = world_attribute_file(cfg.world, "train.jsonl")
+        d.eval_path = d.eval_path or world_attribute_file(cfg.world, "test.jsonl")
+        # the world's labels are on 0-100 already: kept there, not stretched to the training rows' min/max
+        d.attribute_ranges = d.attribute_ranges or {name: [0, 100] for name in d.attributes or ATTRIBUTES}
+    elif d.path is None:
+        d.path = world_pairs_file(cfg.world, "train.jsonl")
+        d.eval_path = d.eval_path or world_pairs_file(cfg.world, "test.jsonl")
 
 
 def load_splits(cfg: DictConfig) -> PairSplits:
@@ -95,40 +126,105 @@ def load_splits(cfg: DictConfig) -> PairSplits:
     return PairSplits(pairs, held_out, {"train": bad, "eval": eval_bad})
 
 
+def load_attribute_splits(cfg: DictConfig) -> AttributeSplits:
+    """Attribute rows as ``load_splits`` splits pairs, each attribute rescaled to 0-100 from its range over the
+    training rows (or ``data.attribute_ranges``); the held-out source is read with the training attributes."""
+    from selfplay.attributes import attribute_ranges, rescale
+
+    d = cfg.data
+    rows, names, bad = load_attribute_rows_logged(d.path, d.split, d, d.attributes)
+    if d.eval_path is None:
+        train_rows, held_out = split_pairs(rows, d.eval_share, cfg.train.seed)
+        bad_rows = {"train": bad}
+    else:
+        held_out, _, eval_bad = load_attribute_rows_logged(d.eval_path, d.eval_split, d, names)
+        train_rows, bad_rows = rows, {"train": bad, "eval": eval_bad}
+    given = dict(d.attribute_ranges or {})
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise DataError(f"data.attribute_ranges names {unknown}, not attributes of {d.path} (attributes: {names})")
+    observed = attribute_ranges(train_rows, names) if set(names) - set(given) else {}
+    ranges = {name: (float(given[name][0]), float(given[name][1])) if name in given else observed[name]
+              for name in names}
+    return AttributeSplits(rescale(train_rows, ranges), rescale(held_out, ranges), names, ranges, bad_rows)
+
+
+def load_attribute_rows_logged(
+    source: str, split: str, d: DictConfig, attributes: list[str] | None
+) -> tuple[list[AttributeRow], list[str], list[BadRow]]:
+    """``load_attribute_rows`` with the columns and ``max_bad_share`` of ``d``, warning of bad rows."""
+    from selfplay.attributes import load_attribute_rows
+
+    rows, names, bad = load_attribute_rows(source, split, None if attributes is None else list(attributes),
+                                           d.prompt_column, d.response_column, d.max_bad_share)
+    if bad:
+        log.warning("%s: skipped %d malformed of %d rows. %s", source, len(bad), len(rows) + len(bad),
+                    describe_bad_rows(bad))
+    return rows, names, bad
+
+
 def train_steps(cfg: DictConfig, n_train: int) -> int:
-    """``train.steps``, or enough steps for ``train.epochs`` passes over the training pairs."""
+    """``train.steps``, or enough steps for ``train.epochs`` passes over the training rows."""
     t = cfg.train
     return t.steps if t.steps is not None else max(1, math.ceil(t.epochs * n_train / t.batch_size))
 
 
-def train(cfg: DictConfig, splits: PairSplits) -> tuple[Any, Any, dict[str, Any]]:
-    """Build and train the model; returns it, its tokenizer and the report (without the held-out part)."""
+def new_model(cfg: DictConfig, attributes: list[str] | None = None) -> tuple[Any, Any, str]:
+    """A fresh model of ``cfg.kind`` on the ``cfg.model`` backbone, on the training device; its tokenizer; the device."""
     import torch
 
     from selfplay.modeling import load_tokenizer
     from selfplay.models.backbone import load_backbone
     from selfplay.models.kinds import new_preference_model
-    from selfplay.preference_training import train_preference_model
 
     device = resolve_device(cfg.train.device)
     tokenizer = load_tokenizer(cfg.tokenizer)
     backbone = load_backbone(cfg.model)
     torch.manual_seed(cfg.train.seed)  # the heads' initialisation
-    model = new_preference_model(cfg.kind, backbone, k=cfg.k, gate=cfg.gate, tau=cfg.tau).to(device)
+    model = new_preference_model(cfg.kind, backbone, k=cfg.k, gate=cfg.gate, tau=cfg.tau, attributes=attributes)
+    return model.to(device), tokenizer, device
+
+
+def training_record(cfg: DictConfig, device: str, splits: PairSplits | AttributeSplits, steps: int,
+                    losses: list[float], seconds: float) -> dict[str, Any]:
+    """The report's first part, the same for every kind: what was trained, on what, and how the loss went."""
+    return {
+        "kind": cfg.kind, "backbone": cfg.model, "tokenizer": cfg.tokenizer, "device": device,
+        "data": {"train": cfg.data.path, "eval": cfg.data.eval_path or f"{cfg.data.eval_share} of train"},
+        "n_train": len(splits.train), "n_eval": len(splits.held_out),
+        "bad_rows": {source: bad_rows_record(bad) for source, bad in splits.bad.items()},
+        "steps": steps, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
+        "seconds": seconds, "loss_first": losses[0], "loss_last": losses[-1],
+    }
+
+
+def train(cfg: DictConfig, splits: PairSplits) -> tuple[Any, Any, dict[str, Any]]:
+    """Build and train a pair model; returns it, its tokenizer and the report (without the held-out part)."""
+    from selfplay.preference_training import train_preference_model
+
+    model, tokenizer, device = new_model(cfg)
     steps = train_steps(cfg, len(splits.train))
     log.info("training a %s model from %s on %d pairs for %d steps (%s)", cfg.kind, cfg.model, len(splits.train),
              steps, device)
     t0 = time.perf_counter()
     losses = train_preference_model(model, tokenizer, splits.train, steps, cfg.train.batch_size, cfg.train.lr,
                                     cfg.train.seed)
-    report = {
-        "kind": cfg.kind, "backbone": cfg.model, "tokenizer": cfg.tokenizer, "device": device,
-        "data": {"train": cfg.data.path, "eval": cfg.data.eval_path or f"{cfg.data.eval_share} of train"},
-        "n_train": len(splits.train), "n_eval": len(splits.held_out),
-        "bad_rows": {source: bad_rows_record(bad) for source, bad in splits.bad.items()},
-        "steps": steps, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
-        "seconds": time.perf_counter() - t0, "loss_first": losses[0], "loss_last": losses[-1],
-    }
+    return model, tokenizer, training_record(cfg, device, splits, steps, losses, time.perf_counter() - t0)
+
+
+def train_attributes(cfg: DictConfig, splits: AttributeSplits) -> tuple[Any, Any, dict[str, Any]]:
+    """Build and train the multi-objective model (its head started at the labels' probe); as ``train``."""
+    from selfplay.attribute_training import train_attribute_model
+
+    model, tokenizer, device = new_model(cfg, attributes=splits.attributes)
+    steps = train_steps(cfg, len(splits.train))
+    log.info("training a multi_objective model (%s) from %s on %d rows for %d steps (%s)",
+             ", ".join(splits.attributes), cfg.model, len(splits.train), steps, device)
+    t0 = time.perf_counter()
+    losses = train_attribute_model(model, tokenizer, splits.train, steps, cfg.train.batch_size, cfg.train.lr,
+                                   cfg.train.seed)
+    report = training_record(cfg, device, splits, steps, losses, time.perf_counter() - t0)
+    report.update(attributes=splits.attributes, ranges={name: list(span) for name, span in splits.ranges.items()})
     return model, tokenizer, report
 
 
@@ -138,6 +234,15 @@ def evaluate(model: Any, tokenizer: Any, splits: PairSplits, batch_size: int) ->
 
     out = {"train": accuracy_report(model, tokenizer, splits.train, batch_size)}
     out["held_out"] = accuracy_report(model, tokenizer, splits.held_out, batch_size) if splits.held_out else None
+    return out
+
+
+def evaluate_attributes(model: Any, tokenizer: Any, splits: AttributeSplits, batch_size: int) -> dict[str, Any]:
+    """Per-attribute MSE and correlation (0-100 scale) on the training rows and, if any, the held-out rows."""
+    from selfplay.attribute_training import regression_report
+
+    out = {"train": regression_report(model, tokenizer, splits.train, batch_size)}
+    out["held_out"] = regression_report(model, tokenizer, splits.held_out, batch_size) if splits.held_out else None
     return out
 
 
@@ -153,12 +258,29 @@ def write_out(out: Path, cfg: DictConfig, model: Any, tokenizer: Any, report: di
 
 
 def summary(report: dict[str, Any], out: Path) -> str:
-    """The lines printed at the end: where the model is, how training went, and the held-out accuracy table."""
+    """The lines printed at the end: where the model is, how training went, and the held-out table."""
     trained = (f"{report['kind']} model in {out} ({report['steps']} steps, {report['seconds']:.0f}s, "
                f"loss {report['loss_first']:.3f} -> {report['loss_last']:.3f})")
+    if report["kind"] == "multi_objective":
+        ranges = ", ".join(f"{name} [{lo:g}, {hi:g}]" for name, (lo, hi) in report["ranges"].items())
+        held_out = report["held_out"]
+        which, table = ("held-out", held_out) if held_out is not None else ("train", report["train"])
+        return "\n".join([trained, f"attributes rescaled to 0-100 from {ranges}",
+                          f"{which} regression ({table['rows']} rows, 0-100 scale):", format_regression(table)])
     lines = [trained, f"train accuracy {report['train']['accuracy']:.3f} on {report['train']['pairs']} pairs"]
     if report["held_out"] is not None:
         lines += ["held-out accuracy:", format_report(report["held_out"])]
+    return "\n".join(lines)
+
+
+def format_regression(report: dict[str, Any]) -> str:
+    """A ``regression_report`` as a small table: one line per attribute."""
+    rows = report["attributes"]
+    width = max(len("attribute"), *(len(name) for name in rows))
+    lines = [f"  {'attribute':<{width}}      n       mse  correlation"]
+    for name, r in rows.items():
+        mse = f"{r['mse']:9.2f}" if r["mse"] is not None else f"{'-':>9}"
+        lines.append(f"  {name:<{width}}  {r['n']:5d}  {mse}  {r['correlation']:11.3f}")
     return "\n".join(lines)
 
 
@@ -166,9 +288,14 @@ def run(cfg: DictConfig) -> None:
     """The whole recipe; raises DataError, ModelLoadError or OutExistsError before writing anything."""
     out = check_out(cfg.out)
     resolve_sources(cfg)
-    splits = load_splits(cfg)
-    model, tokenizer, report = train(cfg, splits)
-    report.update(evaluate(model, tokenizer, splits, cfg.train.batch_size))
+    if cfg.kind == "multi_objective":  # attribute rows, a regression head, per-attribute MSE and correlation
+        splits = load_attribute_splits(cfg)
+        model, tokenizer, report = train_attributes(cfg, splits)
+        report.update(evaluate_attributes(model, tokenizer, splits, cfg.train.batch_size))
+    else:  # preference pairs, a pair loss, pair accuracy
+        splits = load_splits(cfg)
+        model, tokenizer, report = train(cfg, splits)
+        report.update(evaluate(model, tokenizer, splits, cfg.train.batch_size))
     cfg.out = str(out)
     write_out(out, cfg, model, tokenizer, report)
     print(summary(report, out))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from selfplay.checkpoint import (
+    atomic_write_bytes,
     append_metrics,
     atomic_dir,
     atomic_write_json,
@@ -43,7 +44,7 @@ def test_atomic_write_text_failure_keeps_old_file(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     atomic_write_text(path, "old\n")
     with pytest.raises(TypeError):
-        atomic_write_text(path, b"not text")  # type: ignore[arg-type]
+        atomic_write_bytes(path, "not bytes")  # type: ignore[arg-type]  # fails inside the write
     assert path.read_text() == "old\n"
     assert leftovers(tmp_path) == []
 

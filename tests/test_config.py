@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 
 from selfplay.algorithms import resolve_algo
 from selfplay.config import (
+    DEFAULT_TAU,
     CONFIG_DIR,
     Config,
     ConfigError,
@@ -27,9 +28,10 @@ def test_defaults_load():
     assert cfg.policy.model is None and cfg.data.prompts is None
     assert cfg.train.batch_size % cfg.train.micro_batch_size == 0
     assert cfg.algo.pairs == "all" and cfg.algo.reference == "previous" and cfg.algo.eta is None
-    # every default lives in the schema or, for the algorithm's keys, in its registry entry
+    # every default lives in the schema or, for the algorithm's keys, in its registry entry (scorer.tau: per kind)
     schema = OmegaConf.structured(Config)
     resolve_algo(schema.algo)
+    schema.scorer.tau = DEFAULT_TAU["gpm"]
     assert OmegaConf.to_container(cfg) == OmegaConf.to_container(schema)
 
 
@@ -103,7 +105,7 @@ def test_wrong_type_names_key(arg, key):
         ("generator.backend=foo", "generator.backend must be one of"),
         ("scorer.tau=0", "scorer.tau must be > 0"),
         ("algo.beta=-1", "algo.beta must be > 0"),
-        ("algo.name=ppo", "algo.name must be one of ('gpo', 'sppo', 'dpo', 'ipo', 'simpo'), got 'ppo'"),
+        ("algo.name=ppo", "algo.name must be one of ('gpo', 'sppo', 'dpo', 'ipo', 'simpo', 'dpa'), got 'ppo'"),
         ("generator.temperature=-0.5", "generator.temperature must be >= 0"),
     ],
 )
@@ -145,7 +147,8 @@ def test_help_text_lists_presets_and_keys():
     assert text.startswith("usage: python -m selfplay.run")
     for name in presets():
         assert f"  {name} " in text
-    for line in ["  generator.k=4", "  iter=3", "  scorer.tau=0.1", "  algo.name=gpo",
+    for line in ["  generator.k=4", "  iter=3", "  scorer.tau=None  (unset: gpm 0.1, multi_objective 10.0)", "  algo.name=gpo",
+                 "  dpa    replay=0.15 init=sft pairs=best_of_n reference=none",
                  "  gpo    beta=2.0 pairs=all|best_worst reference=previous",
                  "  simpo  beta=2.0 gamma=1.0 pairs=best_worst|best_random|all_pairs reference=none"]:
         assert line + "\n" in text

@@ -226,3 +226,18 @@ def test_add_system_prompt() -> None:
     assert original == [user("q"), CHAT]  # inputs untouched
     unchanged = add_system_prompt(original, None)
     assert unchanged == original and unchanged[0] is not original[0]
+
+
+def test_subsets_alternate_between_disjoint_halves():
+    train = prompts(10)
+    names = lambda t, per: [p[0]["content"] for p in iteration_prompts(train, t, per, subsets=2)]  # noqa: E731
+    half1, half2 = {p[0]["content"] for p in train[:5]}, {p[0]["content"] for p in train[5:]}
+    assert set(names(1, 10)) == half1 and set(names(2, 10)) == half2
+    assert set(names(3, 10)) == half1 and set(names(4, 10)) == half2
+    # drawing 3 of a half at a time: consecutive visits of a half take its next chunk
+    assert set(names(1, 3)) <= half1 and set(names(2, 3)) <= half2 and set(names(3, 3)) <= half1
+    assert names(1, 3) != names(3, 3)
+    for t in range(1, 6):  # consecutive iterations never share a prompt
+        assert not set(names(t, 3)) & set(names(t + 1, 3))
+    with pytest.raises(DataError, match="data.subsets=11"):
+        iteration_prompts(train, 1, 3, subsets=11)

@@ -190,3 +190,58 @@ def test_a_margin_filter_that_keeps_no_pair_skips_training(world, ray_cluster, t
     (record,) = read_metrics(run_dir)
     assert record["train_loss"] is None and "filtered out every pair" in record["train"]["skipped"]
     assert 0.0 <= record["win_rate_vs_initial"] <= 1.0  # the iteration still evaluated and committed
+
+
+DPA_SMALL = ["dpa", "run.progress=false", "generator.backend=hf", "data.prompts_per_iter=32", "directions.per_prompt=2",
+             "generator.k=4", "eval.prompts=8", "eval.samples=2", "train.epochs=1", "directions.grid_size=4"]
+
+
+def test_dpa_run_fronts_plot_and_steerable_generation(world, ray_cluster, tmp_path, capsys):
+    """`dpa`: directions in the system prompt, best-of-n by v^T r, replay, one front per iteration, pareto.png,
+    and `selfplay.generate` answering along a direction from the run's checkpoint."""
+    from selfplay import generate
+
+    run_dir = tmp_path / "run"
+    assert main([*DPA_SMALL, "iter=2", f"run.dir={run_dir}"]) == 0
+    records = read_metrics(run_dir)
+    for r in records:
+        assert len(r["front"]) == 4 and len(r["front"][0]) == 2 and len(r["oracle_front"]) == 4
+        assert r["hypervolume"] > 0 and r["initial_hypervolume"] > 0
+        assert set(r["steerability"]) == {"helpfulness", "verbosity"}
+        assert -1 <= r["length_steerability"]["verbosity"] <= 1
+        # 32 prompts x 2 directions selected, plus replay: round(0.15 / 0.85 * 64) = 11 SFT rows
+        assert r["train"]["num_examples"] == 64 + 11
+    # every evaluation judges the same initial responses: the initial front is the same each iteration
+    assert records[0]["initial_front"] == records[1]["initial_front"]
+    png = (run_dir / "pareto.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and (run_dir / "pareto_oracle.png").exists()
+    assert json.loads((run_dir / "iter_2" / "directions.json").read_text()) == {"attributes": ["helpfulness", "verbosity"]}
+
+    capsys.readouterr()
+    assert generate.main(["--model", str(run_dir / "iter_2"), "--direction", "0.8,-0.6", "Tell me about apples."]) == 0
+    assert capsys.readouterr().out.strip()
+    assert generate.main(["--model", str(run_dir / "iter_2"), "--direction", "0.8,-0.6,0.1", "Tell me about apples."]) == 2
+    assert "has 2 components (helpfulness, verbosity), got 3" in capsys.readouterr().err
+    assert generate.main(["--model", str(run_dir / "iter_2"), "--direction", "high,low", "hi"]) == 2
+    assert "2 comma-separated numbers (helpfulness,verbosity)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["algo=dpa"], "algo.name=dpa ranks responses by v^T r: it needs scorer.kind=multi_objective"),
+    (["directions.fixed=[0.8,-0.6]"], "directions.* condition prompts on directions"),
+    (["scorer.kind=multi_objective", "directions.fixed=[0.8,-0.6,0.0]"], "2 components (helpfulness, verbosity), got 3"),
+])
+def test_bad_direction_settings_fail_before_any_work(world, tmp_path, capsys, args, message):
+    run_dir = tmp_path / "run"
+    assert main([*FAST, f"run.dir={run_dir}", *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not run_dir.exists()
+
+
+def test_gpo_along_a_fixed_direction(world, ray_cluster, tmp_path):
+    """Directions with another algorithm (ours, not seed 003): GPO on s_ij = v^T (r_i - r_j) / tau."""
+    run_dir = tmp_path / "run"
+    assert main([*FAST, f"run.dir={run_dir}", "generator.backend=hf", "scorer.kind=multi_objective",
+                 "directions.fixed=[0.8,-0.6]", "directions.grid_size=2"]) == 0
+    r = read_metrics(run_dir)[0]
+    assert 0 <= r["win_rate_vs_initial"] <= 1 and len(r["front"]) == 2 and r["train"]["num_examples"] > 0

@@ -21,7 +21,7 @@ from selfplay.losses import order_robust_nll, preference_nll
 from selfplay.modeling import ModelLoadError, encode_exchange, load_tokenizer
 from selfplay.models.backbone import META_FILE, load_backbone
 from selfplay.models.gpm import score_matrix
-from selfplay.models.kinds import KINDS, load_preference_model, new_preference_model
+from selfplay.models.kinds import KINDS, PAIR_KINDS, load_preference_model, new_preference_model
 from selfplay.models.pairwise import encode_pair, symmetrised
 from selfplay.models.reward import RewardModel, reward_score_matrix
 from selfplay.pairs import PreferencePair, load_pairs
@@ -57,7 +57,7 @@ def tiny(kind: str, tok, seed: int = 0, **kw):
 # ---------------------------------------------------------------- every kind
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", PAIR_KINDS)
 def test_score_matrices_skew_symmetric_zero_diagonal(kind, tok):
     model = tiny(kind, tok, seed=1)
     mats = model.score_matrices(tok, PROMPTS, RESPONSES, batch_size=3)
@@ -70,7 +70,7 @@ def test_score_matrices_skew_symmetric_zero_diagonal(kind, tok):
         torch.testing.assert_close(p + p.T, torch.ones_like(p))
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", PAIR_KINDS)
 def test_score_matrices_do_not_depend_on_batch_size(kind, tok):
     model = tiny(kind, tok, seed=2)
     a = model.score_matrices(tok, PROMPTS, RESPONSES, batch_size=1)
@@ -79,7 +79,7 @@ def test_score_matrices_do_not_depend_on_batch_size(kind, tok):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", PAIR_KINDS)
 def test_pair_logits_agree_with_score_matrix(kind, tok):
     """The training objective and the scorer read the same number: logit(chosen > rejected) = S[c, r]."""
     model = tiny(kind, tok, seed=3)
@@ -90,7 +90,7 @@ def test_pair_logits_agree_with_score_matrix(kind, tok):
     torch.testing.assert_close(logits, torch.stack([s[0, 1], s[2, 3], s[3, 0]]), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", PAIR_KINDS)
 def test_round_trip_and_kind_checks(kind, tok, tmp_path):
     model = tiny(kind, tok, seed=4)
     model.save_pretrained(tmp_path / kind)

@@ -9,14 +9,14 @@ from transformers import AutoModel, LlamaConfig
 
 from actors.scorer import Scorer as ScorerActor
 from selfplay.modeling import load_tokenizer
-from selfplay.models.kinds import KINDS, new_preference_model
+from selfplay.models.kinds import PAIR_KINDS, new_preference_model
 from selfplay.scoring import load_scorer
 
 PROMPTS = [[{"role": "user", "content": "Tell me about chess."}]]
 RESPONSES = [["sure king pawn board", "hmm stuff thing", "well knight move"]]
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", PAIR_KINDS)
 def test_scorer_actor_serves_every_kind(kind, world, ray_cluster, tmp_path):
     tok = load_tokenizer(world.tokenizer)
     torch.manual_seed(0)

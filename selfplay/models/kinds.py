@@ -6,10 +6,13 @@ from torch import nn
 
 from selfplay.models.backbone import PreferenceModel
 from selfplay.models.gpm import GPM
+from selfplay.models.multi_objective import MultiObjectiveRewardModel
 from selfplay.models.pairwise import PairwiseModel
 from selfplay.models.reward import RewardModel
 
-KINDS = ("gpm", "bt", "pairwise")
+PAIR_KINDS = ("gpm", "bt", "pairwise")  # trained on pairs; score K x K matrices on their own
+# multi_objective: trained on attribute labels; scores pairs only along a direction over its attributes
+KINDS = (*PAIR_KINDS, "multi_objective")
 
 
 def _check(kind: str) -> None:
@@ -17,11 +20,19 @@ def _check(kind: str) -> None:
         raise ValueError(f"unknown preference-model kind '{kind}'; expected one of {KINDS}")
 
 
-def new_preference_model(kind: str, backbone: nn.Module, k: int = 2, gate: bool = True, tau: float = 0.1) -> PreferenceModel:
-    """A fresh model of ``kind`` on ``backbone`` (k, gate and tau apply to the GPM only)."""
+def new_preference_model(
+    kind: str, backbone: nn.Module, k: int = 2, gate: bool = True, tau: float = 0.1,
+    attributes: list[str] | None = None,
+) -> PreferenceModel:
+    """A fresh model of ``kind`` on ``backbone`` (k, gate and tau apply to the GPM only, attributes to
+    multi_objective only, which requires them)."""
     _check(kind)
     if kind == "gpm":
         return GPM(backbone, k=k, gate=gate, tau=tau)
+    if kind == "multi_objective":
+        if not attributes:
+            raise ValueError("kind 'multi_objective' needs its attribute names: new_preference_model(..., attributes=[...])")
+        return MultiObjectiveRewardModel(backbone, attributes)
     return PairwiseModel(backbone) if kind == "pairwise" else RewardModel(backbone)
 
 
@@ -30,4 +41,5 @@ def load_preference_model(kind: str, name: str, k: int | None = None, tau: float
     _check(kind)
     if kind == "gpm":
         return GPM.from_pretrained(name, k=k, tau=tau)
-    return (PairwiseModel if kind == "pairwise" else RewardModel).from_pretrained(name)
+    loader = {"bt": RewardModel, "pairwise": PairwiseModel, "multi_objective": MultiObjectiveRewardModel}[kind]
+    return loader.from_pretrained(name)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
 from selfplay.modeling import Messages, ModelLoadError
@@ -74,21 +74,34 @@ class RewardModel(PreferenceModel):
             start += len(group)
         return out
 
-    def save_pretrained(self, path: str | Path) -> None:
+    def head_config(self) -> PretrainedConfig:
+        """The backbone's config as a sequence-classification model's: ``num_labels`` and ``architectures`` set."""
         config = self.config.__class__.from_dict(self.config.to_dict())
         config.num_labels = self.num_labels
         config.architectures = [MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES[config.model_type]]
-        save_checkpoint(path, self.model, {"score.weight": self.score.weight}, {"kind": self.kind}, config=config)
+        return config
+
+    def save_pretrained(self, path: str | Path) -> None:
+        save_checkpoint(path, self.model, {"score.weight": self.score.weight}, {"kind": self.kind},
+                        config=self.head_config())
 
     @classmethod
     def from_pretrained(cls, name: str) -> RewardModel:
-        path, state, meta = read_checkpoint(name, "scorer model")
-        check_kind(meta, cls.kind, name, required=cls.kind_required)
-        if "score.weight" not in state:
-            raise ModelLoadError(f"scorer model '{name}' has no score.weight: not a reward-model checkpoint")
+        path, state = read_reward_checkpoint(name, cls.kind, cls.kind_required)
         rows = state["score.weight"].shape[0]
         if rows != 1:
-            raise ModelLoadError(f"scorer model '{name}' has a score head of {rows} outputs; a '{cls.kind}' model has 1")
+            raise ModelLoadError(f"scorer model '{name}' has a score head of {rows} outputs; a '{cls.kind}' model "
+                                 "has 1 (a reward model of several attributes: kind=multi_objective)")
         model = cls(backbone_from_state(path, state, "scorer model"), num_labels=rows)
         model.score.weight.data.copy_(state["score.weight"])
         return model
+
+
+def read_reward_checkpoint(name: str, kind: str, kind_required: bool) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The directory and tensors of the sequence-classification checkpoint ``name``, refused (naming it) if its
+    meta says another kind, or, with ``kind_required``, nothing, or if it has no ``score.weight``."""
+    path, state, meta = read_checkpoint(name, "scorer model")
+    check_kind(meta, kind, name, required=kind_required)
+    if "score.weight" not in state:
+        raise ModelLoadError(f"scorer model '{name}' has no score.weight: not a reward-model checkpoint")
+    return path, state

@@ -9,6 +9,9 @@ world through exactly the code that loads a user's model and data:
     <cache>/<key>/bt/, pairwise/  the other kinds on the same pairs, trained the first time one is asked for
     <cache>/<key>/prompts.jsonl
     <cache>/<key>/pairs/train.jsonl, test.jsonl   the oracle-labelled pairs (TRL prompt/chosen/rejected)
+    <cache>/<key>/attributes/train.jsonl, test.jsonl   oracle attribute labels, 0-100, some missing (first use)
+    <cache>/<key>/multi_objective/   a multi-objective reward model on them (first use)
+    <cache>/<key>/sft.jsonl    (prompt, response) rows from the SFT distribution: DPA's memory replay (first use)
     <cache>/<key>/world.json   settings, timings, GPM held-out accuracy
 
 The key hashes the world settings, so changing one builds a new world.
@@ -29,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from selfplay.checkpoint import atomic_dir, atomic_write_json
+from selfplay.checkpoint import atomic_dir, atomic_write_json, atomic_write_text
 from selfplay.modeling import encode_prompt, load_tokenizer, response_batch
 from selfplay.models.backbone import load_backbone
 from selfplay.models.kinds import KINDS, new_preference_model
@@ -41,6 +44,9 @@ from selfplay.world import corpus, oracle
 log = logging.getLogger(__name__)
 
 WORLD_VERSION = 2
+ATTRIBUTE_ROWS = {"train": 4000, "test": 500}
+MISSING_LABEL_SHARE = 0.1  # each label is dropped with this probability (never both): the RM must mask them
+SFT_ROWS = 2000
 SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "<|end|>"}
 ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
@@ -63,6 +69,32 @@ class World:
         return cls(root, str(root / "policy"), str(root / "tokenizer"), str(root / "gpm"), str(root / "prompts.jsonl"),
                    str(root / "pairs"))
 
+    def attribute_data(self) -> str:
+        """A directory with train.jsonl and test.jsonl: HelpSteer-style rows (prompt, response, one column per
+        oracle attribute on 0-100, each label missing with probability MISSING_LABEL_SHARE); written on first use."""
+        path = self.root / "attributes"
+        if not path.exists():
+            rng = random.Random(f"{self.root.name}/attributes")
+            prompts = [json.loads(line)["prompt"] for line in open(self.prompts)]
+            with atomic_dir(path) as tmp:
+                for split, n in ATTRIBUTE_ROWS.items():
+                    with open(tmp / f"{split}.jsonl", "w") as f:
+                        f.writelines(json.dumps(attribute_row(prompts, rng)) + "\n" for _ in range(n))
+        return str(path)
+
+    def sft_data(self) -> str:
+        """sft.jsonl: (prompt, response) rows drawn like the SFT warm start's; written on first use."""
+        path = self.root / "sft.jsonl"
+        if not path.exists():
+            rng = random.Random(f"{self.root.name}/sft")
+            prompts = [json.loads(line)["prompt"] for line in open(self.prompts)]
+            rows = []
+            for _ in range(SFT_ROWS):
+                p = rng.choice(prompts)
+                rows.append(json.dumps({"prompt": p, "response": corpus.sample_response(p, rng)}) + "\n")
+            atomic_write_text(path, "".join(rows))
+        return str(path)
+
     def scorer(self, kind: str, cfg: DictConfig) -> str:
         """The world's preference model of ``kind``; all but the GPM are trained on first use (and cached)."""
         if kind not in KINDS:
@@ -71,7 +103,10 @@ class World:
         if not path.exists():
             log.info("training the embedded world's %s preference model (once; cached)", kind)
             with atomic_dir(path) as tmp:
-                train_world_scorer(kind, self, cfg, tmp)
+                if kind == "multi_objective":
+                    train_world_attribute_model(self, cfg, tmp)
+                else:
+                    train_world_scorer(kind, self, cfg, tmp)
         return str(path)
 
 
@@ -145,6 +180,16 @@ def labelled_pairs(prompts: list[str], n: int, rng: random.Random) -> list[Prefe
             continue
         pairs.append(PreferencePair(_as_messages(p), a, b) if s > 0 else PreferencePair(_as_messages(p), b, a))
     return pairs
+
+
+def attribute_row(prompts: list[str], rng: random.Random) -> dict:
+    """One sampled (prompt, response) with the oracle's attribute labels, one of them maybe missing."""
+    p = rng.choice(prompts)
+    response = corpus.sample_response(p, rng)
+    row = {"prompt": p, "response": response, **dict(zip(oracle.ATTRIBUTES, oracle.attributes(p, response)))}
+    if rng.random() < MISSING_LABEL_SHARE * len(oracle.ATTRIBUTES):
+        row[rng.choice(oracle.ATTRIBUTES)] = None
+    return row
 
 
 def build_world(cfg: DictConfig, root: Path) -> None:
@@ -231,4 +276,26 @@ def train_world_scorer(
     report = {"kind": kind, "losses": losses, "heldout_accuracy": accuracy, "seconds": time.perf_counter() - t}
     atomic_write_json(out / "train_report.json", {k: v for k, v in report.items() if k != "losses"})
     log.info("world %s: held-out pair accuracy %.3f (%.0fs)", kind, accuracy, report["seconds"])
+    return report
+
+
+def train_world_attribute_model(world: World, cfg: DictConfig, out: Path) -> dict:
+    """The multi-objective reward model (METHODS 2.3) from the SFT policy on the world's attribute rows
+    (``World.attribute_data``, already on 0-100), with the pair kinds' steps, batch and learning rate."""
+    from selfplay.attribute_training import regression_report, train_attribute_model
+    from selfplay.attributes import load_attribute_rows
+
+    t = time.perf_counter()
+    tokenizer = load_tokenizer(world.tokenizer)
+    data = Path(world.attribute_data())
+    train, names, _ = load_attribute_rows(str(data / "train.jsonl"), attributes=list(oracle.ATTRIBUTES), max_bad_share=0.0)
+    test, _, _ = load_attribute_rows(str(data / "test.jsonl"), attributes=names, max_bad_share=0.0)
+    model = new_preference_model("multi_objective", load_backbone(world.policy), attributes=names)
+    losses = train_attribute_model(model, tokenizer, train, cfg.pm_steps, cfg.pm_batch_size, cfg.pm_lr, cfg.seed)
+    report = {"kind": "multi_objective", "held_out": regression_report(model, tokenizer, test, 64),
+              "loss_first_last": [losses[0], losses[-1]], "seconds": time.perf_counter() - t}
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    atomic_write_json(out / "train_report.json", report)
+    log.info("world multi_objective: held-out %s (%.0fs)", json.dumps(report["held_out"]["attributes"]), report["seconds"])
     return report

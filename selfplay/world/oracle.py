@@ -10,6 +10,9 @@ The oracle reads both as plain text and scores three attributes:
   (rock-paper-scissors: sure > well > hmm > sure), so no scalar reward can
   represent the oracle's preferences (a Bradley-Terry model cannot fit them).
 
+Its helpfulness and verbosity, rescaled to 0-100, are the attribute labels of the
+world's multi-objective reward model (``attributes``; METHODS 2.3).
+
 The oracle's preference log-odds are
 ``s(y_i > y_j | x) = HELP_WEIGHT (help_i - help_j) + TONE_WEIGHT cyc(tone_i, tone_j)``
 and ``P(y_i > y_j | x) = sigmoid(s)``.  Verbosity is reported, not rewarded:
@@ -59,6 +62,9 @@ HELP_WEIGHT = 6.0
 TONE_WEIGHT = 1.0
 OFF_TOPIC_PENALTY = 0.5
 
+ATTRIBUTES: tuple[str, ...] = ("helpfulness", "verbosity")  # the labels, 0-100
+HELPFULNESS_RANGE = (-OFF_TOPIC_PENALTY, 1.0)
+
 _WORD = re.compile(r"[a-z]+")
 
 
@@ -106,3 +112,10 @@ def preference_matrix(prompt: str, responses: list[str]) -> list[list[float]]:
     """P[i][j] = P(y_i > y_j | x) under the oracle (diagonal 0.5)."""
     js = [judge(prompt, r) for r in responses]
     return [[1.0 / (1.0 + math.exp(-preference_logit(a, b))) for b in js] for a in js]
+
+
+def attributes(prompt: str, response: str) -> tuple[float, ...]:
+    """The labels of ``ATTRIBUTES`` on 0-100 (seed 003's scale): helpfulness from its range, verbosity x 100."""
+    j = judge(prompt, response)
+    low, high = HELPFULNESS_RANGE
+    return (100 * (j.helpfulness - low) / (high - low), 100 * j.verbosity)
