@@ -23,8 +23,8 @@ from selfplay.pairs import (
     BadRow,
     PreferencePair,
     bad_rows_record,
-    describe_bad_rows,
     load_pairs,
+    warn_bad_rows,
 )
 from selfplay.pm_config import (
     EvalPMConfig,
@@ -63,9 +63,7 @@ def format_report(report: dict[str, Any]) -> str:
 def load_pairs_logged(source: str, split: str, d: DictConfig) -> tuple[list[PreferencePair], list[BadRow]]:
     """``load_pairs`` with the ``data.subset_column`` / ``data.max_bad_share`` of ``d``, warning of bad rows."""
     pairs, bad = load_pairs(source, split, d.subset_column, d.max_bad_share)
-    if bad:
-        log.warning("%s: skipped %d malformed of %d rows. %s", source, len(bad), len(pairs) + len(bad),
-                    describe_bad_rows(bad))
+    warn_bad_rows(log, source, len(pairs), bad)
     return pairs, bad
 
 

@@ -20,6 +20,7 @@ source does loading fail.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,13 @@ def check_bad_share(source: str, n_rows: int, bad: list[BadRow], max_bad_share: 
             f"{source}: {len(bad)} of {n_rows} rows are malformed ({share:.1%}), more than the allowed "
             f"{max_bad_share:.1%}; fix the data or raise data.max_bad_share. {describe_bad_rows(bad)}"
         )
+
+
+def warn_bad_rows(log: logging.Logger, source: str, n_good: int, bad: list[BadRow]) -> None:
+    """Warn on ``log`` of the malformed rows a loader skipped (after ``check_bad_share`` let the source through)."""
+    if bad:
+        log.warning("%s: skipped %d malformed of %d rows. %s", source, len(bad), n_good + len(bad),
+                    describe_bad_rows(bad))
 
 
 def parse_pairs(

@@ -27,13 +27,7 @@ from selfplay.config import to_yaml
 from selfplay.data import DataError
 from selfplay.eval_pm import format_report, load_pairs_logged
 from selfplay.modeling import ModelLoadError
-from selfplay.pairs import (
-    BadRow,
-    PreferencePair,
-    bad_rows_record,
-    describe_bad_rows,
-    split_pairs,
-)
+from selfplay.pairs import BadRow, PreferencePair, bad_rows_record, split_pairs, warn_bad_rows
 from selfplay.pm_config import (
     TrainPMConfig,
     check_train,
@@ -157,9 +151,7 @@ def load_attribute_rows_logged(
 
     rows, names, bad = load_attribute_rows(source, split, None if attributes is None else list(attributes),
                                            d.prompt_column, d.response_column, d.max_bad_share)
-    if bad:
-        log.warning("%s: skipped %d malformed of %d rows. %s", source, len(bad), len(rows) + len(bad),
-                    describe_bad_rows(bad))
+    warn_bad_rows(log, source, len(rows), bad)
     return rows, names, bad
 
 
@@ -169,62 +161,40 @@ def train_steps(cfg: DictConfig, n_train: int) -> int:
     return t.steps if t.steps is not None else max(1, math.ceil(t.epochs * n_train / t.batch_size))
 
 
-def new_model(cfg: DictConfig, attributes: list[str] | None = None) -> tuple[Any, Any, str]:
-    """A fresh model of ``cfg.kind`` on the ``cfg.model`` backbone, on the training device; its tokenizer; the device."""
+def train(cfg: DictConfig, splits: PairSplits | AttributeSplits) -> tuple[Any, Any, dict[str, Any]]:
+    """Build and train the model: a pair model on pairs, the multi-objective model (its head started at the
+    labels' probe) on attribute rows; returns it, its tokenizer and the report (without the held-out part)."""
     import torch
 
+    from selfplay.attribute_training import train_attribute_model
     from selfplay.modeling import load_tokenizer
     from selfplay.models.backbone import load_backbone
     from selfplay.models.kinds import new_preference_model
+    from selfplay.preference_training import train_preference_model
 
+    attributes = splits.attributes if isinstance(splits, AttributeSplits) else None
     device = resolve_device(cfg.train.device)
     tokenizer = load_tokenizer(cfg.tokenizer)
     backbone = load_backbone(cfg.model)
     torch.manual_seed(cfg.train.seed)  # the heads' initialisation
-    model = new_preference_model(cfg.kind, backbone, k=cfg.k, gate=cfg.gate, tau=cfg.tau, attributes=attributes)
-    return model.to(device), tokenizer, device
-
-
-def training_record(cfg: DictConfig, device: str, splits: PairSplits | AttributeSplits, steps: int,
-                    losses: list[float], seconds: float) -> dict[str, Any]:
-    """The report's first part, the same for every kind: what was trained, on what, and how the loss went."""
-    return {
+    model = new_preference_model(cfg.kind, backbone, k=cfg.k, gate=cfg.gate, tau=cfg.tau,
+                                 attributes=attributes).to(device)
+    fit = train_preference_model if attributes is None else train_attribute_model
+    steps = train_steps(cfg, len(splits.train))
+    log.info("training a %s model from %s on %d %s for %d steps (%s)", cfg.kind, cfg.model, len(splits.train),
+             "pairs" if attributes is None else f"rows ({', '.join(attributes)})", steps, device)
+    t0 = time.perf_counter()
+    losses = fit(model, tokenizer, splits.train, steps, cfg.train.batch_size, cfg.train.lr, cfg.train.seed)
+    report = {
         "kind": cfg.kind, "backbone": cfg.model, "tokenizer": cfg.tokenizer, "device": device,
         "data": {"train": cfg.data.path, "eval": cfg.data.eval_path or f"{cfg.data.eval_share} of train"},
         "n_train": len(splits.train), "n_eval": len(splits.held_out),
         "bad_rows": {source: bad_rows_record(bad) for source, bad in splits.bad.items()},
         "steps": steps, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
-        "seconds": seconds, "loss_first": losses[0], "loss_last": losses[-1],
+        "seconds": time.perf_counter() - t0, "loss_first": losses[0], "loss_last": losses[-1],
     }
-
-
-def train(cfg: DictConfig, splits: PairSplits) -> tuple[Any, Any, dict[str, Any]]:
-    """Build and train a pair model; returns it, its tokenizer and the report (without the held-out part)."""
-    from selfplay.preference_training import train_preference_model
-
-    model, tokenizer, device = new_model(cfg)
-    steps = train_steps(cfg, len(splits.train))
-    log.info("training a %s model from %s on %d pairs for %d steps (%s)", cfg.kind, cfg.model, len(splits.train),
-             steps, device)
-    t0 = time.perf_counter()
-    losses = train_preference_model(model, tokenizer, splits.train, steps, cfg.train.batch_size, cfg.train.lr,
-                                    cfg.train.seed)
-    return model, tokenizer, training_record(cfg, device, splits, steps, losses, time.perf_counter() - t0)
-
-
-def train_attributes(cfg: DictConfig, splits: AttributeSplits) -> tuple[Any, Any, dict[str, Any]]:
-    """Build and train the multi-objective model (its head started at the labels' probe); as ``train``."""
-    from selfplay.attribute_training import train_attribute_model
-
-    model, tokenizer, device = new_model(cfg, attributes=splits.attributes)
-    steps = train_steps(cfg, len(splits.train))
-    log.info("training a multi_objective model (%s) from %s on %d rows for %d steps (%s)",
-             ", ".join(splits.attributes), cfg.model, len(splits.train), steps, device)
-    t0 = time.perf_counter()
-    losses = train_attribute_model(model, tokenizer, splits.train, steps, cfg.train.batch_size, cfg.train.lr,
-                                   cfg.train.seed)
-    report = training_record(cfg, device, splits, steps, losses, time.perf_counter() - t0)
-    report.update(attributes=splits.attributes, ranges={name: list(span) for name, span in splits.ranges.items()})
+    if attributes is not None:
+        report.update(attributes=attributes, ranges={name: list(span) for name, span in splits.ranges.items()})
     return model, tokenizer, report
 
 
@@ -290,7 +260,7 @@ def run(cfg: DictConfig) -> None:
     resolve_sources(cfg)
     if cfg.kind == "multi_objective":  # attribute rows, a regression head, per-attribute MSE and correlation
         splits = load_attribute_splits(cfg)
-        model, tokenizer, report = train_attributes(cfg, splits)
+        model, tokenizer, report = train(cfg, splits)
         report.update(evaluate_attributes(model, tokenizer, splits, cfg.train.batch_size))
     else:  # preference pairs, a pair loss, pair accuracy
         splits = load_splits(cfg)
