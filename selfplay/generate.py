@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def attribute_names(model: str, given: str | None) -> list[str] | None:
+def model_attributes(model: str, given: str | None) -> list[str] | None:
     from selfplay.steering import load_attributes
 
     if given:
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.prompts or args.prompts_file or args.interactive):
         parser.error("give a prompt, --prompts-file or --interactive")
     try:
-        names = attribute_names(args.model, args.attributes)
+        names = model_attributes(args.model, args.attributes)
         direction = direction_of(args.direction, names, args.model)
         prompts = read_prompts(args)
         session = Session(args, names)

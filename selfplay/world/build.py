@@ -69,13 +69,18 @@ class World:
         return cls(root, str(root / "policy"), str(root / "tokenizer"), str(root / "gpm"), str(root / "prompts.jsonl"),
                    str(root / "pairs"))
 
+    def prompt_texts(self) -> list[str]:
+        """The prompts of prompts.jsonl as plain strings."""
+        with open(self.prompts) as f:
+            return [json.loads(line)["prompt"] for line in f]
+
     def attribute_data(self) -> str:
         """A directory with train.jsonl and test.jsonl: HelpSteer-style rows (prompt, response, one column per
         oracle attribute on 0-100, each label missing with probability MISSING_LABEL_SHARE); written on first use."""
         path = self.root / "attributes"
         if not path.exists():
             rng = random.Random(f"{self.root.name}/attributes")
-            prompts = [json.loads(line)["prompt"] for line in open(self.prompts)]
+            prompts = self.prompt_texts()
             with atomic_dir(path) as tmp:
                 for split, n in ATTRIBUTE_ROWS.items():
                     with open(tmp / f"{split}.jsonl", "w") as f:
@@ -87,7 +92,7 @@ class World:
         path = self.root / "sft.jsonl"
         if not path.exists():
             rng = random.Random(f"{self.root.name}/sft")
-            prompts = [json.loads(line)["prompt"] for line in open(self.prompts)]
+            prompts = self.prompt_texts()
             rows = []
             for _ in range(SFT_ROWS):
                 p = rng.choice(prompts)
