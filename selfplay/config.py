@@ -25,7 +25,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class PolicyConfig:
-    # Hub name or local directory of a causal LM; None builds and uses the embedded world's policy.
+    # Hub name or local directory of a causal LM; None builds and uses the embedded world's policy
+    # (its steerable warm start when directions go into system prompts, i.e. with a multi-objective scorer).
     model: Optional[str] = None
     tokenizer: Optional[str] = None  # defaults to policy.model
     dtype: str = "float32"

@@ -24,7 +24,7 @@ class RunError(RuntimeError):
 
 
 def resolve_sources(cfg: DictConfig):
-    """Fill policy/tokenizer/scorer/prompt/replay sources, from the embedded world where none is named.
+    """Fill scorer/prompt/replay sources, from the embedded world where none is named (the policy: ``resolve_policy``).
 
     Returns the oracle (``loop.Oracle``) when the embedded world supplies the prompts, else None.
     """
@@ -39,7 +39,6 @@ def resolve_sources(cfg: DictConfig):
         from selfplay.world.build import get_world
 
         world = get_world(cfg.world)
-        cfg.policy.model = cfg.policy.model or world.policy
         cfg.scorer.model = cfg.scorer.model or world.scorer(cfg.scorer.kind, cfg.world)
         if needs_replay:
             cfg.data.replay = world.sft_data()
@@ -49,9 +48,20 @@ def resolve_sources(cfg: DictConfig):
             from selfplay.world import oracle as world_oracle
 
             oracle = Oracle(world_oracle.preference_matrix, world_oracle.attributes, world_oracle.ATTRIBUTES)
-    cfg.policy.tokenizer = cfg.policy.tokenizer or cfg.policy.model
     cfg.scorer.tokenizer = cfg.scorer.tokenizer or cfg.scorer.model
     return oracle
+
+
+def resolve_policy(cfg: DictConfig, steering) -> None:
+    """Fill the policy (and its tokenizer) where none is named: the embedded world's SFT policy or, when directions
+    go into system prompts, its steerable warm start (seed 003's first iteration samples from a SteerLM model).
+    Called after the directions are validated, so a bad one fails before the warm start is trained."""
+    if cfg.policy.model is None:
+        from selfplay.world.build import get_world
+
+        world = get_world(cfg.world)
+        cfg.policy.model = world.steerable_policy(cfg.world) if steering is not None else world.policy
+    cfg.policy.tokenizer = cfg.policy.tokenizer or cfg.policy.model
 
 
 def load_steering(cfg: DictConfig):
@@ -177,6 +187,7 @@ def main(argv: list[str]) -> int:
     try:
         oracle = resolve_sources(cfg)
         steering = load_steering(cfg)
+        resolve_policy(cfg, steering)
         tokenizer = load_tokenizer(cfg.policy.tokenizer)
         prompts = load_prompt_splits(cfg, tokenizer, steering)
         run_dir, last = prepare_run_dir(cfg)

@@ -192,8 +192,11 @@ def test_a_margin_filter_that_keeps_no_pair_skips_training(world, ray_cluster, t
     assert 0.0 <= record["win_rate_vs_initial"] <= 1.0  # the iteration still evaluated and committed
 
 
+# The grid spans seed 003's training range, -45..0 degrees: there the embedded world's best length falls with
+# the verbosity weight (5 words at -45, 10 at 0), while for weights >= 0 it is the longest answer throughout.
 DPA_SMALL = ["dpa", "run.progress=false", "generator.backend=hf", "data.prompts_per_iter=32", "directions.per_prompt=2",
-             "generator.k=4", "eval.prompts=8", "eval.samples=2", "train.epochs=1", "directions.grid_size=4"]
+             "generator.k=4", "eval.prompts=16", "eval.samples=4", "train.epochs=1", "directions.grid_size=3",
+             "directions.grid_angles=[-45,0]"]
 
 
 def test_dpa_run_fronts_plot_and_steerable_generation(world, ray_cluster, tmp_path, capsys):
@@ -205,12 +208,16 @@ def test_dpa_run_fronts_plot_and_steerable_generation(world, ray_cluster, tmp_pa
     assert main([*DPA_SMALL, "iter=2", f"run.dir={run_dir}"]) == 0
     records = read_metrics(run_dir)
     for r in records:
-        assert len(r["front"]) == 4 and len(r["front"][0]) == 2 and len(r["oracle_front"]) == 4
+        assert len(r["front"]) == 3 and len(r["front"][0]) == 2 and len(r["oracle_front"]) == 3
         assert r["hypervolume"] > 0 and r["initial_hypervolume"] > 0
         assert set(r["steerability"]) == {"helpfulness", "verbosity"}
         assert -1 <= r["length_steerability"]["verbosity"] <= 1
         # 32 prompts x 2 directions selected, plus replay: round(0.15 / 0.85 * 64) = 11 SFT rows
         assert r["train"]["num_examples"] == 64 + 11
+    # the trained policy follows the direction: a larger verbosity weight, longer answers (by the oracle too)
+    last = records[-1]
+    assert last["length_steerability"]["verbosity"] >= 0.8 and last["oracle_steerability"]["verbosity"] >= 0.8
+    assert last["front_mean_length"][-1] - last["front_mean_length"][0] >= 3  # words, from -45 to 0 degrees
     # every evaluation judges the same initial responses: the initial front is the same each iteration
     assert records[0]["initial_front"] == records[1]["initial_front"]
     png = (run_dir / "pareto.png").read_bytes()
@@ -231,7 +238,11 @@ def test_dpa_run_fronts_plot_and_steerable_generation(world, ray_cluster, tmp_pa
     (["directions.fixed=[0.8,-0.6]"], "directions.* condition prompts on directions"),
     (["scorer.kind=multi_objective", "directions.fixed=[0.8,-0.6,0.0]"], "2 components (helpfulness, verbosity), got 3"),
 ])
-def test_bad_direction_settings_fail_before_any_work(world, tmp_path, capsys, args, message):
+def test_bad_direction_settings_fail_before_any_work(world, tmp_path, capsys, monkeypatch, args, message):
+    from selfplay.world.build import World
+
+    # not even the world's steerable warm start (minutes, on first use) is trained for a run that cannot start
+    monkeypatch.setattr(World, "steerable_policy", lambda *a: pytest.fail("steerable warm start trained"))
     run_dir = tmp_path / "run"
     assert main([*FAST, f"run.dir={run_dir}", *args]) == 2
     assert message in capsys.readouterr().err

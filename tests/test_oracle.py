@@ -242,3 +242,37 @@ def test_vocabulary_covers_world_words():
     vocab = " ".join(corpus.vocabulary_text())
     for w in list(FILLER) + list(TONES) + [x for ws in TOPICS.values() for x in ws]:
         assert w in vocab
+
+
+# ---------------------------------------------------------------- the steerable warm start's rows
+
+
+def test_steered_rows_are_the_best_candidate_along_their_direction(monkeypatch):
+    """Each row's system prompt reads back as its direction, and its response is the argmax of v^T r over the
+    candidates drawn for it; the data then differ by direction (concise at -45 degrees, long at +45)."""
+    from selfplay import directions
+    from selfplay.world import build
+    from selfplay.world.oracle import ATTRIBUTES, attributes
+
+    prompts = corpus.make_prompts(64, random.Random(0))
+    drawn = []
+    sample = corpus.sample_response
+    monkeypatch.setattr(corpus, "sample_response", lambda p, rng: drawn.append(sample(p, rng)) or drawn[-1])
+
+    def rows(angle: float) -> list:
+        monkeypatch.setattr(build, "STEERABLE_ANGLES", (angle, angle))
+        drawn.clear()
+        batch = build.steered_batch(prompts, 200, random.Random(1))
+        for i, (messages, response) in enumerate(batch):
+            names, v = directions.read(messages[0]["content"])
+            assert names == list(ATTRIBUTES) and v == pytest.approx(directions.from_angle(angle), abs=0.01)
+            prompt = messages[1]["content"]
+            candidates = drawn[i * build.STEERABLE_CANDIDATES:(i + 1) * build.STEERABLE_CANDIDATES]
+            along = lambda y: sum(w * a for w, a in zip(directions.from_angle(angle), attributes(prompt, y)))
+            assert along(response) == max(along(c) for c in candidates)
+        return batch
+
+    def mean_words(batch: list) -> float:
+        return sum(len(r.split()) for _, r in batch) / len(batch)
+
+    assert mean_words(rows(-45.0)) + 4 < mean_words(rows(45.0))

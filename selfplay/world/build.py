@@ -12,6 +12,8 @@ world through exactly the code that loads a user's model and data:
     <cache>/<key>/attributes/train.jsonl, test.jsonl   oracle attribute labels, 0-100, some missing (first use)
     <cache>/<key>/multi_objective/   a multi-objective reward model on them (first use)
     <cache>/<key>/sft.jsonl    (prompt, response) rows from the SFT distribution: DPA's memory replay (first use)
+    <cache>/<key>/steerable_policy/   the policy after a direction-conditioned warm start: the pi_0 of runs
+                               with directions in the system prompt (seed 003's SteerLM role; first use)
     <cache>/<key>/world.json   settings, timings, GPM held-out accuracy
 
 The key hashes the world settings, so changing one builds a new world.
@@ -24,6 +26,7 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +36,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from selfplay.checkpoint import atomic_dir, atomic_write_json, atomic_write_text
-from selfplay.modeling import encode_prompt, load_tokenizer, response_batch
+from selfplay import directions
+from selfplay.modeling import Messages, encode_prompt, load_causal_lm, load_tokenizer, response_batch
 from selfplay.models.backbone import load_backbone
 from selfplay.models.kinds import KINDS, new_preference_model
 from selfplay.optim import minimize
@@ -47,6 +51,12 @@ WORLD_VERSION = 2
 ATTRIBUTE_ROWS = {"train": 4000, "test": 500}
 MISSING_LABEL_SHARE = 0.1  # each label is dropped with this probability (never both): the RM must mask them
 SFT_ROWS = 2000
+# The steerable warm start: best of STEERABLE_CANDIDATES labelled responses by v^T r, v at an angle in
+# STEERABLE_ANGLES degrees; a 2-layer model needs ~1500 steps to read the weights' magnitudes, not just their sign.
+STEERABLE_ANGLES = (-45.0, 45.0)
+STEERABLE_CANDIDATES = 8
+STEERABLE_STEPS = 1500
+STEERABLE_LR = 1e-3
 SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "<|end|>"}
 ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
@@ -98,6 +108,15 @@ class World:
                 p = rng.choice(prompts)
                 rows.append(json.dumps({"prompt": p, "response": corpus.sample_response(p, rng)}) + "\n")
             atomic_write_text(path, "".join(rows))
+        return str(path)
+
+    def steerable_policy(self, cfg: DictConfig) -> str:
+        """The policy after a direction-conditioned warm start (``train_steerable_policy``); trained on first use."""
+        path = self.root / "steerable_policy"
+        if not path.exists():
+            log.info("training the embedded world's steerable warm start (once; cached; %d steps)", STEERABLE_STEPS)
+            with atomic_dir(path) as tmp:
+                train_steerable_policy(self, cfg, tmp)
         return str(path)
 
     def scorer(self, kind: str, cfg: DictConfig) -> str:
@@ -158,20 +177,42 @@ def _as_messages(prompt: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt}]
 
 
-def sft(model: LlamaForCausalLM, tokenizer, prompts: list[str], cfg: DictConfig, rng: random.Random) -> list[float]:
-    """Next-token loss on (prompt -> sampled response) with the prompt masked."""
+def sft(model: LlamaForCausalLM, tokenizer, draw_batch: Callable[[], list[tuple[Messages, str]]], steps: int,
+        lr: float) -> list[float]:
+    """Next-token loss on ``draw_batch()``'s (messages -> response) rows with the prompt masked; warm-up, then
+    linear decay."""
     def step_loss(_: int) -> torch.Tensor:
-        batch = [rng.choice(prompts) for _ in range(cfg.sft_batch_size)]
-        p_ids = [encode_prompt(tokenizer, _as_messages(p)) for p in batch]
-        r_ids = [tokenizer(corpus.sample_response(p, rng), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-                 for p in batch]
+        batch = draw_batch()
+        p_ids = [encode_prompt(tokenizer, messages) for messages, _ in batch]
+        r_ids = [tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+                 for _, response in batch]
         ids, attn, mask = response_batch(p_ids, r_ids, tokenizer.pad_token_id)
         logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
         return (nll * mask[:, 1:]).sum() / mask[:, 1:].sum()
 
-    warmup_then_decay = lambda s: min(1.0, (s + 1) / 20) * (1 - s / cfg.sft_steps)
-    return minimize(model, step_loss, cfg.sft_steps, cfg.sft_lr, warmup_then_decay)
+    warmup_then_decay = lambda s: min(1.0, (s + 1) / 20) * (1 - s / steps)
+    return minimize(model, step_loss, steps, lr, warmup_then_decay)
+
+
+def corpus_batch(prompts: list[str], size: int, rng: random.Random) -> list[tuple[Messages, str]]:
+    """The SFT warm start's rows: a prompt and one sampled response of random quality."""
+    batch = [rng.choice(prompts) for _ in range(size)]
+    return [(_as_messages(p), corpus.sample_response(p, rng)) for p in batch]
+
+
+def steered_batch(prompts: list[str], size: int, rng: random.Random) -> list[tuple[Messages, str]]:
+    """The steerable warm start's rows: a direction v in the system prompt and, of STEERABLE_CANDIDATES sampled
+    responses, the one with the highest v^T r under the oracle's attribute labels (SteerLM's role in seed 003:
+    learn to follow the labels from labelled data)."""
+    rows = []
+    for _ in range(size):
+        p = rng.choice(prompts)
+        v = directions.sample_angle(rng, *STEERABLE_ANGLES)
+        candidates = [corpus.sample_response(p, rng) for _ in range(STEERABLE_CANDIDATES)]
+        best = max(candidates, key=lambda r: sum(w * a for w, a in zip(v, oracle.attributes(p, r))))
+        rows.append((directions.condition(_as_messages(p), v, oracle.ATTRIBUTES), best))
+    return rows
 
 
 def labelled_pairs(prompts: list[str], n: int, rng: random.Random) -> list[PreferencePair]:
@@ -228,7 +269,7 @@ def build_world(cfg: DictConfig, root: Path) -> None:
         tie_word_embeddings=False,
     )
     policy = LlamaForCausalLM(config)
-    sft_losses = sft(policy, tokenizer, prompts, cfg, rng)
+    sft_losses = sft(policy, tokenizer, lambda: corpus_batch(prompts, cfg.sft_batch_size, rng), cfg.sft_steps, cfg.sft_lr)
     policy.generation_config.eos_token_id = tokenizer.eos_token_id
     policy.generation_config.pad_token_id = tokenizer.pad_token_id
     policy.save_pretrained(root / "policy")
@@ -303,4 +344,27 @@ def train_world_attribute_model(world: World, cfg: DictConfig, out: Path) -> dic
     tokenizer.save_pretrained(out)
     atomic_write_json(out / "train_report.json", report)
     log.info("world multi_objective: held-out %s (%.0fs)", json.dumps(report["held_out"]["attributes"]), report["seconds"])
+    return report
+
+
+def train_steerable_policy(world: World, cfg: DictConfig, out: Path) -> dict:
+    """The SFT policy after STEERABLE_STEPS steps on ``steered_batch`` rows, saved to ``out`` with its tokenizer
+    and the attributes its directions range over: a pi_0 that already reads the direction in its system prompt,
+    as seed 003's first iteration samples from a SteerLM model."""
+    from selfplay.steering import save_attributes
+
+    t = time.perf_counter()
+    rng = random.Random(f"{world.root.name}/steerable")
+    torch.manual_seed(cfg.seed)
+    tokenizer = load_tokenizer(world.policy)
+    policy = load_causal_lm(world.policy)
+    prompts = world.prompt_texts()
+    losses = sft(policy, tokenizer, lambda: steered_batch(prompts, cfg.sft_batch_size, rng), STEERABLE_STEPS, STEERABLE_LR)
+    policy.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    save_attributes(out, oracle.ATTRIBUTES)
+    report = {"steps": STEERABLE_STEPS, "angles": list(STEERABLE_ANGLES), "candidates": STEERABLE_CANDIDATES,
+              "loss_first_last": [losses[0], losses[-1]], "seconds": time.perf_counter() - t}
+    atomic_write_json(out / "train_report.json", report)
+    log.info("world steerable warm start: loss %.3f -> %.3f (%.0fs)", losses[0], losses[-1], report["seconds"])
     return report
