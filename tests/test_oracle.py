@@ -268,7 +268,7 @@ def test_steered_rows_are_the_best_candidate_along_their_direction(monkeypatch):
             assert names == list(ATTRIBUTES) and v == pytest.approx(directions.from_angle(angle), abs=0.01)
             prompt = messages[1]["content"]
             candidates = drawn[i * build.STEERABLE_CANDIDATES:(i + 1) * build.STEERABLE_CANDIDATES]
-            along = lambda y: sum(w * a for w, a in zip(directions.from_angle(angle), attributes(prompt, y)))
+            along = lambda y, prompt=prompt: sum(w * a for w, a in zip(directions.from_angle(angle), attributes(prompt, y)))
             assert along(response) == max(along(c) for c in candidates)
         return batch
 

@@ -33,11 +33,22 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
-from selfplay.checkpoint import atomic_dir, atomic_write_json, atomic_write_text
 from selfplay import directions
-from selfplay.modeling import Messages, encode_prompt, load_causal_lm, load_tokenizer, response_batch
+from selfplay.checkpoint import atomic_dir, atomic_write_json, atomic_write_text
+from selfplay.modeling import (
+    Messages,
+    encode_prompt,
+    load_causal_lm,
+    load_tokenizer,
+    response_batch,
+)
 from selfplay.models.backbone import load_backbone
 from selfplay.models.kinds import KINDS, new_preference_model
 from selfplay.optim import minimize
