@@ -12,6 +12,18 @@ from selfplay.checkpoint import read_metrics
 from selfplay.run import main
 
 FAST = ["smoke", "run.progress=false"]
+
+
+def assert_refused(args: list[str], message: str, tmp_path, capsys) -> str:
+    """The run exits 2 with ``message`` on stderr and writes no run directory; returns stderr."""
+    run_dir = tmp_path / "run"
+    assert main([*FAST, f"run.dir={run_dir}", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert not run_dir.exists()
+    return err
+
+
 TIMING_KEYS = ("_s", "tokens_per_s")
 
 
@@ -104,20 +116,14 @@ def test_bad_input_fails_before_any_work(world, tmp_path, capsys, monkeypatch, a
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    run_dir = tmp_path / "run"
-    assert main([*FAST, f"run.dir={run_dir}", *args]) == 2
-    assert message in capsys.readouterr().err
-    assert not run_dir.exists()
+    assert_refused(args, message, tmp_path, capsys)
 
 
 def test_malformed_prompt_file_names_the_row(world, tmp_path, capsys):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": "Tell me about apples."}) + "\n" + json.dumps({"text": "oops"}) + "\n")
-    run_dir = tmp_path / "run"
-    assert main([*FAST, f"run.dir={run_dir}", f"data.prompts={prompts}"]) == 2
-    err = capsys.readouterr().err
-    assert "row 1" in err and "prompt" in err
-    assert not run_dir.exists()
+    err = assert_refused([f"data.prompts={prompts}"], "row 1", tmp_path, capsys)
+    assert "prompt" in err
 
 
 def test_help_lists_presets(capsys):
@@ -243,10 +249,7 @@ def test_bad_direction_settings_fail_before_any_work(world, tmp_path, capsys, mo
 
     # not even the world's steerable warm start (minutes, on first use) is trained for a run that cannot start
     monkeypatch.setattr(World, "steerable_policy", lambda *a: pytest.fail("steerable warm start trained"))
-    run_dir = tmp_path / "run"
-    assert main([*FAST, f"run.dir={run_dir}", *args]) == 2
-    assert message in capsys.readouterr().err
-    assert not run_dir.exists()
+    assert_refused(args, message, tmp_path, capsys)
 
 
 def test_gpo_along_a_fixed_direction(world, ray_cluster, tmp_path):
