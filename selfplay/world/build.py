@@ -41,6 +41,7 @@ from transformers import (
 )
 
 from selfplay import directions
+from selfplay.algorithms import rejection_sample
 from selfplay.checkpoint import atomic_dir, atomic_write_json, atomic_write_text
 from selfplay.modeling import (
     Messages,
@@ -221,8 +222,8 @@ def steered_batch(prompts: list[str], size: int, rng: random.Random) -> list[tup
         p = rng.choice(prompts)
         v = directions.sample_angle(rng, *STEERABLE_ANGLES)
         candidates = [corpus.sample_response(p, rng) for _ in range(STEERABLE_CANDIDATES)]
-        best = max(candidates, key=lambda r: sum(w * a for w, a in zip(v, oracle.attributes(p, r))))
-        rows.append((directions.condition(_as_messages(p), v, oracle.ATTRIBUTES), best))
+        labels = torch.tensor([oracle.attributes(p, r) for r in candidates], dtype=torch.float64)
+        rows.append((directions.condition(_as_messages(p), v, oracle.ATTRIBUTES), candidates[rejection_sample(labels, v)]))
     return rows
 
 
