@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ray
 
-from selfplay.generation import make_generator
+from selfplay.policy.engines import make_generator
 
 
 @ray.remote

@@ -1,4 +1,8 @@
-"""Blocking on actor calls: the one place the driver waits for refs."""
+"""Blocking on actor calls: the one place the driver waits for refs.
+
+Every actor method is called as ``actor.method.remote(...)``, which returns at once with a ref; the driver
+then waits here, with ``wait`` (one ref or a list) or ``gather`` (a list, with a progress bar), before it
+starts the next stage.  An actor's exception is raised here, in the driver."""
 
 from __future__ import annotations
 
@@ -14,4 +18,9 @@ def gather(refs: list, desc: str, progress: bool = True) -> list:
             done, pending = ray.wait(pending, num_returns=1)
             ray.get(done)  # raise an actor's error as soon as it happens
             bar.update(len(done))
+    return ray.get(refs)
+
+
+def wait(refs):
+    """``ray.get``: the value of one ref, or the values of a list of refs in order."""
     return ray.get(refs)

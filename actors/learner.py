@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ray
 
-from selfplay.learner import Learner as LearnerImpl
+from selfplay.policy.learner import Learner as LearnerImpl
 
 
 @ray.remote

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ray
 
-from selfplay.scoring import load_scorer
+from selfplay.models.scorer import load_scorer
 
 
 @ray.remote
@@ -16,5 +16,5 @@ class Scorer:
         return self.scorer.score(prompts, responses)
 
     def rewards(self, prompts, responses):
-        """A multi-objective model's (K_p, m) attribute rewards per prompt (``selfplay.scoring.Scorer.rewards``)."""
+        """A multi-objective model's (K_p, m) attribute rewards per prompt (``selfplay.models.scorer.Scorer.rewards``)."""
         return self.scorer.rewards(prompts, responses)

@@ -18,7 +18,7 @@ from pathlib import Path
 # name -> command-line arguments of selfplay.run
 VARIANTS: dict[str, list[str]] = {
     "gpo": ["gpo"],
-    "gpo-pair": ["gpo", "algo.pairs=best_worst"],  # METHODS A.2's (best, worst) pair
+    "gpo-pair": ["gpo", "algo.pairs=best_worst"],  # docs/methods.md §A.2's (best, worst) pair
     "sppo": ["sppo"],
     "sppo-pair": ["sppo", "algo.pairs=best_worst"],
     "sppo-hard": ["sppo", "algo.pairs=best_worst", "algo.hard=true"],
@@ -45,7 +45,7 @@ def main() -> None:
 
     import ray
 
-    from selfplay.checkpoint import read_metrics
+    from selfplay.core.checkpoint import read_metrics
     from selfplay.run import main as run
 
     out = Path(args.out)

@@ -29,8 +29,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from selfplay.config import load_config
-    from selfplay.modeling import load_tokenizer
+    from selfplay.config.loading import load_config
+    from selfplay.core.lm import load_tokenizer
     from selfplay.world.build import get_world
 
     names = cyclic.DATASETS if args.datasets == "all" else tuple(args.datasets.split(","))

@@ -21,10 +21,10 @@ def main() -> None:
 
     from omegaconf import OmegaConf
 
-    from selfplay.config import Config
-    from selfplay.data import load_prompts
-    from selfplay.generation import make_generator
-    from selfplay.modeling import encode_prompt, load_causal_lm, load_tokenizer
+    from selfplay.config.schema import Config
+    from selfplay.core.lm import encode_prompt, load_causal_lm, load_tokenizer
+    from selfplay.data.prompts import load_prompts
+    from selfplay.policy.engines import make_generator
     from selfplay.world.build import get_world
 
     cfg = OmegaConf.structured(Config)

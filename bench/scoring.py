@@ -44,8 +44,8 @@ def main() -> None:
 
     import torch
 
-    from selfplay.config import load_config
-    from selfplay.modeling import load_tokenizer
+    from selfplay.config.loading import load_config
+    from selfplay.core.lm import load_tokenizer
     from selfplay.models.backbone import load_backbone
     from selfplay.models.kinds import new_preference_model
     from selfplay.world import corpus

@@ -16,30 +16,17 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from selfplay.checkpoint import atomic_write_json
-from selfplay.data import DataError
-from selfplay.modeling import ModelLoadError
-from selfplay.pairs import (
-    BadRow,
-    PreferencePair,
-    bad_rows_record,
-    load_pairs,
-    warn_bad_rows,
-)
-from selfplay.pm_config import (
-    EvalPMConfig,
-    check_eval,
-    help_text,
-    resolve_device,
-    run_cli,
-    world_pairs_file,
-)
+from selfplay.config.pm import EvalPMConfig, check_eval, command_help, resolve_device, run_cli, world_pairs_file
+from selfplay.core.checkpoint import atomic_write_json
+from selfplay.core.jsonl import DataError
+from selfplay.core.lm import ModelLoadError
+from selfplay.data.pairs import BadRow, PreferencePair, bad_rows_record, load_pairs, warn_bad_rows
 
 log = logging.getLogger("selfplay.eval_pm")
 
 MAIN_KEYS = ["scorer.kind", "scorer.model", "scorer.tokenizer", "scorer.k", "scorer.tau", "scorer.batch_size",
              "scorer.device", "data.path", "data.split", "data.subset_column", "data.max_bad_share", "out"]
-USAGE = help_text(
+USAGE = command_help(
     "selfplay.eval_pm",
     "Reports a preference model's pair accuracy (share of pairs where it prefers chosen), overall and per\n"
     "subset. scorer.model is required; without data.path it scores the embedded world's held-out pairs.\n"
@@ -69,19 +56,18 @@ def load_pairs_logged(source: str, split: str, d: DictConfig) -> tuple[list[Pref
 
 def run(cfg: DictConfig) -> None:
     """Load the pairs and the scorer, print the accuracy table, and write the report to ``out`` if set."""
-    from selfplay.preference_training import accuracy_report
-    from selfplay.scoring import load_scorer
+    from selfplay.models.scorer import load_scorer
+    from selfplay.models.training import accuracy_report
 
     d, s = cfg.data, cfg.scorer
-    if d.path is None:
-        d.path = world_pairs_file(cfg.world, "test.jsonl")
-    pairs, bad = load_pairs_logged(d.path, d.split, d)
+    path = d.path or world_pairs_file(cfg.world, "test.jsonl")
+    pairs, bad = load_pairs_logged(path, d.split, d)
     device = resolve_device(s.device)
     scorer = load_scorer(s.kind, s.model, s.batch_size, k=s.k, tau=s.tau, tokenizer=s.tokenizer, device=device)
     report = accuracy_report(scorer.model, scorer.tokenizer, pairs, s.batch_size)
-    print(f"{s.kind} model {s.model} on {d.path}:\n{format_report(report)}")
+    print(f"{s.kind} model {s.model} on {path}:\n{format_report(report)}")
     if cfg.out is not None:
-        report.update(kind=s.kind, model=s.model, data=d.path, split=d.split, bad_rows=bad_rows_record(bad))
+        report.update(kind=s.kind, model=s.model, data=path, split=d.split, bad_rows=bad_rows_record(bad))
         atomic_write_json(Path(cfg.out).expanduser(), report)
         print(f"report: {cfg.out}")
 

@@ -1,7 +1,7 @@
 """Steerable generation: ``python -m selfplay.generate --model RUN/iter_N --direction 0.8,-0.6 "prompt"``.
 
 The direction goes into the system prompt through the one template
-(``selfplay.directions.render``) that training and evaluation used.  The checkpoint's
+(``selfplay.steering.directions.render``) that training and evaluation used.  The checkpoint's
 ``directions.json`` (written by the run) says which attributes the direction ranges
 over; ``--attributes`` names them for a checkpoint without it.  Prompts come from the
 command line, from ``--prompts-file`` (one per line, or a .jsonl/.json/.parquet with a
@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from selfplay.directions import DirectionError, condition, parse
-from selfplay.modeling import Messages, ModelLoadError
+from selfplay.core.lm import Messages, ModelLoadError
+from selfplay.steering.directions import DirectionError, condition, parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def model_attributes(model: str, given: str | None) -> list[str] | None:
-    from selfplay.steering import load_attributes
+    from selfplay.steering.directional import load_attributes
 
     if given:
         return [a.strip() for a in given.split(",")]
@@ -63,7 +63,7 @@ def read_prompts(args: argparse.Namespace) -> list[str | Messages]:
     if args.prompts_file:
         path = Path(args.prompts_file)
         if path.suffix in (".jsonl", ".json", ".parquet"):
-            from selfplay.data import load_prompts
+            from selfplay.data.prompts import load_prompts
 
             prompts += load_prompts(str(path))
         else:
@@ -77,9 +77,9 @@ class Session:
     def __init__(self, args: argparse.Namespace, names: list[str] | None):
         from omegaconf import OmegaConf
 
-        from selfplay.config import GeneratorConfig
-        from selfplay.generation import make_generator
-        from selfplay.modeling import load_tokenizer
+        from selfplay.config.schema import GeneratorConfig
+        from selfplay.core.lm import load_tokenizer
+        from selfplay.policy.engines import make_generator
 
         self.args, self.names = args, names
         self.tokenizer = load_tokenizer(args.model)
@@ -95,7 +95,7 @@ class Session:
         return messages
 
     def answer(self, prompts: list[str | Messages], direction: tuple[float, ...] | None) -> list[list[str]]:
-        from selfplay.modeling import encode_prompt
+        from selfplay.core.lm import encode_prompt
 
         a = self.args
         ids = [encode_prompt(self.tokenizer, self.messages(p, direction)) for p in prompts]

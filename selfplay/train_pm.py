@@ -2,11 +2,11 @@
 
 Trains a preference model (GPM, Bradley-Terry reward model or pairwise baseline)
 on (prompt, chosen, rejected) pairs, or a multi-objective reward model on
-attribute-labelled rows (``kind=multi_objective``, METHODS 2.3).  A recipe that
+attribute-labelled rows (``kind=multi_objective``, docs/methods.md §2.3).  A recipe that
 reads top to bottom: resolve the config and the sources (the embedded world's
 where none is named), load and split the data, load the backbone, train,
 evaluate, and write ``out`` in one atomic step: the checkpoint (loadable with
-``selfplay.scoring.load_scorer``), ``train_config.yaml`` and ``eval_report.json``.
+``selfplay.models.scorer.load_scorer``), ``train_config.yaml`` and ``eval_report.json``.
 """
 
 from __future__ import annotations
@@ -19,24 +19,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from selfplay.attributes import AttributeRow
-from selfplay.checkpoint import atomic_dir, atomic_write_json, atomic_write_text
-from selfplay.config import to_yaml
-from selfplay.data import DataError
-from selfplay.eval_pm import format_report, load_pairs_logged
-from selfplay.modeling import ModelLoadError
-from selfplay.pairs import BadRow, PreferencePair, bad_rows_record, split_pairs, warn_bad_rows
-from selfplay.pm_config import (
+from selfplay.config.loading import to_yaml
+from selfplay.config.pm import (
     TrainPMConfig,
     check_train,
-    help_text,
+    command_help,
     resolve_device,
     run_cli,
     world_attribute_file,
     world_pairs_file,
 )
+from selfplay.core.checkpoint import atomic_dir, atomic_write_json, atomic_write_text
+from selfplay.core.jsonl import DataError
+from selfplay.core.lm import ModelLoadError
+from selfplay.data.attributes import AttributeRow
+from selfplay.data.pairs import BadRow, PreferencePair, bad_rows_record, split_pairs, warn_bad_rows
+from selfplay.eval_pm import format_report, load_pairs_logged
 
 log = logging.getLogger("selfplay.train_pm")
 
@@ -44,7 +44,7 @@ MAIN_KEYS = ["kind", "model", "tokenizer", "k", "gate", "tau", "data.path", "dat
              "data.eval_share", "data.subset_column", "data.max_bad_share", "data.attributes",
              "data.attribute_ranges", "data.prompt_column", "data.response_column", "train.steps", "train.epochs",
              "train.batch_size", "train.lr", "train.seed", "train.device", "out"]
-USAGE = help_text(
+USAGE = command_help(
     "selfplay.train_pm",
     "Trains a preference model (kind=gpm|bt|pairwise) from a causal-LM backbone on prompt/chosen/rejected\n"
     "pairs, or a multi-objective reward model (kind=multi_objective) on rows of a prompt, a response and one\n"
@@ -89,24 +89,26 @@ def check_out(out: str) -> Path:
     return path
 
 
-def resolve_sources(cfg: DictConfig) -> None:
-    """Fill model, tokenizer and data paths, from the embedded world where none is named."""
-    if cfg.model is None:
+def resolve_sources(cfg: DictConfig) -> DictConfig:
+    """A copy of ``cfg`` with the model, tokenizer and data paths filled in, from the embedded world where none
+    is named (``cfg`` itself is left as validated); the copy is what ``train_config.yaml`` records."""
+    model, d = cfg.model, cfg.data
+    if model is None:
         from selfplay.world.build import get_world
 
-        cfg.model = get_world(cfg.world).policy
-    cfg.tokenizer = cfg.tokenizer or cfg.model
-    d = cfg.data
+        model = get_world(cfg.world).policy
+    data = {}
     if d.path is None and cfg.kind == "multi_objective":
         from selfplay.world.oracle import ATTRIBUTES
 
-        d.path = world_attribute_file(cfg.world, "train.jsonl")
-        d.eval_path = d.eval_path or world_attribute_file(cfg.world, "test.jsonl")
-        # the world's labels are on 0-100 already: kept there, not stretched to the training rows' min/max
-        d.attribute_ranges = d.attribute_ranges or {name: [0, 100] for name in d.attributes or ATTRIBUTES}
+        data = {"path": world_attribute_file(cfg.world, "train.jsonl"),
+                "eval_path": d.eval_path or world_attribute_file(cfg.world, "test.jsonl"),
+                # the world's labels are on 0-100 already: kept there, not stretched to the rows' min/max
+                "attribute_ranges": d.attribute_ranges or {name: [0, 100] for name in d.attributes or ATTRIBUTES}}
     elif d.path is None:
-        d.path = world_pairs_file(cfg.world, "train.jsonl")
-        d.eval_path = d.eval_path or world_pairs_file(cfg.world, "test.jsonl")
+        data = {"path": world_pairs_file(cfg.world, "train.jsonl"),
+                "eval_path": d.eval_path or world_pairs_file(cfg.world, "test.jsonl")}
+    return OmegaConf.merge(cfg, {"model": model, "tokenizer": cfg.tokenizer or model, "data": data})
 
 
 def load_splits(cfg: DictConfig) -> PairSplits:
@@ -123,7 +125,7 @@ def load_splits(cfg: DictConfig) -> PairSplits:
 def load_attribute_splits(cfg: DictConfig) -> AttributeSplits:
     """Attribute rows as ``load_splits`` splits pairs, each attribute rescaled to 0-100 from its range over the
     training rows (or ``data.attribute_ranges``); the held-out source is read with the training attributes."""
-    from selfplay.attributes import attribute_ranges, rescale
+    from selfplay.data.attributes import attribute_ranges, rescale
 
     d = cfg.data
     rows, names, bad = load_attribute_rows_logged(d.path, d.split, d, d.attributes)
@@ -147,7 +149,7 @@ def load_attribute_rows_logged(
     source: str, split: str, d: DictConfig, attributes: list[str] | None
 ) -> tuple[list[AttributeRow], list[str], list[BadRow]]:
     """``load_attribute_rows`` with the columns and ``max_bad_share`` of ``d``, warning of bad rows."""
-    from selfplay.attributes import load_attribute_rows
+    from selfplay.data.attributes import load_attribute_rows
 
     rows, names, bad = load_attribute_rows(source, split, None if attributes is None else list(attributes),
                                            d.prompt_column, d.response_column, d.max_bad_share)
@@ -166,11 +168,10 @@ def train(cfg: DictConfig, splits: PairSplits | AttributeSplits) -> tuple[Any, A
     labels' probe) on attribute rows; returns it, its tokenizer and the report (without the held-out part)."""
     import torch
 
-    from selfplay.attribute_training import train_attribute_model
-    from selfplay.modeling import load_tokenizer
+    from selfplay.core.lm import load_tokenizer
     from selfplay.models.backbone import load_backbone
     from selfplay.models.kinds import new_preference_model
-    from selfplay.preference_training import train_preference_model
+    from selfplay.models.training import train_attribute_model, train_preference_model
 
     attributes = splits.attributes if isinstance(splits, AttributeSplits) else None
     device = resolve_device(cfg.train.device)
@@ -200,7 +201,7 @@ def train(cfg: DictConfig, splits: PairSplits | AttributeSplits) -> tuple[Any, A
 
 def evaluate(model: Any, tokenizer: Any, splits: PairSplits, batch_size: int) -> dict[str, Any]:
     """Accuracy on the training pairs and, if any, the held-out pairs (overall and per subset)."""
-    from selfplay.preference_training import accuracy_report
+    from selfplay.models.training import accuracy_report
 
     out = {"train": accuracy_report(model, tokenizer, splits.train, batch_size)}
     out["held_out"] = accuracy_report(model, tokenizer, splits.held_out, batch_size) if splits.held_out else None
@@ -209,7 +210,7 @@ def evaluate(model: Any, tokenizer: Any, splits: PairSplits, batch_size: int) ->
 
 def evaluate_attributes(model: Any, tokenizer: Any, splits: AttributeSplits, batch_size: int) -> dict[str, Any]:
     """Per-attribute MSE and correlation (0-100 scale) on the training rows and, if any, the held-out rows."""
-    from selfplay.attribute_training import regression_report
+    from selfplay.models.training import regression_report
 
     out = {"train": regression_report(model, tokenizer, splits.train, batch_size)}
     out["held_out"] = regression_report(model, tokenizer, splits.held_out, batch_size) if splits.held_out else None
@@ -257,7 +258,7 @@ def format_regression(report: dict[str, Any]) -> str:
 def run(cfg: DictConfig) -> None:
     """The whole recipe; raises DataError, ModelLoadError or OutExistsError before writing anything."""
     out = check_out(cfg.out)
-    resolve_sources(cfg)
+    cfg = resolve_sources(cfg)
     if cfg.kind == "multi_objective":  # attribute rows, a regression head, per-attribute MSE and correlation
         splits = load_attribute_splits(cfg)
         model, tokenizer, report = train(cfg, splits)
@@ -266,8 +267,7 @@ def run(cfg: DictConfig) -> None:
         splits = load_splits(cfg)
         model, tokenizer, report = train(cfg, splits)
         report.update(evaluate(model, tokenizer, splits, cfg.train.batch_size))
-    cfg.out = str(out)
-    write_out(out, cfg, model, tokenizer, report)
+    write_out(out, OmegaConf.merge(cfg, {"out": str(out)}), model, tokenizer, report)
     print(summary(report, out))
 
 

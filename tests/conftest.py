@@ -14,7 +14,7 @@ def world():
     """The default embedded world (built once per machine, then cached)."""
     from omegaconf import OmegaConf
 
-    from selfplay.config import WorldConfig
+    from selfplay.config.schema import WorldConfig
     from selfplay.world.build import get_world
 
     return get_world(OmegaConf.structured(WorldConfig))
@@ -26,7 +26,7 @@ def tiny_policy(world, tmp_path_factory):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from selfplay.modeling import load_tokenizer
+    from selfplay.core.lm import load_tokenizer
 
     tok = load_tokenizer(world.tokenizer)
     torch.manual_seed(0)

@@ -23,8 +23,9 @@ MODULES = all_modules()
 
 
 def test_walk_finds_the_core_modules():
-    for name in ["selfplay.losses", "selfplay.algorithms", "selfplay.models.gpm", "selfplay.world.oracle",
-                 "selfplay.config", "selfplay.run", "selfplay.loop", "actors.generator", "actors.scorer"]:
+    for name in ["selfplay.algorithms.losses", "selfplay.algorithms.registry", "selfplay.models.gpm",
+                 "selfplay.world.oracle", "selfplay.config.schema", "selfplay.run", "selfplay.loop.driver",
+                 "actors.generator", "actors.scorer"]:
         assert name in MODULES
 
 

@@ -9,14 +9,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from selfplay import eval_pm, train_pm
-from selfplay.config import load_config
-from selfplay.pm_config import (
-    PM_PRESET_DIR,
-    EvalPMConfig,
-    TrainPMConfig,
-    check_eval,
-    check_train,
-)
+from selfplay.config.loading import load_config
+from selfplay.config.pm import PM_PRESET_DIR, EvalPMConfig, TrainPMConfig, check_eval, check_train
 
 BATCH = 16
 
@@ -54,7 +48,7 @@ def trained(world, data, tmp_path_factory) -> Path:
 
 
 def test_train_pm_writes_checkpoint_config_and_report(trained: Path, data) -> None:
-    from selfplay.scoring import load_scorer
+    from selfplay.models.scorer import load_scorer
 
     assert {"model.safetensors", "config.json", "train_config.yaml", "eval_report.json"} <= {
         p.name for p in trained.iterdir()}
@@ -179,7 +173,7 @@ def test_presets_load(path: Path) -> None:
 
 def test_world_defaults(world) -> None:
     cfg = load_config(["bt"], schema_class=TrainPMConfig, preset_dir=PM_PRESET_DIR, check=check_train)
-    train_pm.resolve_sources(cfg)
+    cfg = train_pm.resolve_sources(cfg)
     assert (cfg.model, cfg.tokenizer) == (world.policy, world.policy)
     assert cfg.data.path == str(Path(world.pairs) / "train.jsonl")
     assert cfg.data.eval_path == str(Path(world.pairs) / "test.jsonl")

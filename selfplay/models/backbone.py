@@ -17,22 +17,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    PretrainedConfig,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from selfplay.losses import preference_nll
-from selfplay.modeling import (
-    Messages,
-    ModelLoadError,
-    encode_exchange,
-    pad_sequences,
-    resolve,
-)
+from selfplay.core.lm import Messages, ModelLoadError, encode_exchange, pad_sequences, resolve
+from selfplay.models.losses import preference_nll
 
 META_FILE = "preference_model.json"
 
@@ -166,7 +155,7 @@ class PreferenceModel(nn.Module):
         raise NotImplementedError
 
     def pair_loss(self, tokenizer: PreTrainedTokenizerBase, pairs: list) -> torch.Tensor:
-        """-log P(chosen > rejected) per pair (METHODS 2.1 / 2.2).  Returns (B,)."""
+        """-log P(chosen > rejected) per pair (docs/methods.md §2.1 / 2.2).  Returns (B,)."""
         return preference_nll(self.pair_logits(tokenizer, pairs))
 
     def score_matrices(

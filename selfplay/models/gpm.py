@@ -1,4 +1,4 @@
-"""General Preference representation Model (GPM), seed 004 section 4 and METHODS 2.2 / A.1.
+"""General Preference representation Model (GPM), seed 004 section 4 and docs/methods.md §2.2 / A.1.
 
 Each (x, y) is embedded as a unit vector v in R^{2k}; preferences come from a
 block skew-symmetric operator with k blocks [[0, -1], [1, 0]], each scaled by a
@@ -12,7 +12,7 @@ sigmoid(s / tau).  We call ``s / tau`` the *score* (the preference log-odds of
 seed 004 sec. 5), so ``sigmoid(score)`` is the probability.
 
 Sign convention: eq. 4.2 and the published checkpoints (A.1, s = v_i^T R^T v_j)
-agree; METHODS 2.2's ``v_i^T D R D v_j`` is the negative of both, and we follow
+agree; the shared METHODS.md's (2.2) ``v_i^T D R D v_j`` is the negative of both, and we follow
 the paper's eq. 4.2.
 
 Checkpoint layout (A.1): the base model's config; safetensors with the backbone
@@ -31,12 +31,20 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from selfplay.modeling import Messages, ModelLoadError
+from selfplay.core.lm import Messages, ModelLoadError
+from selfplay.data.pairs import PreferencePair
 from selfplay.models.backbone import (
-    PreferenceModel, at_positions, backbone_from_state, batched, check_kind, device_of, encode_responses,
-    last_token, read_checkpoint, save_checkpoint,
+    PreferenceModel,
+    at_positions,
+    backbone_from_state,
+    batched,
+    check_kind,
+    device_of,
+    encode_responses,
+    last_token,
+    read_checkpoint,
+    save_checkpoint,
 )
-from selfplay.pairs import PreferencePair
 
 
 def score_matrix(v: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:

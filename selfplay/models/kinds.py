@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from selfplay.models import KINDS
 from selfplay.models.backbone import PreferenceModel
 from selfplay.models.gpm import GPM
 from selfplay.models.multi_objective import MultiObjectiveRewardModel
 from selfplay.models.pairwise import PairwiseModel
 from selfplay.models.reward import RewardModel
-
-PAIR_KINDS = ("gpm", "bt", "pairwise")  # trained on pairs; score K x K matrices on their own
-# multi_objective: trained on attribute labels; scores pairs only along a direction over its attributes
-KINDS = (*PAIR_KINDS, "multi_objective")
 
 
 def _check(kind: str) -> None:

@@ -1,9 +1,9 @@
-"""Multi-objective reward model, METHODS 2.3 (seed 003 sec. 2.1): m named attributes, one regression head.
+"""Multi-objective reward model, docs/methods.md §2.3 (seed 003 sec. 2.1): m named attributes, one regression head.
 
     r(x, y) = W h_last(x, y)  in R^m,   W [m, hidden], no bias,
     loss = sum over observed (row, attribute) of (r_a - label_a)^2 / #observed   (``losses.masked_mse_loss``)
 
-Rewards are on the labels' scale, 0-100 per attribute (``selfplay.attributes.rescale``).  A scalar
+Rewards are on the labels' scale, 0-100 per attribute (``selfplay.data.attributes.rescale``).  A scalar
 preference needs a direction v over the attributes, S[i, j] = v^T (r_i - r_j) / tau, which the
 self-play loop applies; so unlike the other kinds this model offers no score matrix and no pair loss
 of its own, only the attribute rewards.
@@ -13,7 +13,7 @@ The checkpoint is Hugging Face's sequence-classification layout, like the BT mod
 attribute names in ``id2label``.  So ours loads as ``AutoModelForSequenceClassification`` (its logits
 are our rewards), and a published multi-objective RM in that layout loads here, its attribute names
 read from its config.  There is no bias to hold the labels' mean of about 50: see
-``selfplay.attribute_training`` for how training gets there anyway.
+``selfplay.models.training`` for how training gets there anyway.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-from selfplay.modeling import Messages, ModelLoadError
+from selfplay.core.lm import Messages, ModelLoadError
 from selfplay.models.backbone import backbone_from_state
 from selfplay.models.reward import RewardModel, read_reward_checkpoint
 
@@ -89,7 +89,7 @@ def attribute_names(name: str) -> list[str]:
     ``id2label`` in index order, ``LABEL_i`` where the config names none."""
     from transformers import AutoConfig
 
-    from selfplay.modeling import resolve
+    from selfplay.core.lm import resolve
 
     try:
         config = AutoConfig.from_pretrained(resolve(name))

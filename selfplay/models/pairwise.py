@@ -25,11 +25,11 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from selfplay.losses import order_robust_nll
-from selfplay.modeling import Messages, encode_exchange
+from selfplay.core.lm import Messages, encode_exchange
+from selfplay.data.pairs import PreferencePair
 from selfplay.models.backbone import at_positions, batched, device_of, last_token
+from selfplay.models.losses import order_robust_nll
 from selfplay.models.reward import RewardModel
-from selfplay.pairs import PreferencePair
 
 
 def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: Messages, a: str, b: str) -> tuple[list[int], int]:

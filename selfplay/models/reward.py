@@ -1,4 +1,4 @@
-"""Bradley-Terry reward model, METHODS 2.1: a scalar head on the last token's hidden state.
+"""Bradley-Terry reward model, docs/methods.md §2.1: a scalar head on the last token's hidden state.
 
     r(x, y) = w^T h_last(x, y),   P(y_w > y_l | x) = sigmoid(r_w - r_l),   loss = -log sigmoid(r_w - r_l)
 
@@ -21,12 +21,19 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
-from selfplay.modeling import Messages, ModelLoadError
+from selfplay.core.lm import Messages, ModelLoadError
+from selfplay.data.pairs import PreferencePair
 from selfplay.models.backbone import (
-    PreferenceModel, backbone_from_state, batched, check_kind, device_of, encode_responses, last_token,
-    read_checkpoint, save_checkpoint,
+    PreferenceModel,
+    backbone_from_state,
+    batched,
+    check_kind,
+    device_of,
+    encode_responses,
+    last_token,
+    read_checkpoint,
+    save_checkpoint,
 )
-from selfplay.pairs import PreferencePair
 
 
 def reward_score_matrix(r: torch.Tensor) -> torch.Tensor:

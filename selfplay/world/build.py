@@ -32,49 +32,43 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (
-    AutoModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerFast,
-)
+from transformers import AutoModel, LlamaConfig, LlamaForCausalLM
 
-from selfplay import directions
-from selfplay.algorithms import rejection_sample
-from selfplay.checkpoint import atomic_dir, atomic_write_json, atomic_write_text
-from selfplay.modeling import (
-    Messages,
-    encode_prompt,
-    load_causal_lm,
-    load_tokenizer,
-    response_batch,
-)
+from selfplay.core.checkpoint import atomic_dir, atomic_write_json, atomic_write_text
+from selfplay.core.lm import Messages, encode_prompt, load_causal_lm, load_tokenizer, response_batch
+from selfplay.core.optim import minimize
+from selfplay.data.pairs import PreferencePair, load_pairs, write_pairs_jsonl
+from selfplay.models import KINDS
 from selfplay.models.backbone import load_backbone
-from selfplay.models.kinds import KINDS, new_preference_model
-from selfplay.optim import minimize
-from selfplay.pairs import PreferencePair, load_pairs, write_pairs_jsonl
-from selfplay.preference_training import pair_accuracy, train_preference_model
+from selfplay.models.kinds import new_preference_model
+from selfplay.models.training import pair_accuracy, train_preference_model
 from selfplay.world import corpus, oracle
+from selfplay.world.rows import (
+    STEERABLE_ANGLES,
+    STEERABLE_CANDIDATES,
+    attribute_row,
+    corpus_batch,
+    labelled_pairs,
+    steered_batch,
+)
+from selfplay.world.tokenizer import train_tokenizer
 
 log = logging.getLogger(__name__)
 
+
 WORLD_VERSION = 2
+
+
 ATTRIBUTE_ROWS = {"train": 4000, "test": 500}
-MISSING_LABEL_SHARE = 0.1  # each label is dropped with this probability (never both): the RM must mask them
+
+
 SFT_ROWS = 2000
-# The steerable warm start: best of STEERABLE_CANDIDATES labelled responses by v^T r, v at an angle in
-# STEERABLE_ANGLES degrees; a 2-layer model needs ~1500 steps to read the weights' magnitudes, not just their sign.
-STEERABLE_ANGLES = (-45.0, 45.0)
-STEERABLE_CANDIDATES = 8
+
+
 STEERABLE_STEPS = 1500
+
+
 STEERABLE_LR = 1e-3
-SPECIAL = {"pad": "<pad>", "bos": "<s>", "eos": "<|end|>"}
-ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
 
 
 @dataclass(frozen=True)
@@ -165,30 +159,6 @@ def get_world(cfg: DictConfig) -> World:
     return World.at(root)
 
 
-def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    specials = [SPECIAL["pad"], SPECIAL["bos"], SPECIAL["eos"], *ROLE_TOKENS]
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token=SPECIAL["pad"],
-        bos_token=SPECIAL["bos"],
-        eos_token=SPECIAL["eos"],
-        additional_special_tokens=ROLE_TOKENS,
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
-
-
-def _as_messages(prompt: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": prompt}]
-
-
 def sft(model: LlamaForCausalLM, tokenizer, draw_batch: Callable[[], list[tuple[Messages, str]]], steps: int,
         lr: float) -> list[float]:
     """Next-token loss on ``draw_batch()``'s (messages -> response) rows with the prompt masked; warm-up, then
@@ -205,49 +175,6 @@ def sft(model: LlamaForCausalLM, tokenizer, draw_batch: Callable[[], list[tuple[
 
     warmup_then_decay = lambda s: min(1.0, (s + 1) / 20) * (1 - s / steps)
     return minimize(model, step_loss, steps, lr, warmup_then_decay)
-
-
-def corpus_batch(prompts: list[str], size: int, rng: random.Random) -> list[tuple[Messages, str]]:
-    """The SFT warm start's rows: a prompt and one sampled response of random quality."""
-    batch = [rng.choice(prompts) for _ in range(size)]
-    return [(_as_messages(p), corpus.sample_response(p, rng)) for p in batch]
-
-
-def steered_batch(prompts: list[str], size: int, rng: random.Random) -> list[tuple[Messages, str]]:
-    """The steerable warm start's rows: a direction v in the system prompt and, of STEERABLE_CANDIDATES sampled
-    responses, the one with the highest v^T r under the oracle's attribute labels (SteerLM's role in seed 003:
-    learn to follow the labels from labelled data)."""
-    rows = []
-    for _ in range(size):
-        p = rng.choice(prompts)
-        v = directions.sample_angle(rng, *STEERABLE_ANGLES)
-        candidates = [corpus.sample_response(p, rng) for _ in range(STEERABLE_CANDIDATES)]
-        labels = torch.tensor([oracle.attributes(p, r) for r in candidates], dtype=torch.float64)
-        rows.append((directions.condition(_as_messages(p), v, oracle.ATTRIBUTES), candidates[rejection_sample(labels, v)]))
-    return rows
-
-
-def labelled_pairs(prompts: list[str], n: int, rng: random.Random) -> list[PreferencePair]:
-    """n pairs of sampled responses, the oracle's preferred one as chosen (near-ties dropped)."""
-    pairs = []
-    while len(pairs) < n:
-        p = rng.choice(prompts)
-        a, b = corpus.sample_response(p, rng), corpus.sample_response(p, rng)
-        s = oracle.preference_logit(oracle.judge(p, a), oracle.judge(p, b))
-        if abs(s) < 0.25:
-            continue
-        pairs.append(PreferencePair(_as_messages(p), a, b) if s > 0 else PreferencePair(_as_messages(p), b, a))
-    return pairs
-
-
-def attribute_row(prompts: list[str], rng: random.Random) -> dict:
-    """One sampled (prompt, response) with the oracle's attribute labels, one of them maybe missing."""
-    p = rng.choice(prompts)
-    response = corpus.sample_response(p, rng)
-    row = {"prompt": p, "response": response, **dict(zip(oracle.ATTRIBUTES, oracle.attributes(p, response)))}
-    if rng.random() < MISSING_LABEL_SHARE * len(oracle.ATTRIBUTES):
-        row[rng.choice(oracle.ATTRIBUTES)] = None
-    return row
 
 
 def build_world(cfg: DictConfig, root: Path) -> None:
@@ -338,10 +265,10 @@ def train_world_scorer(
 
 
 def train_world_attribute_model(world: World, cfg: DictConfig, out: Path) -> dict:
-    """The multi-objective reward model (METHODS 2.3) from the SFT policy on the world's attribute rows
+    """The multi-objective reward model (docs/methods.md §2.3) from the SFT policy on the world's attribute rows
     (``World.attribute_data``, already on 0-100), with the pair kinds' steps, batch and learning rate."""
-    from selfplay.attribute_training import regression_report, train_attribute_model
-    from selfplay.attributes import load_attribute_rows
+    from selfplay.data.attributes import load_attribute_rows
+    from selfplay.models.training import regression_report, train_attribute_model
 
     t = time.perf_counter()
     tokenizer = load_tokenizer(world.tokenizer)
@@ -363,7 +290,7 @@ def train_steerable_policy(world: World, cfg: DictConfig, out: Path) -> dict:
     """The SFT policy after STEERABLE_STEPS steps on ``steered_batch`` rows, saved to ``out`` with its tokenizer
     and the attributes its directions range over: a pi_0 that already reads the direction in its system prompt,
     as seed 003's first iteration samples from a SteerLM model."""
-    from selfplay.steering import save_attributes
+    from selfplay.steering.directional import save_attributes
 
     t = time.perf_counter()
     rng = random.Random(f"{world.root.name}/steerable")

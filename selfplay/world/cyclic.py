@@ -46,7 +46,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from selfplay.pairs import PreferencePair, write_pairs_jsonl
+from selfplay.data.pairs import PreferencePair, write_pairs_jsonl
 from selfplay.world import corpus, oracle
 
 ATTRIBUTES: tuple[str, ...] = ("instruction_following", "honesty", "truthfulness", "helpfulness")
@@ -210,6 +210,7 @@ def fit(
     batch_size: int = BATCH_SIZE,
     lr: float = LR,
     seed: int = 0,
+    head_lr: float | None = None,
 ) -> dict[str, float]:
     """Train a fresh ``kind`` model (``selfplay.models.kinds``) from ``backbone_dir`` on ``train``.
 
@@ -222,12 +223,12 @@ def fit(
 
     from selfplay.models.backbone import load_backbone
     from selfplay.models.kinds import new_preference_model
-    from selfplay.preference_training import pair_accuracy, train_preference_model
+    from selfplay.models.training import pair_accuracy, train_preference_model
 
     start = time.perf_counter()
     torch.manual_seed(seed)  # the heads' initialisation
     model = new_preference_model(kind, load_backbone(backbone_dir), k=k, gate=gate, tau=tau)
-    losses = train_preference_model(model, tokenizer, train, steps, batch_size, lr, seed)
+    losses = train_preference_model(model, tokenizer, train, steps, batch_size, lr, seed, head_lr)
     return {
         "accuracy": pair_accuracy(model, tokenizer, test),
         "train_accuracy": pair_accuracy(model, tokenizer, train),

@@ -11,7 +11,7 @@ The oracle reads both as plain text and scores three attributes:
   represent the oracle's preferences (a Bradley-Terry model cannot fit them).
 
 Its helpfulness and verbosity, rescaled to 0-100, are the attribute labels of the
-world's multi-objective reward model (``attributes``; METHODS 2.3).
+world's multi-objective reward model (``attributes``; docs/methods.md §2.3).
 
 The oracle's preference log-odds are
 ``s(y_i > y_j | x) = HELP_WEIGHT (help_i - help_j) + TONE_WEIGHT cyc(tone_i, tone_j)``

@@ -1,0 +1,208 @@
+"""The run configuration: one structured schema, YAML presets, dotlist overrides.
+
+Every default lives here.  ``load_config(["smoke", "iter=2"])`` merges, in order,
+the schema, ``configs/<preset>.yaml`` and the ``key=value`` overrides, and rejects
+unknown keys and wrongly typed values before any work starts, naming the key and
+the closest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from selfplay.config.schema import (
+    ALGORITHM_DEFAULTS,
+    CONFIG_DIR,
+    DEFAULT_TAU,
+    GENERATOR_BACKENDS,
+    LR_SCHEDULES,
+    MIXED_PRECISION,
+    SHORTHANDS,
+    Config,
+    ConfigError,
+)
+from selfplay.models import KINDS
+
+
+def presets(preset_dir: Path = CONFIG_DIR) -> dict[str, str]:
+    """Preset name -> its first comment line (the command that runs it)."""
+    out = {}
+    for path in sorted(preset_dir.glob("*.yaml")):
+        first = path.read_text().splitlines()[:1]
+        out[path.stem] = first[0].lstrip("# ").strip() if first else ""
+    return out
+
+
+def _all_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            full = f"{prefix}{k}"
+            keys.append(full)
+            keys.extend(_all_keys(node._get_node(k), full + "."))
+    return keys
+
+
+def _suggest(key: str, schema: DictConfig) -> str:
+    candidates = _all_keys(schema)
+    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.5)
+    if not match:  # compare the last component, e.g. "generator.kk" -> "generator.k"
+        leaf = key.rsplit(".", 1)[-1]
+        by_leaf = {c.rsplit(".", 1)[-1]: c for c in candidates}
+        leaf_match = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.5)
+        match = [by_leaf[leaf_match[0]]] if leaf_match else []
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _merge(schema: DictConfig, other: DictConfig, source: str, key_hint: str | None = None) -> DictConfig:
+    try:
+        return OmegaConf.merge(schema, other)
+    except (ConfigKeyError, ConfigAttributeError) as e:
+        key = e.full_key or (str(e.key) if e.key is not None else key_hint)
+        raise ConfigError(f"unknown config key '{key}' (from {source}){_suggest(key, schema)}") from None
+    except ValidationError as e:
+        key = e.full_key or key_hint
+        detail = (e.msg or "wrong type").splitlines()[0]
+        raise ConfigError(f"bad value for '{key}' (from {source}): {detail}") from None
+
+
+def load_config(
+    args: list[str] | tuple[str, ...] = (),
+    schema_class: type = Config,
+    preset_dir: Path = CONFIG_DIR,
+    check: Callable[[DictConfig], None] | None = None,
+) -> DictConfig:
+    """Schema <- optional preset (first arg without '=') <- key=value overrides; validated.
+
+    The defaults are the run's (``Config``, ``configs/``, ``validate``); the other
+    entry points (``selfplay.train_pm``, ``selfplay.eval_pm``) pass their own.
+    """
+    schema = OmegaConf.structured(schema_class)
+    preset = None
+    overrides = []
+    for a in args:
+        if "=" in a:
+            overrides.append(a)
+        elif preset is None:
+            preset = a
+        else:
+            raise ConfigError(f"unexpected argument '{a}': give one preset name, then key=value overrides")
+    cfg = schema
+    if preset is not None:
+        path = preset_dir / f"{preset}.yaml"
+        if not path.exists():
+            names = list(presets(preset_dir))
+            close = difflib.get_close_matches(preset, names, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown preset '{preset}' (presets: {', '.join(names)}){hint}")
+        cfg = _merge(cfg, OmegaConf.load(path), str(path.relative_to(CONFIG_DIR.parent)))
+    for item in overrides:  # one at a time, so an error names the override at fault
+        key, _, value = item.partition("=")
+        if schema_class is Config and key in SHORTHANDS:
+            item = f"{SHORTHANDS[key]}={value}"
+        try:
+            dot = OmegaConf.from_dotlist([item])
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"cannot parse override '{item}': {e}") from None
+        cfg = _merge(cfg, dot, f"command line '{item}'", key_hint=item.split("=", 1)[0])
+    (check or validate)(cfg)
+    OmegaConf.set_readonly(cfg, True)  # validated: nothing writes to it from here on
+    return cfg
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks no type can express; each message names the key."""
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    need(cfg.iter >= 1, f"iter must be >= 1, got {cfg.iter}")
+    need(cfg.generator.k >= 2, f"generator.k must be >= 2 (self-play compares responses), got {cfg.generator.k}")
+    need(cfg.generator.backend in GENERATOR_BACKENDS,
+         f"generator.backend must be one of {GENERATOR_BACKENDS}, got '{cfg.generator.backend}'")
+    need(cfg.generator.replicas >= 1, f"generator.replicas must be >= 1, got {cfg.generator.replicas}")
+    need(cfg.generator.max_new_tokens >= 1, "generator.max_new_tokens must be >= 1")
+    need(cfg.generator.temperature >= 0, "generator.temperature must be >= 0")
+    need(cfg.scorer.kind in KINDS, f"scorer.kind must be one of {KINDS}, got '{cfg.scorer.kind}'")
+    need(cfg.scorer.tau is None or cfg.scorer.tau > 0, f"scorer.tau must be > 0, got {cfg.scorer.tau}")
+    need(cfg.scorer.k is None or (cfg.scorer.kind == "gpm" and cfg.scorer.k >= 1),
+         f"scorer.k applies to scorer.kind=gpm only and must be >= 1, got k={cfg.scorer.k} with kind={cfg.scorer.kind}")
+    from selfplay.algorithms.registry import ALGORITHMS, check_algo  # imports torch: only when validating
+
+    need(cfg.algo.name in ALGORITHMS, f"algo.name must be one of {tuple(ALGORITHMS)}, got '{cfg.algo.name}'")
+    try:
+        check_algo(cfg.algo)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    directional = cfg.scorer.kind == "multi_objective"
+    need(cfg.algo.name != "dpa" or directional,
+         f"algo.name=dpa ranks responses by v^T r: it needs scorer.kind=multi_objective, got '{cfg.scorer.kind}'")
+    d = cfg.directions
+    need(directional or (d.fixed is None and d.center is None and d.per_prompt == 1 and d.grid is None),
+         "directions.* condition prompts on directions over a multi-objective reward model's attributes: "
+         f"they need scorer.kind=multi_objective, got '{cfg.scorer.kind}'")
+    need(d.per_prompt >= 1, f"directions.per_prompt must be >= 1, got {d.per_prompt}")
+    need(len(d.angles) == 2 and d.angles[0] <= d.angles[1],
+         f"directions.angles must be [low, high] degrees with low <= high, got {list(d.angles)}")
+    need(len(d.grid_angles) == 2, f"directions.grid_angles must be [start, end] degrees, got {list(d.grid_angles)}")
+    need(d.grid_size >= 1, f"directions.grid_size must be >= 1, got {d.grid_size}")
+    need(0 < d.max_angle <= 180, f"directions.max_angle must lie in (0, 180] degrees, got {d.max_angle}")
+    need(cfg.data.subsets is None or cfg.data.subsets >= 1, f"data.subsets must be >= 1, got {cfg.data.subsets}")
+    need(cfg.data.prompts_per_iter >= 1, "data.prompts_per_iter must be >= 1")
+    need(cfg.data.eval_size >= 1, "data.eval_size must be >= 1")
+    need(1 <= cfg.eval.prompts, "eval.prompts must be >= 1")
+    need(cfg.eval.samples >= 1, "eval.samples must be >= 1")
+    need(cfg.train.epochs >= 1, "train.epochs must be >= 1")
+    need(cfg.train.batch_size >= 1 and cfg.train.micro_batch_size >= 1, "train.batch_size and train.micro_batch_size must be >= 1")
+    need(cfg.train.batch_size % cfg.train.micro_batch_size == 0,
+         f"train.batch_size ({cfg.train.batch_size}) must be a multiple of train.micro_batch_size ({cfg.train.micro_batch_size})")
+    need(cfg.train.mixed_precision in MIXED_PRECISION,
+         f"train.mixed_precision must be one of {MIXED_PRECISION}, got '{cfg.train.mixed_precision}'")
+    need(0.0 <= cfg.train.warmup_ratio < 1.0, f"train.warmup_ratio must lie in [0, 1), got {cfg.train.warmup_ratio}")
+    need(cfg.train.lr_schedule in LR_SCHEDULES,
+         f"train.lr_schedule must be one of {LR_SCHEDULES}, got '{cfg.train.lr_schedule}'")
+    need(cfg.world.hidden_size % cfg.world.num_heads == 0, "world.hidden_size must be divisible by world.num_heads")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def help_text() -> str:
+    lines = [
+        "usage: python -m selfplay.run [PRESET] [key=value ...]",
+        "",
+        "Runs iterative self-play alignment. Without policy.model / data.prompts it uses the",
+        "embedded world (built once and cached). The resolved config is saved as RUN_DIR/config.yaml.",
+        "",
+        "presets (configs/*.yaml):",
+    ]
+    for name, cmd in presets().items():
+        lines.append(f"  {name:<12} {cmd}")
+    lines += ["", "main keys (defaults):"]
+    main = ["iter", "run.dir", "run.seed", "run.resume", "policy.model", "data.prompts", "data.prompt_column",
+            "data.prompts_per_iter", "generator.backend", "generator.replicas", "generator.k", "generator.temperature",
+            "generator.max_new_tokens", "scorer.kind", "scorer.model", "scorer.tau", "algo.name", "algo.pairs", "directions.angles",
+            "directions.per_prompt", "directions.grid_size", "directions.grid_angles",
+            "train.lr", "train.epochs", "train.batch_size", "eval.prompts", "eval.samples"]
+    schema = OmegaConf.structured(Config)
+    for key in main:
+        lines.append(f"  {key}={OmegaConf.select(schema, key)}")
+        if key == "scorer.tau":
+            lines[-1] += "  (by scorer.kind: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_TAU.items()) + ")"
+    from selfplay.algorithms.registry import ALGORITHMS
+
+    lines += ["", "algorithms (algo=NAME) and the defaults of their keys:"]
+    for name, a in ALGORITHMS.items():
+        defaults = ALGORITHM_DEFAULTS[name]
+        keys = [f"{k}={defaults[k]}" for k in a.params] + [f"pairs={defaults['pairs']} ({'|'.join(a.pairs)})"]
+        keys.append(f"reference={defaults['reference']} ({'|'.join(a.references)})" if a.references else "reference=none")
+        lines.append(f"  {name:<6} " + " ".join(keys))
+    lines += ["", "every key: see selfplay/config/schema.py"]
+    return "\n".join(lines)

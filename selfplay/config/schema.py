@@ -1,0 +1,238 @@
+"""The run's structured config schema: every key, its type and its default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration problem found before any work: names the key at fault."""
+
+
+@dataclass
+class PolicyConfig:
+    # Hub name or local directory of a causal LM; None builds and uses the embedded world's policy
+    # (its steerable warm start when directions go into system prompts, i.e. with a multi-objective scorer).
+    model: Optional[str] = None
+    tokenizer: Optional[str] = None  # defaults to policy.model
+    dtype: str = "float32"
+
+
+@dataclass
+class DataConfig:
+    # Local .jsonl/.json/.parquet file, or a hub dataset name; None uses the embedded world's prompts.
+    prompts: Optional[str] = None
+    prompt_column: str = "prompt"
+    split: str = "train"
+    # Held-out prompts for evaluation; None holds out `eval_size` prompts from `prompts`.
+    eval_prompts: Optional[str] = None
+    eval_size: int = 64
+    prompts_per_iter: int = 128
+    # None: iteration t takes the next prompts_per_iter prompts; N: the training prompts are split into N
+    # disjoint parts and iteration t draws from part (t - 1) mod N (seed 003: two halves that alternate)
+    subsets: Optional[int] = None
+    system_prompt: Optional[str] = None
+    # Memory replay (algo.replay > 0): original (prompt, response) rows, e.g. the SFT set; same sources as
+    # `prompts`.  None uses the embedded world's SFT responses.
+    replay: Optional[str] = None
+    response_column: str = "response"
+
+
+@dataclass
+class GeneratorConfig:
+    backend: str = "vllm"  # vllm | hf
+    replicas: int = 1
+    k: int = 4  # responses per prompt
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 32
+    # vLLM engine settings (CPU defaults; raise gpu_memory_utilization on a GPU).
+    gpu_memory_utilization: float = 0.3
+    enforce_eager: bool = True
+    max_model_len: int = 512
+    # vLLM's chunked prefill splits long prompts over steps; with per-request seeds it fails on CPU
+    # ("CPU Generator does not use offset", e.g. with DPA's system prompts), so it is off unless asked for.
+    chunked_prefill: bool = False
+    batch_size: int = 256  # hf backend: prompts per generate() call
+    num_cpus: float = 0.0  # Ray resources per generator actor
+    num_gpus: float = 0.0
+
+
+@dataclass
+class ScorerConfig:
+    kind: str = "gpm"  # gpm | bt | pairwise | multi_objective
+    # Directory or hub name of a checkpoint of that kind (a GPM in the published layout, a Hugging Face
+    # sequence-classification reward model, or one written by selfplay.train_pm); None: the embedded world's.
+    model: Optional[str] = None
+    tokenizer: Optional[str] = None  # defaults to scorer.model
+    k: Optional[int] = None  # GPM only: refuse a checkpoint whose heads are not this size; None reads it
+    # GPM: P = sigma(s / tau); multi_objective: P = sigma(v^T (r_i - r_j) / tau); unset: DEFAULT_TAU by kind
+    tau: Optional[float] = "${scorer_tau:${.kind}}"
+    batch_size: int = 64
+    num_cpus: float = 0.0
+    num_gpus: float = 0.0
+
+
+# Each algorithm's defaults for the ``algo`` keys it owns (docs/methods.md §3-6; the tiny world's values where
+# the papers' are for 7B models, see the README).  An ``algo`` key left unset reads its algorithm's default
+# through the ``algo_default`` interpolation, and None where its algorithm does not own it.
+ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gpo": {"beta": 2.0, "pairs": "all", "reference": "previous"},
+    "sppo": {"eta": 4.0, "hard": False, "pairs": "all", "reference": "previous"},
+    "dpo": {"beta": 0.1, "pairs": "best_worst", "reference": "initial"},
+    "ipo": {"tau": 0.1, "length_normalize": True, "pairs": "best_worst", "reference": "initial"},
+    "simpo": {"beta": 2.0, "gamma": 1.0, "pairs": "best_worst"},
+    "dpa": {"replay": 0.15, "init": "sft", "pairs": "best_of_n"},
+}
+# scorer.tau when unset, per scorer kind: the GPM's P = sigma(s / tau); the multi-objective model's
+# P = sigma(v^T (r_i - r_j) / tau) on 0-100 ratings (10 rating points = 1 logit).  BT and pairwise: none.
+DEFAULT_TAU = {"gpm": 0.1, "multi_objective": 10.0}
+
+OmegaConf.register_resolver("algo_default", lambda key, name: ALGORITHM_DEFAULTS.get(name, {}).get(key),
+                            replace=True)
+OmegaConf.register_resolver("scorer_tau", lambda kind: DEFAULT_TAU.get(kind), replace=True)
+
+
+def _algo_default(key: str) -> Any:
+    return field(default=f"${{algo_default:{key},${{.name}}}}")
+
+
+@dataclass
+class AlgoConfig:
+    """The algorithm and its hyperparameters; an unset key is its algorithm's default (``ALGORITHM_DEFAULTS``)."""
+
+    name: str = "gpo"  # gpo | sppo | dpo | ipo | simpo | dpa
+    beta: Optional[float] = _algo_default("beta")  # GPO: targets s_hat / beta; DPO: beta; SimPO: beta
+    eta: Optional[float] = _algo_default("eta")  # SPPO: targets eta * (P_hat - 1/2) (the released scripts' 1/beta)
+    hard: Optional[bool] = _algo_default("hard")  # SPPO pair recipe: p_w = 1, p_l = 0
+    tau: Optional[float] = _algo_default("tau")  # IPO: target margin 1/(2 tau) of the log-ratio difference
+    # IPO: average each log-ratio over its response tokens (true, TRL's form) or sum it (false)
+    length_normalize: Optional[bool] = _algo_default("length_normalize")
+    gamma: Optional[float] = _algo_default("gamma")  # SimPO: target margin
+    # gpo/sppo: all (every response) | best_worst (docs/methods.md §A.2's pair);
+    # dpo/ipo/simpo: best_worst | best_random | all_pairs (at most max_pairs per prompt); dpa: best_of_n
+    pairs: Optional[str] = _algo_default("pairs")
+    max_pairs: int = 4
+    min_prob: float = 0.0  # margin filter: drop pairs with P(y_w > y_l) below this
+    # dpo/ipo: initial (pi_0) | previous (pi_{t-1}); gpo/sppo: previous; simpo and dpa: none
+    reference: Optional[str] = _algo_default("reference")
+    replay: Optional[float] = _algo_default("replay")  # DPA: share of the fine-tuning data from data.replay
+    init: Optional[str] = _algo_default("init")  # DPA: each iteration starts from sft (pi_0; seed 003) | previous
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    epochs: int = 2
+    # training examples (a sequence for GPO/SPPO's all-K form, a (chosen, rejected) pair otherwise)
+    batch_size: int = 64  # examples per optimizer step
+    micro_batch_size: int = 64  # examples per forward pass (gradient accumulation)
+    max_grad_norm: float = 1.0
+    # learning rate per iteration: linear warm-up over warmup_ratio of the steps, then constant | linear | cosine
+    warmup_ratio: float = 0.0
+    lr_schedule: str = "constant"
+    mixed_precision: str = "auto"  # auto (bf16 on a GPU, else no) | no | bf16 | fp16 (accelerate)
+    num_cpus: float = 0.0
+    num_gpus: float = 0.0
+
+
+@dataclass
+class EvalConfig:
+    prompts: int = 64  # held-out prompts per evaluation (at most data.eval_size)
+    samples: int = 4  # responses per prompt and policy; win rates average over samples x samples pairs
+    temperature: float = 1.0
+
+
+@dataclass
+class DirectionsConfig:
+    """Preference directions (DPA, docs/methods.md §3), used with scorer.kind=multi_objective: each prompt is
+    conditioned on a unit vector v over the reward model's attributes, written into its system prompt."""
+
+    # Training, m = 2: theta ~ Uniform(angles) in degrees, v = <cos theta, sin theta> (seed 003: -45..0).
+    angles: list[float] = field(default_factory=lambda: [-45.0, 0.0])
+    # Any m: uniform over the unit vectors within max_angle degrees of center (used instead of angles).
+    center: Optional[list[float]] = None
+    max_angle: float = 45.0
+    fixed: Optional[list[float]] = None  # one direction for every prompt instead of sampling
+    per_prompt: int = 1  # directions drawn per prompt each iteration (seed 003: 5); K responses each
+    # Evaluation: grid_size directions with angles evenly over grid_angles (m = 2; seed 003 fig. 4:
+    # 10 from <1, 0> to <sqrt2/2, sqrt2/2>), or an explicit list in grid (any m).
+    grid_size: int = 10
+    grid_angles: list[float] = field(default_factory=lambda: [0.0, 45.0])
+    grid: Optional[list[list[float]]] = None
+    # Hypervolume reference point (one value per attribute, 0-100 scale); None: the origin.
+    hv_reference: Optional[list[float]] = None
+
+
+@dataclass
+class WorldConfig:
+    """The embedded world: tokenizer, tiny Llama policy, prompts, oracle and its GPM."""
+
+    cache_dir: str = "~/.cache/selfplay/world"
+    seed: int = 0
+    n_prompts: int = 1024
+    # policy size (head_dim = hidden / heads must be 64 for vLLM's CPU attention)
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 2
+    intermediate_size: int = 256
+    vocab_size: int = 1024
+    sft_steps: int = 300
+    sft_batch_size: int = 32
+    sft_lr: float = 3e-3
+    # the preference models (GPM: the default scorer; bt and pairwise on first use), on oracle-labelled pairs
+    gpm_k: int = 2
+    pm_pairs: int = 6000
+    pm_steps: int = 400
+    pm_batch_size: int = 32
+    pm_lr: float = 2e-3
+
+
+@dataclass
+class RunSettings:
+    dir: str = "runs/default"
+    seed: int = 0
+    resume: bool = False
+    # Ray: None connects to RAY_ADDRESS / a running cluster if any, else starts a local one.
+    ray_address: Optional[str] = None
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    iter: int = 3
+    run: RunSettings = field(default_factory=RunSettings)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    directions: DirectionsConfig = field(default_factory=DirectionsConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
+
+
+GENERATOR_BACKENDS = ("vllm", "hf")
+
+
+
+
+
+
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+
+
+LR_SCHEDULES = ("constant", "linear", "cosine")
+
+
+# ``algo=NAME`` on the command line selects an algorithm with its defaults: ``algo.name=NAME``.
+SHORTHANDS = {"algo": "algo.name"}

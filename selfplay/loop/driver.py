@@ -1,0 +1,79 @@
+"""The self-play loop (docs/methods.md §1): one function that reads like the algorithm box.
+
+    for t = 1..T:
+        take this iteration's prompts (with a multi-objective scorer: each with sampled directions v
+            in its system prompt)
+        generate K responses per prompt from pi_{t-1}
+        score them (K x K preference log-odds per prompt; multi-objective: S = v^T (r_i - r_j) / tau)
+        build the algorithm's batch (+ memory replay) and train pi_t from pi_{t-1} (or pi_0)
+        send pi_t's weights to the generators, in place
+        evaluate pi_t against pi_0 and pi_{t-1} on held-out prompts (multi-objective: over a grid of
+            directions, with each policy's Pareto front)
+        checkpoint, then append the metrics line (the commit point of iteration t)
+
+The driver owns the control flow; actors only hold resources (see ``actors``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+from omegaconf import DictConfig
+
+from actors.group import wait
+from selfplay.core.checkpoint import append_metrics, atomic_write_json, iteration_dir
+from selfplay.loop.evaluation import eval_path, evaluate, iteration_record, load_eval, summary_line
+from selfplay.loop.judges import Judge
+from selfplay.loop.plan import Oracle, Prompts
+from selfplay.loop.stages import Workers, generate, iteration_seed, sample_eval, sync_weights, take_prompts, train
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def stage(name: str, times: dict[str, float]) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    times[f"{name}_s"] = round(time.perf_counter() - start, 3)
+
+
+def selfplay(cfg: DictConfig, workers: Workers, judge: Judge, prompts: Prompts, run_dir: Path, start: int,
+             oracle: Optional[Oracle] = None) -> list[dict]:
+    """Iterations start+1 .. cfg.iter.  Returns their metrics records."""
+    if start == 0:
+        atomic_write_json(eval_path(run_dir, 0), sample_eval(workers, prompts, cfg))
+    initial, previous = load_eval(run_dir, 0), load_eval(run_dir, start)
+    records = []
+    for t in range(start + 1, cfg.iter + 1):
+        times: dict[str, float] = {}
+        rollout = take_prompts(prompts, judge, cfg, t)
+        with stage("generate", times):
+            rollout.samples = generate(workers, rollout.prompt_ids, cfg.generator.k, cfg.generator.temperature, cfg,
+                                       seed=iteration_seed(cfg, t, 1), desc="generate")
+        with stage("score", times):
+            verdict = judge.judge(workers, rollout.prompts, rollout.texts(), rollout.directions, cfg)
+            rollout.scores, rollout.rewards = verdict.scores, verdict.rewards
+        with stage("train", times):
+            train_stats = train(workers, rollout, cfg, t)
+        with stage("sync", times):
+            sync_weights(workers)
+        with stage("eval", times):
+            current = sample_eval(workers, prompts, cfg)
+            result = evaluate(workers, judge, prompts, current, initial, previous, cfg, oracle)
+        with stage("checkpoint", times):
+            wait(workers.learner.save.remote(str(iteration_dir(run_dir, t))))
+            judge.save(iteration_dir(run_dir, t))
+            atomic_write_json(eval_path(run_dir, t), current)
+        engine_starts = sum(wait([g.engine_starts.remote() for g in workers.generators]))
+        record = iteration_record(t, result, train_stats, rollout, engine_starts, times)
+        append_metrics(run_dir, record)  # commit point: iteration t is complete
+        judge.plot(run_dir)
+        log.info(summary_line(record))
+        print(summary_line(record), flush=True)
+        records.append(record)
+        previous = current
+    return records

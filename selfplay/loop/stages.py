@@ -1,0 +1,106 @@
+"""The driver's stage calls: each one fans a stage out to the actors and waits for it (``actors.group``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+import torch
+from omegaconf import DictConfig
+
+from actors.group import gather, wait
+from selfplay.algorithms.examples import draw_replay
+from selfplay.algorithms.registry import get_algorithm
+from selfplay.core.batch import Rollout
+from selfplay.core.lm import Messages, prompt_text
+from selfplay.data.prompts import iteration_prompts
+from selfplay.loop.plan import Prompts
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Workers:
+    generators: list  # Generator actor handles
+    scorer: object  # Scorer actor handle
+    learner: object  # Learner actor handle
+
+    def actors(self) -> list:
+        return [*self.generators, self.scorer, self.learner]
+
+
+def iteration_seed(cfg: DictConfig, t: int, salt: int) -> int:
+    return (cfg.run.seed * 1_000_003 + t * 10_007 + salt * 101) % (2**31 - 1)
+
+
+def generate(workers: Workers, prompt_ids: list[list[int]], n: int, temperature: float, cfg: DictConfig,
+             seed: int, desc: str) -> list[list]:
+    """Shard prompts over the generator replicas (a few chunks each, for the progress bar)."""
+    g = cfg.generator
+    chunks = max(1, len(workers.generators) * 4)
+    size = -(-len(prompt_ids) // chunks)
+    refs = []
+    for c, start in enumerate(range(0, len(prompt_ids), size)):
+        actor = workers.generators[c % len(workers.generators)]
+        # Seed offsets follow the global prompt index, so sharding does not change the samples.
+        refs.append(actor.generate.remote(prompt_ids[start:start + size], n, temperature, g.top_p,
+                                          g.max_new_tokens, seed + start * n))
+    return [group for part in gather(refs, desc, cfg.run.progress) for group in part]
+
+
+def score(call, prompts: list[Messages], responses: list[list[str]], cfg: DictConfig, what: str) -> list[torch.Tensor]:
+    """``call`` (a scorer actor method: ``score`` for (K, K) log-odds, ``rewards`` for a multi-objective model's
+    (K, m) rewards) over the prompts in chunks of about ``scorer.batch_size`` sequences, one tensor per prompt;
+    non-finite values are refused, naming the prompt."""
+    size = max(1, cfg.scorer.batch_size // max(len(responses[0]), 1))
+    refs = [call.remote(prompts[i:i + size], responses[i:i + size]) for i in range(0, len(prompts), size)]
+    scores = [s for part in gather(refs, what, cfg.run.progress) for s in part]
+    for i, s in enumerate(scores):
+        if not torch.isfinite(s).all():
+            raise FloatingPointError(f"the scorer returned non-finite {what} for prompt {i}: {prompt_text(prompts[i])!r}")
+    return scores
+
+
+def take_prompts(prompts: Prompts, judge, cfg: DictConfig, t: int) -> Rollout:
+    """Iteration t's prompts (data.subsets alternate), as the judge conditions them (directions: each with
+    sampled directions in its system prompt), and DPA's memory-replay rows."""
+    chosen = iteration_prompts(list(zip(prompts.train, prompts.train_ids)), t, cfg.data.prompts_per_iter,
+                               cfg.data.subsets)
+    messages, ids, directions = judge.training_prompts([m for m, _ in chosen], [i for _, i in chosen], prompts.encode,
+                                                       random.Random(iteration_seed(cfg, t, 3)))
+    rollout = Rollout(messages, ids, [], directions=directions)
+    if cfg.algo.replay:
+        rollout.replay = draw_replay(prompts.replay, len(rollout.prompts), cfg.algo.replay,
+                                     random.Random(iteration_seed(cfg, t, 4)))
+    return rollout
+
+
+def train(workers: Workers, rollout: Rollout, cfg: DictConfig, t: int) -> dict:
+    """Build the algorithm's examples and train on them; with none (every pair filtered out), say so and skip."""
+    rng = random.Random(iteration_seed(cfg, t, 2))  # pair strategies that draw (best_random)
+    batch = get_algorithm(cfg.algo.name).build(rollout, cfg.algo, rng)
+    if len(batch) == 0:
+        reason = (f"no training examples: the margin filter (algo.min_prob={cfg.algo.min_prob}) and the "
+                  "rule against pairs of identical or tied responses filtered out every pair")
+        log.warning("iteration %d: %s; skipping training (the policy is unchanged)", t, reason)
+        return {"loss": None, "skipped": reason}
+    stats = wait(workers.learner.begin_iteration.remote(batch))
+    refs = [workers.learner.train_epoch.remote(e, t) for e in range(cfg.train.epochs)]
+    epochs = gather(refs, "train", cfg.run.progress)  # an actor runs its calls in order
+    return {**stats, **epochs[-1]}
+
+
+def sync_weights(workers: Workers) -> None:
+    """Learner -> object store (once) -> every generator, loaded in place."""
+    weights = workers.learner.weights.remote()
+    wait([g.load_weights.remote(weights) for g in workers.generators])
+
+
+def sample_eval(workers: Workers, prompts: Prompts, cfg: DictConfig) -> dict:
+    """Responses of the current policy on the held-out prompts (the same seeds every iteration)."""
+    groups = generate(workers, prompts.eval_ids, cfg.eval.samples, cfg.eval.temperature, cfg,
+                      seed=iteration_seed(cfg, 0, 7), desc="eval-gen")
+    return {"responses": [[s.text for s in g] for g in groups],
+            "lengths": [[len(s.response_ids) for s in g] for g in groups]}

@@ -1,0 +1,65 @@
+"""The scorer: K x K preference scores for K responses to one prompt (docs/methods.md §1 (step 3)).
+
+``scores[i, j]`` is the preference log-odds of y_i over y_j, so
+``sigmoid(scores)`` is the probability matrix P(y_i > y_j | x):
+
+- GPM: s(y_i > y_j | x) / tau, K forward passes then one small matrix product;
+- BT reward model: r_i - r_j, K forward passes;
+- pairwise baseline: (f(i, j) - f(j, i)) / 2, K(K-1) forward passes.
+
+Every kind's matrix is skew-symmetric with a zero diagonal, so P + P^T = 1.
+
+A multi-objective reward model (docs/methods.md §2.3) gives no matrix of its own: ``rewards``
+returns its (K, m) attribute rewards, which the self-play loop turns into scores
+along a direction v, S = v^T (r_i - r_j) / tau.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from selfplay.core.lm import Messages, load_tokenizer
+from selfplay.models.backbone import PreferenceModel
+from selfplay.models.kinds import load_preference_model
+
+
+class Scorer:
+    """A preference model with its tokenizer: what the scorer actor and the PM evaluation hold."""
+
+    def __init__(self, model: PreferenceModel, tokenizer, batch_size: int):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+
+    @property
+    def kind(self) -> str:
+        return self.model.kind
+
+    @property
+    def attributes(self) -> list[str] | None:
+        """The attribute names of a multi-objective model (its reward columns); None for the other kinds."""
+        return self.model.attributes if self.kind == "multi_objective" else None
+
+    def rewards(self, prompts: list[Messages], responses: list[list[str]]) -> list[torch.Tensor]:
+        """One (K_p, m) tensor of attribute rewards (0-100) per prompt, columns in ``attributes`` order."""
+        if self.kind != "multi_objective":
+            raise ValueError(f"rewards: the scorer is a '{self.kind}' model; attribute rewards come from a "
+                             "multi-objective reward model (scorer.kind=multi_objective)")
+        return self.model.attribute_rewards(self.tokenizer, prompts, responses, self.batch_size)
+
+    def score(self, prompts: list[Messages], responses: list[list[str]]) -> list[torch.Tensor]:
+        """One (K_p, K_p) log-odds matrix per prompt; K may differ between prompts."""
+        return self.model.score_matrices(self.tokenizer, prompts, responses, self.batch_size)
+
+    def probabilities(self, prompts: list[Messages], responses: list[list[str]]) -> list[torch.Tensor]:
+        """One (K_p, K_p) matrix of P(y_i > y_j | x) per prompt (0.5 on the diagonal)."""
+        return [torch.sigmoid(s) for s in self.score(prompts, responses)]
+
+
+def load_scorer(
+    kind: str, model: str, batch_size: int, k: int | None = None, tau: float | None = None,
+    tokenizer: str | None = None, device: str = "cpu",
+) -> Scorer:
+    """Load the ``kind`` checkpoint ``model`` (directory or hub name) and its tokenizer (default: the same place)."""
+    pm = load_preference_model(kind, model, k=k, tau=tau).to(device)
+    return Scorer(pm, load_tokenizer(tokenizer or model), batch_size)

@@ -1,0 +1,184 @@
+"""Training and evaluating preference models: pair models on (prompt, chosen, rejected) pairs,
+the multi-objective reward model on attribute-labelled rows.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from selfplay.core.optim import lr_multiplier, minimize
+from selfplay.data.attributes import AttributeRow
+from selfplay.data.pairs import PreferencePair
+from selfplay.models.backbone import PreferenceModel, batched, device_of, encode_responses, last_token
+from selfplay.models.losses import masked_mse_loss
+from selfplay.models.multi_objective import MultiObjectiveRewardModel
+
+
+def train_preference_model(
+    model: PreferenceModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: list[PreferencePair],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    head_lr: float | None = None,
+) -> list[float]:
+    """AdamW with linear decay over ``steps`` minibatches drawn with ``seed``, on the model's own pair loss
+    (the heads at ``head_lr``, if given).  Returns the loss of every step.
+    """
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+
+    def step_loss(_: int) -> torch.Tensor:
+        batch = rng.sample(pairs, min(batch_size, len(pairs)))
+        return model.pair_loss(tokenizer, batch).mean()
+
+    return minimize(model, step_loss, steps, lr, schedule=lambda s: 1.0 - s / max(steps, 1), head_lr=head_lr)
+
+
+@torch.no_grad()
+def pair_logits(
+    model: PreferenceModel, tokenizer: PreTrainedTokenizerBase, pairs: list[PreferencePair], batch_size: int = 256
+) -> torch.Tensor:
+    """Log-odds that chosen beats rejected, for every pair.  Returns (N,) on the CPU."""
+    model.eval()
+    return torch.cat([model.pair_logits(tokenizer, pairs[i:i + batch_size]).cpu() for i in range(0, len(pairs), batch_size)])
+
+
+def accuracy(logits: torch.Tensor) -> float:
+    """Share of pairs ranked right: logit > 0 counts 1, a tie (logit == 0) counts 1/2."""
+    return ((logits > 0).float() + 0.5 * (logits == 0).float()).mean().item()
+
+
+def pair_accuracy(
+    model: PreferenceModel, tokenizer: PreTrainedTokenizerBase, pairs: list[PreferencePair], batch_size: int = 256
+) -> float:
+    return accuracy(pair_logits(model, tokenizer, pairs, batch_size))
+
+
+def accuracy_report(
+    model: PreferenceModel, tokenizer: PreTrainedTokenizerBase, pairs: list[PreferencePair], batch_size: int = 256
+) -> dict:
+    """Overall accuracy and, where pairs carry a subset, accuracy per subset (RewardBench-style)."""
+    logits = pair_logits(model, tokenizer, pairs, batch_size)
+    report = {"accuracy": accuracy(logits), "pairs": len(pairs), "mean_margin": logits.mean().item()}
+    by_subset: dict[str, list[int]] = defaultdict(list)
+    for i, p in enumerate(pairs):
+        if p.subset is not None:
+            by_subset[p.subset].append(i)
+    if by_subset:
+        report["subsets"] = {name: {"accuracy": accuracy(logits[idx]), "pairs": len(idx)}
+                             for name, idx in sorted(by_subset.items())}
+    return report
+
+
+PROBE_ROWS = 1024  # rows the initial probe is fitted on (a sample of the training rows)
+
+
+PROBE_RIDGE = 1e-3  # ridge penalty of the probe, relative to the mean squared feature norm
+
+
+WARMUP_SHARE = 0.1  # of the steps, with the learning rate rising linearly
+
+
+def label_tensor(rows: list[AttributeRow]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels (N, m) with NaN where missing, and the mask (N, m) of observed labels."""
+    labels = torch.tensor([[math.nan if x is None else x for x in r.labels] for r in rows], dtype=torch.float32)
+    return labels, ~labels.isnan()
+
+
+def predict(model: MultiObjectiveRewardModel, tokenizer: PreTrainedTokenizerBase, rows: list[AttributeRow],
+            batch_size: int) -> torch.Tensor:
+    """Rewards (N, m) for ``rows``, differentiable, on the model's device."""
+    return model.rewards(tokenizer, [r.prompt for r in rows], [[r.response] for r in rows], batch_size)
+
+
+@torch.no_grad()
+def last_features(model: MultiObjectiveRewardModel, tokenizer: PreTrainedTokenizerBase, rows: list[AttributeRow],
+                  batch_size: int) -> torch.Tensor:
+    """The last-token hidden states (N, hidden) the head reads, float32 on the CPU."""
+    seqs, _ = encode_responses(tokenizer, [r.prompt for r in rows], [[r.response] for r in rows])
+    out = []
+    for _, ids, mask in batched(seqs, tokenizer, batch_size, device_of(model)):
+        hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        out.append(last_token(hidden, mask).float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def init_head(model: MultiObjectiveRewardModel, tokenizer: PreTrainedTokenizerBase, rows: list[AttributeRow],
+              batch_size: int, seed: int = 0) -> None:
+    """Set each head row to the ridge probe of that attribute's observed labels on the current features.
+
+    w_a = argmin sum_{rows observing a} (w^T h - y_a)^2 + lam |w|^2,  lam = PROBE_RIDGE * mean |h|^2 * n_a,
+    fitted on up to PROBE_ROWS rows drawn with ``seed``.
+    """
+    sample = random.Random(seed).sample(rows, min(PROBE_ROWS, len(rows)))
+    h = last_features(model, tokenizer, sample, batch_size).double()  # (N, H)
+    labels, mask = label_tensor(sample)
+    eye = torch.eye(h.shape[1], dtype=h.dtype)
+    for a in range(labels.shape[1]):
+        ha, ya = h[mask[:, a]], labels[mask[:, a], a].double()
+        if len(ya) == 0:
+            continue
+        lam = PROBE_RIDGE * ha.pow(2).sum(-1).mean() * len(ya)
+        w = torch.linalg.solve(ha.T @ ha + lam * eye, ha.T @ ya)
+        model.score.weight[a].copy_(w.to(model.score.weight.dtype))
+
+
+def train_attribute_model(
+    model: MultiObjectiveRewardModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[AttributeRow],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    probe_start: bool = True,
+) -> list[float]:
+    """AdamW, warm-up then linear decay, over ``steps`` minibatches drawn with ``seed``, on the masked MSE of
+    the labels (0-100 scale).  The head starts at the probe (``init_head``, module docstring); pass
+    ``probe_start=False`` to keep a head that is already trained.  Returns every step's loss."""
+    if probe_start:
+        init_head(model, tokenizer, rows, batch_size, seed)
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    device = device_of(model)
+
+    def step_loss(_: int) -> torch.Tensor:
+        batch = rng.sample(rows, min(batch_size, len(rows)))
+        labels, mask = label_tensor(batch)
+        return masked_mse_loss(predict(model, tokenizer, batch, len(batch)), labels.to(device), mask.to(device))
+
+    warmup = max(1, round(WARMUP_SHARE * steps))
+    return minimize(model, step_loss, steps, lr, schedule=lr_multiplier(steps, warmup, "linear"))
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Pearson correlation of two (n,) tensors; 0.0 if either is constant (or n < 2)."""
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    denom = (x.pow(2).sum() * y.pow(2).sum()).sqrt()
+    return float((x * y).sum() / denom) if denom > 0 else 0.0
+
+
+@torch.no_grad()
+def regression_report(
+    model: MultiObjectiveRewardModel, tokenizer: PreTrainedTokenizerBase, rows: list[AttributeRow], batch_size: int
+) -> dict:
+    """Per attribute, over the rows that observe it: count, MSE and Pearson r of prediction and label (0-100)."""
+    model.eval()
+    pred = torch.cat([predict(model, tokenizer, rows[i:i + batch_size], batch_size).cpu()
+                      for i in range(0, len(rows), batch_size)])
+    labels, mask = label_tensor(rows)
+    report = {}
+    for a, name in enumerate(model.attributes):
+        p, y = pred[mask[:, a], a], labels[mask[:, a], a]
+        report[name] = {"n": len(y), "mse": float((p - y).pow(2).mean()) if len(y) else None,
+                        "correlation": pearson(p, y)}
+    return {"rows": len(rows), "attributes": report}

@@ -1,0 +1,125 @@
+"""Sampling K responses per prompt: a vLLM engine, or transformers' generate (same interface).
+
+Both take prompt token ids (already chat-templated) and return token ids plus
+text, so the learner scores exactly the tokens that were sampled.  With vLLM,
+sample j of prompt i uses the seed ``seed + i * n + j``: results do not depend on
+how the prompts are sharded across replicas or batched.  transformers samples a
+whole batch from one generator seeded per batch, so its results are reproducible
+for the same seed, ``generator.batch_size`` and ``generator.replicas``.
+
+Weights arrive in place as Hugging Face parameter names -> tensors
+(``load_weights``); the engine is never restarted.  ``engine_starts`` counts the
+starts (one per generator per run).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import torch
+
+from selfplay.core.batch import Sample
+from selfplay.core.lm import load_causal_lm, load_tokenizer, resolve
+
+log = logging.getLogger(__name__)
+
+
+class VLLMGenerator:
+    """vLLM in the calling process (V1 multiprocessing off), so weights can be loaded in place."""
+
+    def __init__(self, model: str, tokenizer: str, dtype: str, gpu_memory_utilization: float,
+                 enforce_eager: bool, max_model_len: int, seed: int, chunked_prefill: bool = False):
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        from vllm import LLM
+
+        t = time.perf_counter()
+        self.llm = LLM(model=resolve(model), tokenizer=resolve(tokenizer), dtype=dtype, seed=seed,
+                       enforce_eager=enforce_eager, gpu_memory_utilization=gpu_memory_utilization,
+                       max_model_len=max_model_len, enable_chunked_prefill=chunked_prefill)
+        self.engine_starts = 1
+        self.eos_id = self.llm.get_tokenizer().eos_token_id
+        log.info("vLLM engine started in %.1fs (start #%d)", time.perf_counter() - t, self.engine_starts)
+
+    def generate(self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float,
+                 max_new_tokens: int, seed: int) -> list[list[Sample]]:
+        from vllm import SamplingParams
+
+        requests, params = [], []
+        for i, ids in enumerate(prompt_ids):
+            for j in range(n):
+                requests.append({"prompt_token_ids": ids})
+                params.append(SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
+                                             seed=seed + i * n + j, skip_special_tokens=True))
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        flat = []
+        for out in outputs:
+            c = out.outputs[0]
+            ids = list(c.token_ids)
+            finished = c.finish_reason == "stop"
+            if finished and (not ids or ids[-1] != self.eos_id):
+                ids.append(self.eos_id)  # vLLM drops the stop token from token_ids in some versions
+            flat.append(Sample(ids, c.text, finished))
+        return [flat[i * n:(i + 1) * n] for i in range(len(prompt_ids))]
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Load HF-named tensors into the running engine, then drop the prefix cache, whose KV entries
+        came from the old weights.
+
+        vLLM's in-place reload (``reload_weights``, checkpoint format) maps q/k/v and gate/up onto its
+        fused parameters and re-runs the post-load processing (e.g. CPU weight repacking); calling
+        ``model.load_weights`` directly fails once that processing has replaced the parameters.
+        """
+        runner = self.llm.llm_engine.engine_core.engine_core.model_executor.driver_worker.worker.model_runner
+        runner.reload_weights(weights_iterator=iter(weights.items()), is_checkpoint_format=True)
+        self.llm.reset_prefix_cache()
+
+
+class HFGenerator:
+    """transformers' generate, batched; faster than vLLM for tiny models on CPU."""
+
+    def __init__(self, model: str, tokenizer: str, dtype: str, batch_size: int, seed: int):
+        self.model = load_causal_lm(model, dtype).eval()
+        self.tokenizer = load_tokenizer(tokenizer)
+        self.batch_size = batch_size
+        self.engine_starts = 1
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float,
+                 max_new_tokens: int, seed: int) -> list[list[Sample]]:
+        tok = self.tokenizer
+        flat_prompts = [ids for ids in prompt_ids for _ in range(n)]
+        samples: list[Sample] = []
+        for start in range(0, len(flat_prompts), self.batch_size):
+            chunk = flat_prompts[start:start + self.batch_size]
+            # Left-pad so generation continues every prompt from its last token.
+            width = max(len(p) for p in chunk)
+            ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in chunk])
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+            torch.manual_seed(seed + start)
+            out = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=temperature > 0,
+                                      temperature=temperature if temperature > 0 else None, top_p=top_p,
+                                      max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
+                                      pad_token_id=tok.pad_token_id, top_k=None)
+            for row in out[:, width:].tolist():
+                if tok.eos_token_id in row:
+                    row = row[:row.index(tok.eos_token_id) + 1]
+                    finished = True
+                else:
+                    finished = False
+                samples.append(Sample(row, tok.decode(row, skip_special_tokens=True), finished))
+        return [samples[i * n:(i + 1) * n] for i in range(len(prompt_ids))]
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(weights, strict=True)
+
+
+def make_generator(backend: str, model: str, tokenizer: str, cfg, dtype: str, seed: int):
+    if backend == "vllm":
+        return VLLMGenerator(model, tokenizer, dtype, cfg.gpu_memory_utilization, cfg.enforce_eager,
+                             cfg.max_model_len, seed, cfg.chunked_prefill)
+    if backend == "hf":
+        return HFGenerator(model, tokenizer, dtype, cfg.batch_size, seed)
+    raise ValueError(f"unknown generator backend '{backend}' (vllm | hf)")

@@ -1,0 +1,72 @@
+"""Rows the embedded world draws from its corpus and labels with its oracle: SFT rows, direction-conditioned
+best-of-n rows, labelled preference pairs and attribute rows.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from selfplay.algorithms.examples import rejection_sample
+from selfplay.core.lm import Messages
+from selfplay.data.pairs import PreferencePair
+from selfplay.steering import directions
+from selfplay.world import corpus, oracle
+
+MISSING_LABEL_SHARE = 0.1  # each label is dropped with this probability (never both): the RM must mask them
+
+
+# The steerable warm start: best of STEERABLE_CANDIDATES labelled responses by v^T r, v at an angle in
+# STEERABLE_ANGLES degrees; a 2-layer model needs ~1500 steps to read the weights' magnitudes, not just their sign.
+STEERABLE_ANGLES = (-45.0, 45.0)
+
+
+STEERABLE_CANDIDATES = 8
+
+
+def as_messages(prompt: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": prompt}]
+
+
+def corpus_batch(prompts: list[str], size: int, rng: random.Random) -> list[tuple[Messages, str]]:
+    """The SFT warm start's rows: a prompt and one sampled response of random quality."""
+    batch = [rng.choice(prompts) for _ in range(size)]
+    return [(as_messages(p), corpus.sample_response(p, rng)) for p in batch]
+
+
+def steered_batch(prompts: list[str], size: int, rng: random.Random) -> list[tuple[Messages, str]]:
+    """The steerable warm start's rows: a direction v in the system prompt and, of STEERABLE_CANDIDATES sampled
+    responses, the one with the highest v^T r under the oracle's attribute labels (SteerLM's role in seed 003:
+    learn to follow the labels from labelled data)."""
+    rows = []
+    for _ in range(size):
+        p = rng.choice(prompts)
+        v = directions.sample_angle(rng, *STEERABLE_ANGLES)
+        candidates = [corpus.sample_response(p, rng) for _ in range(STEERABLE_CANDIDATES)]
+        labels = torch.tensor([oracle.attributes(p, r) for r in candidates], dtype=torch.float64)
+        rows.append((directions.condition(as_messages(p), v, oracle.ATTRIBUTES), candidates[rejection_sample(labels, v)]))
+    return rows
+
+
+def labelled_pairs(prompts: list[str], n: int, rng: random.Random) -> list[PreferencePair]:
+    """n pairs of sampled responses, the oracle's preferred one as chosen (near-ties dropped)."""
+    pairs = []
+    while len(pairs) < n:
+        p = rng.choice(prompts)
+        a, b = corpus.sample_response(p, rng), corpus.sample_response(p, rng)
+        s = oracle.preference_logit(oracle.judge(p, a), oracle.judge(p, b))
+        if abs(s) < 0.25:
+            continue
+        pairs.append(PreferencePair(as_messages(p), a, b) if s > 0 else PreferencePair(as_messages(p), b, a))
+    return pairs
+
+
+def attribute_row(prompts: list[str], rng: random.Random) -> dict:
+    """One sampled (prompt, response) with the oracle's attribute labels, one of them maybe missing."""
+    p = rng.choice(prompts)
+    response = corpus.sample_response(p, rng)
+    row = {"prompt": p, "response": response, **dict(zip(oracle.ATTRIBUTES, oracle.attributes(p, response)))}
+    if rng.random() < MISSING_LABEL_SHARE * len(oracle.ATTRIBUTES):
+        row[rng.choice(oracle.ATTRIBUTES)] = None
+    return row

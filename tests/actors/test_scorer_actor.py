@@ -1,0 +1,34 @@
+"""The scorer actor holds any preference-model kind and returns what the library's Scorer computes."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+import torch
+from transformers import AutoModel, LlamaConfig
+
+from actors.scorer import Scorer as ScorerActor
+from selfplay.core.lm import load_tokenizer
+from selfplay.models import PAIR_KINDS
+from selfplay.models.kinds import new_preference_model
+from selfplay.models.scorer import load_scorer
+
+PROMPTS = [[{"role": "user", "content": "Tell me about chess."}]]
+RESPONSES = [["sure king pawn board", "hmm stuff thing", "well knight move"]]
+
+
+@pytest.mark.parametrize("kind", PAIR_KINDS)
+def test_scorer_actor_serves_every_kind(kind, world, ray_cluster, tmp_path):
+    tok = load_tokenizer(world.tokenizer)
+    torch.manual_seed(0)
+    backbone = AutoModel.from_config(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                                                 num_hidden_layers=1, num_attention_heads=1, num_key_value_heads=1))
+    new_preference_model(kind, backbone, k=2).save_pretrained(tmp_path / kind)
+    tok.save_pretrained(tmp_path / kind)
+
+    actor = ScorerActor.remote(kind, str(tmp_path / kind), 8, None, 0.1, str(tmp_path / kind), "cpu")
+    (remote,) = ray.get(actor.score.remote(PROMPTS, RESPONSES))
+    (local,) = load_scorer(kind, str(tmp_path / kind), 8).score(PROMPTS, RESPONSES)
+    torch.testing.assert_close(remote, local)
+    assert remote.shape == (3, 3) and torch.equal(remote, -remote.T)
+    ray.kill(actor)

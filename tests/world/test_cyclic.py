@@ -1,0 +1,94 @@
+"""The cyclic-preference benchmark (seed 004 table 1): its datasets' structure, and GPM vs BT on a small instance."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from transformers import AutoTokenizer
+
+from selfplay.data.pairs import PreferencePair, load_pairs
+from selfplay.world import cyclic, oracle
+
+
+def edge_counts(pairs: list[PreferencePair]) -> Counter:
+    return Counter((cyclic.response_class(p.chosen), cyclic.response_class(p.rejected)) for p in pairs)
+
+
+@pytest.mark.parametrize("name", [d for d in cyclic.DATASETS if d != "tone"])
+def test_attribute_datasets_are_balanced_three_cycles(name):
+    omitted = name[len("no_"):]
+    kept = [a for a in cyclic.ATTRIBUTES if a != omitted]
+    pairs = cyclic.make_dataset(name, 90, seed=0)
+    # seed 004's cycle order with one attribute left out, closed back to its start
+    assert edge_counts(pairs) == {(kept[0], kept[1]): 30, (kept[1], kept[2]): 30, (kept[2], kept[0]): 30}
+    assert cyclic.best_transitive_accuracy(pairs) == pytest.approx(2 / 3)
+
+
+def test_tone_dataset_is_the_oracles_cycle():
+    pairs = cyclic.make_dataset("tone", 60, seed=1)
+    assert edge_counts(pairs) == {("sure", "well"): 20, ("well", "hmm"): 20, ("hmm", "sure"): 20}
+    for p in pairs:
+        prompt = p.prompt[-1]["content"]
+        logit = oracle.preference_logit(oracle.judge(prompt, p.chosen), oracle.judge(prompt, p.rejected))
+        assert logit > 0, p
+
+
+def test_pairs_differ_only_in_the_class_word():
+    for name in ("no_honesty", "tone"):
+        for p in cyclic.make_dataset(name, 30, seed=2):
+            a, b = p.chosen.rstrip(".").split(), p.rejected.rstrip(".").split()
+            assert len(a) == len(b)
+            diff = [(x, y) for x, y in zip(a, b) if x != y]
+            assert len(diff) == 1
+            assert diff[0] == (cyclic.class_word(cyclic.response_class(p.chosen)),
+                               cyclic.class_word(cyclic.response_class(p.rejected)))
+
+
+def test_split_is_deterministic_disjoint_and_prefix_stable():
+    train, test = cyclic.make_split("no_truthfulness", "small", seed=3)
+    assert (len(train), len(test)) == (cyclic.SIZES["small"], cyclic.TEST_PAIRS)
+    assert (train, test) == cyclic.make_split("no_truthfulness", "small", seed=3)
+    assert train != cyclic.make_split("no_truthfulness", "small", seed=4)[0]
+    body = lambda r: tuple(w for w in r.rstrip(".").split() if w not in cyclic.MARKERS.values())
+    assert not {body(p.chosen) for p in train} & {body(p.chosen) for p in test}
+    assert sorted(map(repr, cyclic.make_dataset("no_truthfulness", cyclic.SIZES["small"], seed=3))) == sorted(
+        map(repr, train))
+
+
+def test_best_transitive_accuracy_by_hand():
+    m = cyclic.MARKERS
+    pair = lambda w, l: PreferencePair([{"role": "user", "content": "q"}], f"a {m[w]}.", f"a {m[l]}.")
+    h, t, i = "honesty", "truthfulness", "instruction_following"
+    assert cyclic.best_transitive_accuracy([pair(h, t), pair(t, i), pair(h, i)]) == 1.0
+    # 2 x (h > t), 1 x (t > i), 1 x (i > h): the best order h > t > i gets 3 of 4
+    assert cyclic.best_transitive_accuracy([pair(h, t), pair(h, t), pair(t, i), pair(i, h)]) == 0.75
+    with pytest.raises(ValueError, match="at least one pair"):
+        cyclic.best_transitive_accuracy([])
+
+
+def test_bad_names_and_ambiguous_responses_are_refused():
+    with pytest.raises(ValueError, match="unknown cyclic dataset 'no_style'"):
+        cyclic.make_dataset("no_style", 10, seed=0)
+    with pytest.raises(ValueError, match="unknown cyclic size 'huge'"):
+        cyclic.make_split("tone", "huge", seed=0)
+    with pytest.raises(ValueError, match="2 class markers"):
+        cyclic.response_class("bread okay really.")
+
+
+def test_written_datasets_load_as_trl_pairs(tmp_path):
+    cyclic.write_datasets(tmp_path, "small", seed=0, names=("no_honesty", "tone"))
+    train, bad = load_pairs(str(tmp_path / "tone" / "train.jsonl"))
+    assert bad == [] and train == cyclic.make_split("tone", "small", seed=0)[0]
+    both, _ = load_pairs(str(tmp_path / "all" / "test.jsonl"))
+    assert Counter(p.subset for p in both) == {"no_honesty": cyclic.TEST_PAIRS, "tone": cyclic.TEST_PAIRS}
+
+
+def test_gpm_learns_a_cycle_that_bt_cannot(world):
+    """Seed 004's claim on a small instance, same backbone and budget: GPM >= 0.95, BT <= 0.70 held out."""
+    tokenizer = AutoTokenizer.from_pretrained(world.tokenizer)
+    train, test = cyclic.make_split("no_helpfulness", "small", seed=0)
+    gpm = cyclic.fit("gpm", train, test, world.policy, tokenizer, k=2, gate=False)
+    bt = cyclic.fit("bt", train, test, world.policy, tokenizer)
+    assert gpm["accuracy"] >= 0.95, gpm
+    assert bt["accuracy"] <= 0.70, bt
