@@ -24,7 +24,8 @@ VARIANTS: dict[str, list[str]] = {
     "sppo-hard": ["sppo", "algo.pairs=best_worst", "algo.hard=true"],
     "dpo": ["dpo"],
     "dpo-prev": ["dpo", "algo.reference=previous"],
-    "ipo": ["ipo"],
+    "ipo": ["ipo"],  # TRL's form: log-ratios averaged over tokens
+    "ipo-sum": ["ipo", "algo.length_normalize=false", "algo.tau=0.01"],  # summed log-ratios, METHODS' tau
     "simpo": ["simpo"],
 }
 STAGES = ("generate_s", "score_s", "train_s", "sync_s", "eval_s", "checkpoint_s")

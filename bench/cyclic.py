@@ -1,61 +1,80 @@
 """The cyclic-preference benchmark (seed 004 table 1): held-out accuracy of BT and the GPM on cyclic data.
 
-    python bench/cyclic.py [--datasets all] [--sizes small,medium,large] [--ks 1,2,3,4] [--tau 1.0] [--seed 0]
+    python bench/cyclic.py [--datasets all] [--all-sizes] [--seeds 0,1,2,3,4] [--ks 2,3,4] [--jobs 2]
 
-For every dataset of ``selfplay.world.cyclic`` (four 3-cycles of seed 004's
-attributes and the world oracle's tone cycle) and every size, trains a BT
-reward model and the GPM with k = 1..4, without and with the scale gate, all
-from the embedded world's SFT policy with the same budget (``cyclic.STEPS``
-steps of ``cyclic.BATCH_SIZE`` pairs at lr ``cyclic.LR``, one seed), and prints
-one markdown row per instance as it finishes: the best accuracy any transitive
-ranking can reach on the held-out pairs, then each model's held-out accuracy.
+For every dataset of ``selfplay.world.cyclic`` (four 3-cycles of seed 004's attributes and the world
+oracle's tone cycle), every size (``small`` by default; ``--all-sizes`` adds ``medium`` and ``large``) and
+every seed (of the dataset and of the heads' initialisation), trains a BT reward model and the GPM with
+each k, without and with the scale gate, all from the embedded world's SFT policy with the same budget
+(``cyclic.STEPS`` steps of ``cyclic.BATCH_SIZE`` pairs at lr ``cyclic.LR``; the GPM at ``cyclic.TAU``).
+Prints one markdown row per instance as it finishes: the best accuracy any transitive ranking reaches on
+the held-out pairs, then per model the minimum and the mean held-out accuracy over the seeds.  ``--jobs``
+fits run side by side, one thread each.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 
-def main() -> None:
-    from selfplay.world import cyclic
-
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--datasets", default="all", help=f"comma-separated, from {cyclic.DATASETS}")
-    ap.add_argument("--sizes", default=",".join(cyclic.SIZES), help=f"comma-separated, from {tuple(cyclic.SIZES)}")
-    ap.add_argument("--ks", default="1,2,3,4")
-    ap.add_argument("--tau", type=float, default=cyclic.TAU, help="the GPM's temperature")
-    ap.add_argument("--steps", type=int, default=cyclic.STEPS)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+def fit_one(job: tuple) -> float:
+    """Held-out accuracy of one (dataset, size, seed, model) fit, in a worker process with one thread."""
+    import torch
 
     from selfplay.config.loading import load_config
     from selfplay.core.lm import load_tokenizer
+    from selfplay.world import cyclic
     from selfplay.world.build import get_world
 
-    names = cyclic.DATASETS if args.datasets == "all" else tuple(args.datasets.split(","))
-    sizes = tuple(args.sizes.split(","))
-    gpms = [(k, gate) for k in map(int, args.ks.split(",")) for gate in (False, True)]
+    name, size, seed, kind, k, gate, steps, tau = job
+    torch.set_num_threads(1)
     world = get_world(load_config([]).world)
-    tokenizer = load_tokenizer(world.tokenizer)
+    train, test = cyclic.make_split(name, size, seed)
+    gpm = {"k": k, "gate": gate, "tau": tau} if kind == "gpm" else {}
+    return cyclic.fit(kind, train, test, world.policy, load_tokenizer(world.tokenizer), steps=steps, seed=seed,
+                      **gpm)["accuracy"]
 
-    print(f"budget: {args.steps} steps x {cyclic.BATCH_SIZE} pairs, lr {cyclic.LR}, seed {args.seed}; "
-          f"GPM tau {args.tau}; {cyclic.TEST_PAIRS} held-out pairs per instance\n")
-    gpm_cols = [f"GPM k={k}{' +gate' if gate else ''}" for k, gate in gpms]
-    print("| dataset | size (train pairs) | best transitive | BT | " + " | ".join(gpm_cols) + " | seconds |")
-    print("|---" * (5 + len(gpm_cols)) + "|")
-    for size in sizes:
-        for name in names:
-            start = time.perf_counter()
-            train, test = cyclic.make_split(name, size, args.seed)
-            def fit(kind: str, **gpm_settings) -> float:
-                return cyclic.fit(kind, train, test, world.policy, tokenizer, steps=args.steps, seed=args.seed,
-                                  **gpm_settings)["accuracy"]
 
-            accs = [fit("bt")] + [fit("gpm", k=k, gate=gate, tau=args.tau) for k, gate in gpms]
-            cells = [f"{cyclic.best_transitive_accuracy(test):.3f}"] + [f"{a:.3f}" for a in accs]
-            print(f"| {name} | {size} ({len(train)}) | " + " | ".join(cells)
-                  + f" | {time.perf_counter() - start:.0f} |", flush=True)
+def main() -> None:
+    from selfplay.config.loading import load_config
+    from selfplay.world import cyclic
+    from selfplay.world.build import get_world
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--datasets", default="all", help=f"comma-separated, from {cyclic.DATASETS}")
+    ap.add_argument("--all-sizes", action="store_true", help="medium and large as well as small")
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--ks", default="2,3,4", help="GPM head sizes (each without and with the gate)")
+    ap.add_argument("--tau", type=float, default=cyclic.TAU, help="the GPM's temperature")
+    ap.add_argument("--steps", type=int, default=cyclic.STEPS)
+    ap.add_argument("--jobs", type=int, default=2, help="fits run in parallel, one thread each")
+    args = ap.parse_args()
+
+    names = cyclic.DATASETS if args.datasets == "all" else tuple(args.datasets.split(","))
+    sizes = tuple(cyclic.SIZES) if args.all_sizes else ("small",)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    models = [("bt", 0, False)] + [("gpm", k, gate) for k in map(int, args.ks.split(",")) for gate in (False, True)]
+    get_world(load_config([]).world)  # built (once) before the workers start
+
+    print(f"budget: {args.steps} steps x {cyclic.BATCH_SIZE} pairs, lr {cyclic.LR}; GPM tau {args.tau}; "
+          f"{cyclic.TEST_PAIRS} held-out pairs per instance; seeds {seeds}; min / mean over the seeds\n")
+    cols = ["BT"] + [f"GPM k={k}{' +gate' if gate else ''}" for _, k, gate in models[1:]]
+    print("| dataset | size (train pairs) | best transitive | " + " | ".join(cols) + " | seconds |")
+    print("|---" * (4 + len(cols)) + "|")
+    with ProcessPoolExecutor(args.jobs) as pool:
+        for size in sizes:
+            for name in names:
+                start = time.perf_counter()
+                jobs = [(name, size, seed, kind, k, gate, args.steps, args.tau)
+                        for kind, k, gate in models for seed in seeds]
+                accs = list(pool.map(fit_one, jobs))
+                per_model = [accs[i * len(seeds):(i + 1) * len(seeds)] for i in range(len(models))]
+                best = min(cyclic.best_transitive_accuracy(cyclic.make_split(name, size, s)[1]) for s in seeds)
+                cells = [f"{best:.3f}"] + [f"{min(a):.3f} / {sum(a) / len(a):.3f}" for a in per_model]
+                print(f"| {name} | {size} ({cyclic.SIZES[size]}) | " + " | ".join(cells)
+                      + f" | {time.perf_counter() - start:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from selfplay.config.loading import help_text, load_config, to_yaml
-from selfplay.config.schema import ConfigError
+from selfplay.config.schema import Config, ConfigError
 
 log = logging.getLogger("selfplay")
 
@@ -77,7 +77,8 @@ def prepare_run_dir(cfg: DictConfig, sources) -> tuple[Path, int]:
         return run_dir, 0
     if not saved.exists():
         raise RunError(f"run.resume=true but {saved} does not exist: nothing to resume")
-    before = OmegaConf.load(saved)
+    # a run saved before a key existed reads that key's default (e.g. algo.length_normalize)
+    before = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(saved))
     differing = [k for k in ("policy", "data", "generator", "scorer", "algo", "train", "eval", "directions", "world")
                  if OmegaConf.to_container(before[k], resolve=True) != OmegaConf.to_container(recorded[k], resolve=True)]
     differing += ["run.seed"] * (before.run.seed != cfg.run.seed)

@@ -3,6 +3,8 @@ the per-sequence log-probabilities every algorithm trains on."""
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
 
 import torch
@@ -68,14 +70,20 @@ def encode_exchange(tokenizer: PreTrainedTokenizerBase, messages: Messages, resp
     """Ids of the templated (prompt, response) whose last token is EOS, and the prompt's length.
 
     The prompt part is the templated prompt with the generation header, so the
-    hidden state at index ``prompt_len - 1`` summarises the prompt alone.
+    hidden state at index ``prompt_len - 1`` summarises the prompt alone.  Memoised: a preference model's
+    training sees the same pairs again every epoch, and templating is a third of its step time on the CPU.
     """
-    prompt_ids = encode_prompt(tokenizer, messages)
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-    ids = prompt_ids + response_ids
+    ids, n = _encode_exchange(tokenizer, json.dumps(messages), response)
+    return list(ids), n
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _encode_exchange(tokenizer: PreTrainedTokenizerBase, messages: str, response: str) -> tuple[tuple[int, ...], int]:
+    prompt_ids = encode_prompt(tokenizer, json.loads(messages))
+    ids = prompt_ids + tokenizer(response, add_special_tokens=False)["input_ids"]
     if not ids or ids[-1] != tokenizer.eos_token_id:
         ids.append(tokenizer.eos_token_id)
-    return ids, len(prompt_ids)
+    return tuple(ids), len(prompt_ids)
 
 
 def pad_sequences(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

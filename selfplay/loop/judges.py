@@ -24,8 +24,8 @@ from selfplay.core.checkpoint import read_metrics
 from selfplay.core.lm import Messages
 from selfplay.loop.plan import Oracle
 from selfplay.loop.stages import Workers, score
-from selfplay.steering.directions import Direction, strip
 from selfplay.steering.directional import Steering, front_metrics, save_attributes
+from selfplay.steering.directions import Direction, strip
 from selfplay.steering.pareto import plot_fronts
 
 Encode = Callable[[Messages], list[int]]

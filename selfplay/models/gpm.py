@@ -33,18 +33,8 @@ from transformers import PreTrainedTokenizerBase
 
 from selfplay.core.lm import Messages, ModelLoadError
 from selfplay.data.pairs import PreferencePair
-from selfplay.models.backbone import (
-    PreferenceModel,
-    at_positions,
-    backbone_from_state,
-    batched,
-    check_kind,
-    device_of,
-    encode_responses,
-    last_token,
-    read_checkpoint,
-    save_checkpoint,
-)
+from selfplay.models.backbone import (PreferenceModel, at_positions, backbone_from_state, batched, check_kind,
+                                      device_of, encode_responses, last_token, read_checkpoint, save_checkpoint)
 
 
 def score_matrix(v: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:

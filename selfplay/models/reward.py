@@ -23,17 +23,8 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICA
 
 from selfplay.core.lm import Messages, ModelLoadError
 from selfplay.data.pairs import PreferencePair
-from selfplay.models.backbone import (
-    PreferenceModel,
-    backbone_from_state,
-    batched,
-    check_kind,
-    device_of,
-    encode_responses,
-    last_token,
-    read_checkpoint,
-    save_checkpoint,
-)
+from selfplay.models.backbone import (PreferenceModel, backbone_from_state, batched, check_kind, device_of,
+                                      encode_responses, last_token, read_checkpoint, save_checkpoint)
 
 
 def reward_score_matrix(r: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
 from selfplay.core.checkpoint import read_metrics
@@ -55,7 +56,11 @@ def test_vllm_run_writes_checkpoints_and_metrics(world, ray_cluster, tmp_path):
     assert records[0]["win_rate_vs_initial"] == pytest.approx(records[0]["win_rate_vs_previous"])
     model = AutoModelForCausalLM.from_pretrained(run_dir / "iter_2")
     assert model.config.vocab_size > 0
-    assert (run_dir / "config.yaml").exists() and (run_dir / "eval" / "iter_2.json").exists()
+    assert (run_dir / "eval" / "iter_2.json").exists()
+    # config.yaml records what the run resolved at start: the world's sources and each default's value
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    assert (saved.policy.model, saved.scorer.model, saved.data.prompts) == (world.policy, world.gpm, world.prompts)
+    assert (saved.algo.beta, saved.algo.pairs, saved.scorer.tau) == (2.0, "all", 0.1)
     assert not list(run_dir.glob("*.tmp-*"))
 
 
