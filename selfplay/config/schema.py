@@ -87,7 +87,7 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
     "gpo": {"beta": 2.0, "pairs": "all", "reference": "previous"},
     "sppo": {"eta": 4.0, "hard": False, "pairs": "all", "reference": "previous"},
     "dpo": {"beta": 0.1, "pairs": "best_worst", "reference": "initial"},
-    "ipo": {"tau": 0.1, "length_normalize": True, "pairs": "best_worst", "reference": "initial"},
+    "ipo": {"tau": 0.5, "length_normalize": True, "pairs": "best_worst", "reference": "initial"},
     "simpo": {"beta": 2.0, "gamma": 1.0, "pairs": "best_worst"},
     "dpa": {"replay": 0.15, "init": "sft", "pairs": "best_of_n"},
 }

@@ -172,7 +172,7 @@ def test_help_text_lists_presets_and_keys():
                  "  dpa    replay=0.15 init=sft pairs=best_of_n (best_of_n) reference=none",
                  "  gpo    beta=2.0 pairs=all (all|best_worst) reference=previous (previous)",
                  "  simpo  beta=2.0 gamma=1.0 pairs=best_worst (best_worst|best_random|all_pairs) reference=none",
-                     "  ipo    tau=0.1 length_normalize=True pairs=best_worst (best_worst|best_random|all_pairs) "
+                     "  ipo    tau=0.5 length_normalize=True pairs=best_worst (best_worst|best_random|all_pairs) "
                      "reference=initial (initial|previous)"]:
         assert line + "\n" in text
 
