@@ -139,7 +139,9 @@ def test_help_lists_presets(capsys):
 
 def test_default_run_improves_the_policy(world, ray_cluster, tmp_path):
     """The default preset, three iterations: the policy must beat the initial one by the scorer and by
-    the oracle (the issue's bar is 0.60), and iteration 3 must beat iteration 2 by the scorer."""
+    the oracle (the issue's bar is 0.60), and iteration 3 must beat iteration 2 by the scorer.  On this machine
+    kind with the hf backend, run.seed 0-2: 0.786-0.815 by the GPM, 0.641-0.662 by the oracle, 0.602-0.613 vs
+    the previous iteration."""
     run_dir = tmp_path / "run"
     assert main(["run.progress=false", "iter=3", f"run.dir={run_dir}", "generator.backend=hf"]) == 0
     last = read_metrics(run_dir)[-1]
