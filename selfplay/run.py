@@ -153,7 +153,7 @@ def main(argv: list[str]) -> int:
     try:
         data, oracle = resolve_data(cfg)
         judge = choose_judge(cfg, data.scorer)  # before the policy: a bad direction fails before any training
-        sources = resolve_policy(cfg, data, directional=cfg.scorer.kind == "multi_objective")
+        sources = resolve_policy(cfg, data, judge.directional)
         tokenizer = load_tokenizer(sources.policy_tokenizer)
         prompts = load_prompt_splits(cfg, sources, tokenizer, judge)
         run_dir, last = prepare_run_dir(cfg, sources)

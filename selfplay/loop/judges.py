@@ -45,6 +45,8 @@ class Judgement:
 class PreferenceJudge:
     """K x K log-odds from a preference model; prompts are used as they are."""
 
+    directional = False  # no directions in the system prompts
+
     def training_prompts(self, prompts: list[Messages], ids: list[list[int]], encode: Encode,
                          rng: random.Random) -> tuple[list[Messages], list[list[int]], Optional[list[Direction]]]:
         return prompts, ids, None
@@ -74,6 +76,8 @@ class PreferenceJudge:
 
 class DirectionalJudge:
     """Rewards along each prompt's direction (``steering.directional.Steering`` holds the directions)."""
+
+    directional = True  # directions in the system prompts: the policy must be one that reads them
 
     def __init__(self, steering: Steering):
         self.steering = steering

@@ -25,18 +25,18 @@ def test_defaults_load():
     assert OmegaConf.to_container(cfg, resolve=True) == OmegaConf.to_container(schema, resolve=True)
 
 
-@pytest.mark.parametrize("args", [["dpo", "algo.pairs=all_pairs"], ["ipo"], ["sppo", "algo.pairs=best_worst"],
-                                  ["dpa"], ["gpo", "scorer.kind=multi_objective"], ["scorer.kind=bt"]])
-def test_validation_writes_nothing(args):
+@pytest.mark.parametrize(("preset", "overrides"), [
+    ("dpo", ["algo.pairs=all_pairs"]), ("ipo", []), ("sppo", ["algo.pairs=best_worst"]), ("dpa", []),
+    ("gpo", ["scorer.kind=multi_objective"]), (None, ["scorer.kind=bt"])])
+def test_validation_writes_nothing(preset, overrides):
     """The algorithm's and the scorer kind's defaults are interpolations: the loaded config is the merged
     schema, preset and overrides, untouched by validation."""
-    from selfplay.config.loading import _merge
-
-    cfg = load_config(args)
-    merged = _merge(OmegaConf.structured(Config), OmegaConf.load(CONFIG_DIR / f"{args[0]}.yaml"), "preset") \
-        if "=" not in args[0] else OmegaConf.structured(Config)
-    for item in args[1 if "=" not in args[0] else 0:]:
+    merged = OmegaConf.structured(Config)
+    if preset is not None:
+        merged = OmegaConf.merge(merged, OmegaConf.load(CONFIG_DIR / f"{preset}.yaml"))
+    for item in overrides:
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+    cfg = load_config(([preset] if preset else []) + overrides)
     assert OmegaConf.to_container(cfg) == OmegaConf.to_container(merged)
 
 
