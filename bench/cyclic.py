@@ -1,12 +1,13 @@
 """The cyclic-preference benchmark (seed 004 table 1): held-out accuracy of BT and the GPM on cyclic data.
 
-    python bench/cyclic.py [--datasets all] [--all-sizes] [--seeds 0,1,2,3,4] [--ks 2,3,4] [--jobs 2]
+    python bench/cyclic.py [--datasets all] [--all-sizes | --sizes small,medium] [--seeds 0,1,2,3,4] [--ks 2,3,4] [--jobs 2]
 
 For every dataset of ``selfplay.world.cyclic`` (four 3-cycles of seed 004's attributes and the world
 oracle's tone cycle), every size (``small`` by default; ``--all-sizes`` adds ``medium`` and ``large``) and
 every seed (of the dataset and of the heads' initialisation), trains a BT reward model and the GPM with
 each k, without and with the scale gate, all from the embedded world's SFT policy with the same budget
-(``cyclic.STEPS`` steps of ``cyclic.BATCH_SIZE`` pairs at lr ``cyclic.LR``; the GPM at ``cyclic.TAU``).
+(``cyclic.STEPS`` steps of ``cyclic.BATCH_SIZE`` pairs at lr ``cyclic.LR``, decaying linearly; the GPM at
+``cyclic.TAU``).
 Prints one markdown row per instance as it finishes: the best accuracy any transitive ranking reaches on
 the held-out pairs, then per model the minimum and the mean held-out accuracy over the seeds.  ``--jobs``
 fits run side by side, one thread each.
@@ -34,7 +35,7 @@ def fit_one(job: tuple) -> float:
     train, test = cyclic.make_split(name, size, seed)
     gpm = {"k": k, "gate": gate, "tau": tau} if kind == "gpm" else {}
     return cyclic.fit(kind, train, test, world.policy, load_tokenizer(world.tokenizer), steps=steps, seed=seed,
-                      **gpm)["accuracy"]
+                      train_accuracy=False, **gpm)["accuracy"]
 
 
 def main() -> None:
@@ -45,6 +46,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--datasets", default="all", help=f"comma-separated, from {cyclic.DATASETS}")
     ap.add_argument("--all-sizes", action="store_true", help="medium and large as well as small")
+    ap.add_argument("--sizes", default="small", help=f"comma-separated, from {tuple(cyclic.SIZES)}")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--ks", default="2,3,4", help="GPM head sizes (each without and with the gate)")
     ap.add_argument("--tau", type=float, default=cyclic.TAU, help="the GPM's temperature")
@@ -53,12 +55,15 @@ def main() -> None:
     args = ap.parse_args()
 
     names = cyclic.DATASETS if args.datasets == "all" else tuple(args.datasets.split(","))
-    sizes = tuple(cyclic.SIZES) if args.all_sizes else ("small",)
+    sizes = tuple(cyclic.SIZES) if args.all_sizes else tuple(args.sizes.split(","))
+    for size in sizes:
+        for name in names:
+            cyclic.make_split(name, size, 0)  # an unknown size or dataset is refused before any fit
     seeds = [int(s) for s in args.seeds.split(",")]
     models = [("bt", 0, False)] + [("gpm", k, gate) for k in map(int, args.ks.split(",")) for gate in (False, True)]
     get_world(load_config([]).world)  # built (once) before the workers start
 
-    print(f"budget: {args.steps} steps x {cyclic.BATCH_SIZE} pairs, lr {cyclic.LR}; GPM tau {args.tau}; "
+    print(f"budget: {args.steps} steps x {cyclic.BATCH_SIZE} pairs, lr {cyclic.LR} decaying linearly; GPM tau {args.tau}; "
           f"{cyclic.TEST_PAIRS} held-out pairs per instance; seeds {seeds}; min / mean over the seeds\n")
     cols = ["BT"] + [f"GPM k={k}{' +gate' if gate else ''}" for _, k, gate in models[1:]]
     print("| dataset | size (train pairs) | best transitive | " + " | ".join(cols) + " | seconds |")

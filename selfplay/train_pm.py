@@ -171,7 +171,7 @@ def train(cfg: DictConfig, splits: PairSplits | AttributeSplits) -> tuple[Any, A
     from selfplay.core.lm import load_tokenizer
     from selfplay.models.backbone import load_backbone
     from selfplay.models.kinds import new_preference_model
-    from selfplay.models.training import train_attribute_model, train_preference_model
+    from selfplay.models.training import init_gpm_head, train_attribute_model, train_preference_model
 
     attributes = splits.attributes if isinstance(splits, AttributeSplits) else None
     device = resolve_device(cfg.train.device)
@@ -180,18 +180,22 @@ def train(cfg: DictConfig, splits: PairSplits | AttributeSplits) -> tuple[Any, A
     torch.manual_seed(cfg.train.seed)  # the heads' initialisation
     model = new_preference_model(cfg.kind, backbone, k=cfg.k, gate=cfg.gate, tau=cfg.tau,
                                  attributes=attributes).to(device)
+    if cfg.kind == "gpm" and cfg.head_init == "difference":
+        init_gpm_head(model, tokenizer, splits.train, cfg.train.batch_size, cfg.train.seed)
     fit = train_preference_model if attributes is None else train_attribute_model
     steps = train_steps(cfg, len(splits.train))
     log.info("training a %s model from %s on %d %s for %d steps (%s)", cfg.kind, cfg.model, len(splits.train),
              "pairs" if attributes is None else f"rows ({', '.join(attributes)})", steps, device)
     t0 = time.perf_counter()
-    losses = fit(model, tokenizer, splits.train, steps, cfg.train.batch_size, cfg.train.lr, cfg.train.seed)
+    losses = fit(model, tokenizer, splits.train, steps, cfg.train.batch_size, cfg.train.lr, cfg.train.seed,
+                 cfg.train.warmup_ratio)
     report = {
         "kind": cfg.kind, "backbone": cfg.model, "tokenizer": cfg.tokenizer, "device": device,
         "data": {"train": cfg.data.path, "eval": cfg.data.eval_path or f"{cfg.data.eval_share} of train"},
         "n_train": len(splits.train), "n_eval": len(splits.held_out),
         "bad_rows": {source: bad_rows_record(bad) for source, bad in splits.bad.items()},
         "steps": steps, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
+        "warmup_ratio": cfg.train.warmup_ratio,
         "seconds": time.perf_counter() - t0, "loss_first": losses[0], "loss_last": losses[-1],
     }
     if attributes is not None:

@@ -60,6 +60,8 @@ def test_train_pm_writes_checkpoint_config_and_report(trained: Path, data) -> No
     held_out = report["held_out"]
     assert held_out["pairs"] == 60 and set(held_out["subsets"]) == {"short", "long"}
     assert sum(s["pairs"] for s in held_out["subsets"].values()) == 60
+    # Over six 200-pair slices of the world's pairs with train.seed 0-5, 20 steps gave train accuracy 0.675-0.870
+    # (this instance: 0.870) on this machine kind: 0.6 leaves room for other CPUs.
     assert report["train"]["pairs"] == 200 and report["train"]["accuracy"] > 0.6
     saved = OmegaConf.load(trained / "train_config.yaml")
     assert (saved.kind, saved.train.steps, saved.data.eval_path) == ("bt", 20, data["test"])
@@ -87,11 +89,11 @@ def test_eval_pm_refuses_a_checkpoint_of_another_kind(trained: Path, data, capsy
     assert "set scorer.kind=bt" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kind", ["gpm", "pairwise"])
-def test_other_kinds_with_eval_share(kind: str, world, data, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("kind", "extra"), [("gpm", []), ("gpm", ["head_init=difference"]), ("pairwise", [])])
+def test_other_kinds_with_eval_share(kind: str, extra: list[str], world, data, tmp_path: Path) -> None:
     out = tmp_path / kind
     code = train_pm.main([kind, f"model={world.policy}", f"data.path={data['small']}", "data.eval_share=0.25",
-                          "train.steps=2", "train.batch_size=8", "train.device=cpu", f"out={out}"])
+                          "train.steps=2", "train.batch_size=8", "train.device=cpu", f"out={out}", *extra])
     assert code == 0
     report = json.loads((out / "eval_report.json").read_text())
     assert (report["kind"], report["n_train"], report["n_eval"]) == (kind, 15, 5)
@@ -130,6 +132,9 @@ def test_too_many_bad_rows_writes_nothing(world, tmp_path: Path, capsys) -> None
     (["data.eval_share=1.0"], "data.eval_share must be in [0, 1)"),
     (["data.max_bad_share=2"], "data.max_bad_share must be in [0, 1]"),
     (["train.lr=0"], "train.lr must be > 0"),
+    (["train.warmup_ratio=1"], "train.warmup_ratio must lie in [0, 1), got 1.0"),
+    (["head_init=zeros"], "head_init must be one of ('random', 'difference'), got 'zeros'"),
+    (["kind=bt", "head_init=difference"], "head_init applies to kind=gpm only"),
     (["train.batch_size=0"], "train.batch_size must be >= 1"),
     (["train.device=toaster"], "train.device must be"),
     (["nopreset"], "unknown preset 'nopreset'"),

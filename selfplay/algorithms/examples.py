@@ -1,5 +1,6 @@
-"""How a scored rollout becomes an algorithm's training examples (a TrainBatch): GPO/SPPO's
-square-loss targets, preference pairs, DPA's rejection sampling and memory replay.
+"""How a scored rollout becomes an algorithm's training examples (a ``Batch`` of one group per example, each
+keeping its prompt's id): GPO/SPPO's square-loss targets, preference pairs, DPA's rejection sampling and
+memory replay.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from selfplay.algorithms.selection import candidate_pairs, row_means, select_pairs
-from selfplay.core.batch import Rollout, TrainBatch
+from selfplay.core.batch import Batch
 from selfplay.steering.directions import scalarise
 
 ALL = "all"  # GPO/SPPO's all-K form: every response is an example
@@ -33,29 +34,34 @@ def sppo_targets(probs: torch.Tensor, eta: float) -> torch.Tensor:
 
 # ---- building examples --------------------------------------------------------------------------------------
 
-def _square_batch(rollout: Rollout, cfg: DictConfig, rank_and_targets) -> TrainBatch:
+def _targets(targets: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(targets) if targets else torch.zeros(0)
+
+
+def _square_batch(rollout: Batch, cfg: DictConfig, rank_and_targets) -> Batch:
     """GPO/SPPO examples.  ``pairs=all``: every response with its target (docs/methods.md §4-5).  ``pairs=best_worst``:
     the public recipe (docs/methods.md §A.2): chosen = argmax, rejected = argmin of the row means of the ranking matrix,
     one example of two rows per prompt."""
-    prompt_ids, response_ids, targets = [], [], []
-    for p_ids, samples, scores in zip(rollout.prompt_ids, rollout.samples, rollout.scores):
+    group = 1 if cfg.pairs == ALL else 2
+    uids, prompt_ids, response_ids, targets = [], [], [], []
+    for uid, p_ids, responses, scores in zip(rollout.uids, rollout.prompt_ids, rollout.grouped(rollout.response_ids),
+                                             rollout.scores):
         rank, t = rank_and_targets(scores)
-        rows = range(len(samples)) if cfg.pairs == ALL else candidate_pairs(rank, "best_worst", None, 1)[0]
+        rows = range(len(responses)) if cfg.pairs == ALL else candidate_pairs(rank, "best_worst", None, 1)[0]
         if len(set(rows)) < len(rows):  # every response ties: no (best, worst) pair to learn from
             continue
-        for i in rows:
-            prompt_ids.append(p_ids)
-            response_ids.append(samples[i].response_ids)
-            targets.append(t[i])
-    group = 1 if cfg.pairs == ALL else 2
-    return TrainBatch(prompt_ids, response_ids, torch.stack(targets) if targets else torch.zeros(0), group, "previous")
+        uids += [uid] * (len(rows) // group)
+        prompt_ids += [p_ids] * (len(rows) // group)
+        response_ids += [responses[i] for i in rows]
+        targets += [t[i] for i in rows]
+    return Batch.examples(uids, prompt_ids, response_ids, _targets(targets), group, "previous")
 
 
-def build_gpo(rollout: Rollout, cfg: DictConfig, rng: random.Random | None = None) -> TrainBatch:
+def build_gpo(rollout: Batch, cfg: DictConfig, rng: random.Random | None = None) -> Batch:
     return _square_batch(rollout, cfg, lambda s: (s, gpo_targets(s, cfg.beta)))
 
 
-def build_sppo(rollout: Rollout, cfg: DictConfig, rng: random.Random | None = None) -> TrainBatch:
+def build_sppo(rollout: Batch, cfg: DictConfig, rng: random.Random | None = None) -> Batch:
     def rank_and_targets(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         probs = torch.sigmoid(scores)
         targets = sppo_targets(probs, cfg.eta)
@@ -68,18 +74,18 @@ def build_sppo(rollout: Rollout, cfg: DictConfig, rng: random.Random | None = No
     return _square_batch(rollout, cfg, rank_and_targets)
 
 
-def build_pairs(rollout: Rollout, cfg: DictConfig, rng: random.Random) -> TrainBatch:
+def build_pairs(rollout: Batch, cfg: DictConfig, rng: random.Random) -> Batch:
     """(chosen, rejected) examples by ``cfg.pairs``, margin-filtered (``pair_selection``); target = P(y_w > y_l)."""
-    prompt_ids, response_ids, targets = [], [], []
-    for p_ids, samples, scores in zip(rollout.prompt_ids, rollout.samples, rollout.scores):
+    uids, prompt_ids, response_ids, targets = [], [], [], []
+    for uid, p_ids, ids, scores in zip(rollout.uids, rollout.prompt_ids, rollout.grouped(rollout.response_ids),
+                                       rollout.scores):
         probs = torch.sigmoid(scores)
-        ids = [s.response_ids for s in samples]
         for w, l in select_pairs(probs, ids, cfg.pairs, rng, cfg.max_pairs, cfg.min_prob):
-            prompt_ids += [p_ids, p_ids]
+            uids.append(uid)
+            prompt_ids.append(p_ids)
             response_ids += [ids[w], ids[l]]
             targets += [probs[w, l], probs[l, w]]
-    return TrainBatch(prompt_ids, response_ids, torch.stack(targets) if targets else torch.zeros(0), 2,
-                      cfg.reference)
+    return Batch.examples(uids, prompt_ids, response_ids, _targets(targets), 2, cfg.reference)
 
 
 def rejection_sample(rewards: torch.Tensor, v: tuple[float, ...]) -> int:
@@ -98,13 +104,13 @@ def draw_replay(pool: list, n: int, share: float, rng: random.Random) -> list:
     return rng.sample(pool, min(len(pool), replay_count(n, share)))
 
 
-def build_dpa(rollout: Rollout, cfg: DictConfig, rng: random.Random | None = None) -> TrainBatch:
+def build_dpa(rollout: Batch, cfg: DictConfig, rng: random.Random | None = None) -> Batch:
     """(system prompt with v, x) -> y* for every (prompt, direction) of the rollout, then the replay rows."""
-    prompt_ids, response_ids = [], []
-    for p_ids, samples, rewards, v in zip(rollout.prompt_ids, rollout.samples, rollout.rewards, rollout.directions):
-        prompt_ids.append(p_ids)
-        response_ids.append(samples[rejection_sample(rewards, v)].response_ids)
-    for p_ids, r_ids in rollout.replay:
+    uids, prompt_ids, response_ids = list(rollout.uids), list(rollout.prompt_ids), []
+    for responses, rewards, v in zip(rollout.grouped(rollout.response_ids), rollout.rewards, rollout.directions):
+        response_ids.append(responses[rejection_sample(rewards, v)])
+    for i, (p_ids, r_ids) in enumerate(rollout.replay):
+        uids.append(f"replay/{i}")
         prompt_ids.append(p_ids)
         response_ids.append(r_ids)
-    return TrainBatch(prompt_ids, response_ids, torch.zeros(len(prompt_ids)), 1, None)
+    return Batch.examples(uids, prompt_ids, response_ids, torch.zeros(len(prompt_ids)), 1, None)

@@ -1,4 +1,4 @@
-"""Self-play algorithms, registered by name: how a scored rollout becomes a TrainBatch,
+"""Self-play algorithms, registered by name: how a scored rollout becomes a training Batch,
 and which loss trains on it.  The loop looks an algorithm up; it never branches on one.
 
 | algo  | examples                                       | loss (``losses``)              | reference      |
@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from selfplay.algorithms.examples import ALL, BEST_OF_N, build_dpa, build_gpo, build_pairs, build_sppo
 from selfplay.algorithms.losses import dpo_loss, ipo_loss, sft_loss, simpo_loss, square_loss
 from selfplay.algorithms.selection import PAIR_STRATEGIES
-from selfplay.core.batch import Rollout, TrainBatch
+from selfplay.core.batch import Batch
 
 
 @dataclass
@@ -85,7 +85,7 @@ def sft_objective(x: LossInputs, cfg: DictConfig) -> tuple[torch.Tensor, dict[st
 
 @dataclass(frozen=True)
 class Algorithm:
-    build: Callable[[Rollout, DictConfig, random.Random], TrainBatch]
+    build: Callable[[Batch, DictConfig, random.Random], Batch]
     objective: Objective
     pairs: tuple[str, ...]  # the ``algo.pairs`` values it accepts
     references: tuple[str, ...]  # the ``algo.reference`` values it accepts; () = no reference model

@@ -115,13 +115,14 @@ def load_config(
     return cfg
 
 
+def need(ok: bool, msg: str) -> None:
+    """Refuse a configuration with ``msg`` (one line naming the key) unless ``ok``."""
+    if not ok:
+        raise ConfigError(msg)
+
+
 def validate(cfg: DictConfig) -> None:
     """Checks no type can express; each message names the key."""
-
-    def need(ok: bool, msg: str) -> None:
-        if not ok:
-            raise ConfigError(msg)
-
     need(cfg.iter >= 1, f"iter must be >= 1, got {cfg.iter}")
     need(cfg.generator.k >= 2, f"generator.k must be >= 2 (self-play compares responses), got {cfg.generator.k}")
     need(cfg.generator.backend in GENERATOR_BACKENDS,
@@ -167,7 +168,21 @@ def validate(cfg: DictConfig) -> None:
     need(0.0 <= cfg.train.warmup_ratio < 1.0, f"train.warmup_ratio must lie in [0, 1), got {cfg.train.warmup_ratio}")
     need(cfg.train.lr_schedule in LR_SCHEDULES,
          f"train.lr_schedule must be one of {LR_SCHEDULES}, got '{cfg.train.lr_schedule}'")
-    need(cfg.world.hidden_size % cfg.world.num_heads == 0, "world.hidden_size must be divisible by world.num_heads")
+    check_world(cfg.world)
+
+
+def check_world(world: DictConfig) -> None:
+    """Checks on a WorldConfig that no type can express; each message names the key."""
+    need(world.hidden_size % world.num_heads == 0, "world.hidden_size must be divisible by world.num_heads")
+    s, a = world.steerable, world.attributes
+    need(s.steps >= 1 and s.lr > 0, f"world.steerable.steps must be >= 1 and world.steerable.lr > 0, got {s.steps}, {s.lr}")
+    need(len(s.angles) == 2 and s.angles[0] <= s.angles[1],
+         f"world.steerable.angles must be [lo, hi] degrees with lo <= hi, got {list(s.angles)}")
+    need(s.candidates >= 1, f"world.steerable.candidates must be >= 1, got {s.candidates}")
+    need(a.train_rows >= 1 and a.test_rows >= 1,
+         f"world.attributes.train_rows and test_rows must be >= 1, got {a.train_rows}, {a.test_rows}")
+    need(0 <= a.missing_share <= 0.5, f"world.attributes.missing_share must lie in [0, 0.5], got {a.missing_share}")
+    need(world.sft_data.rows >= 1, f"world.sft_data.rows must be >= 1, got {world.sft_data.rows}")
 
 
 def to_yaml(cfg: DictConfig) -> str:

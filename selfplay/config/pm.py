@@ -18,10 +18,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from selfplay.config.loading import load_config, presets
+from selfplay.config.loading import check_world, load_config, need, presets
 from selfplay.config.schema import CONFIG_DIR, ConfigError, WorldConfig
 
 PM_PRESET_DIR = CONFIG_DIR / "pm"
+HEAD_INITS = ("random", "difference")
 
 
 @dataclass
@@ -30,7 +31,7 @@ class TrainDataConfig:
     # (gpm, bt, pairwise) read prompt/chosen/rejected pairs; None: the embedded world's oracle-labelled pairs
     # (pairs/train.jsonl, held out: pairs/test.jsonl).  kind=multi_objective reads attribute rows (a prompt, a
     # response, one numeric or null column per attribute; selfplay/data/attributes.py); None: the world's
-    # attribute rows (train.jsonl / test.jsonl of World.attribute_data()).
+    # attribute rows (train.jsonl / test.jsonl of World.attribute_data).
     path: str | None = None
     split: str = "train"
     # Held-out rows; None holds out `eval_share` of `path` (or, for the world, uses its test.jsonl).
@@ -56,6 +57,7 @@ class TrainSettings:
     epochs: float = 1.0
     batch_size: int = 32  # pairs per step (also per evaluation batch)
     lr: float = 2e-3
+    warmup_ratio: float = 0.1  # of the steps, the learning rate rising linearly; then linear decay to 0
     seed: int = 0  # minibatches, head initialisation, and the eval_share split
     device: str = "auto"  # auto: cuda if available, else cpu
 
@@ -69,6 +71,10 @@ class TrainPMConfig:
     k: int = 2  # GPM only: 2k-dimensional embeddings
     gate: bool = True  # GPM only: the prompt-dependent scale gate
     tau: float = 0.1  # GPM only
+    # GPM only: the value head's start.  random; or difference: the top 2k directions along which the training
+    # pairs' chosen and rejected responses differ (selfplay.models.training.init_gpm_head), for pairs that
+    # share most of their text.
+    head_init: str = "random"
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
     train: TrainSettings = field(default_factory=TrainSettings)
     out: str = "runs/pm"  # the checkpoint directory to create (never overwritten)
@@ -103,17 +109,12 @@ class EvalPMConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
 
 
-def _need(ok: bool, msg: str) -> None:
-    if not ok:
-        raise ConfigError(msg)
-
-
 def _check_common(kind_key: str, kind: str, device_key: str, device: str, max_bad_share: float) -> None:
     """Checks both entry points share: the model kind, the device and data.max_bad_share."""
     from selfplay.models import KINDS
 
-    _need(kind in KINDS, f"{kind_key} must be one of {KINDS}, got '{kind}'")
-    _need(0 <= max_bad_share <= 1, f"data.max_bad_share must be in [0, 1], got {max_bad_share}")
+    need(kind in KINDS, f"{kind_key} must be one of {KINDS}, got '{kind}'")
+    need(0 <= max_bad_share <= 1, f"data.max_bad_share must be in [0, 1], got {max_bad_share}")
     try:
         resolve_device(device)
     except (RuntimeError, ValueError) as e:
@@ -127,7 +128,7 @@ def _kind_keys() -> dict[str, tuple[str, ...]]:
     from selfplay.models import PAIR_KINDS
 
     multi = ("multi_objective",)
-    return {"k": ("gpm",), "gate": ("gpm",), "tau": ("gpm",), "data.subset_column": PAIR_KINDS,
+    return {"k": ("gpm",), "gate": ("gpm",), "tau": ("gpm",), "head_init": ("gpm",), "data.subset_column": PAIR_KINDS,
             "data.prompt_column": multi, "data.response_column": multi, "data.attributes": multi,
             "data.attribute_ranges": multi}
 
@@ -135,43 +136,47 @@ def _kind_keys() -> dict[str, tuple[str, ...]]:
 def check_train(cfg: DictConfig) -> None:
     """Checks on a TrainPMConfig that no type can express; each message names the key."""
     _check_common("kind", cfg.kind, "train.device", cfg.train.device, cfg.data.max_bad_share)
+    check_world(cfg.world)
     defaults = OmegaConf.structured(TrainPMConfig)
     for key, kinds in _kind_keys().items():
         value = OmegaConf.select(cfg, key)
-        _need(cfg.kind in kinds or value == OmegaConf.select(defaults, key),
+        need(cfg.kind in kinds or value == OmegaConf.select(defaults, key),
               f"{key} applies to kind={' | '.join(kinds)} only, not kind={cfg.kind}; drop {key}={value}")
     d = cfg.data
-    _need(d.attributes is None or (len(d.attributes) > 0 and len(set(d.attributes)) == len(d.attributes)),
+    need(d.attributes is None or (len(d.attributes) > 0 and len(set(d.attributes)) == len(d.attributes)),
           f"data.attributes must name distinct attribute columns (or be null: inferred), got {d.attributes}")
     for name, span in (d.attribute_ranges or {}).items():
         ok = (OmegaConf.is_list(span) and len(span) == 2 and all(isinstance(x, (int, float)) for x in span)
               and span[1] > span[0])
-        _need(ok, f"data.attribute_ranges.{name} must be [lo, hi] with numbers lo < hi, got {span}")
-    _need(cfg.k >= 1, f"k must be >= 1, got {cfg.k}")
-    _need(cfg.tau > 0, f"tau must be > 0, got {cfg.tau}")
-    _need(0 <= cfg.data.eval_share < 1, f"data.eval_share must be in [0, 1), got {cfg.data.eval_share}")
+        need(ok, f"data.attribute_ranges.{name} must be [lo, hi] with numbers lo < hi, got {span}")
+    need(cfg.k >= 1, f"k must be >= 1, got {cfg.k}")
+    need(cfg.tau > 0, f"tau must be > 0, got {cfg.tau}")
+    need(cfg.head_init in HEAD_INITS, f"head_init must be one of {HEAD_INITS}, got '{cfg.head_init}'")
+    need(0 <= cfg.data.eval_share < 1, f"data.eval_share must be in [0, 1), got {cfg.data.eval_share}")
     t = cfg.train
-    _need(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
-    _need(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
-    _need(t.steps is None or t.steps >= 1, f"train.steps must be >= 1 (or null: from train.epochs), got {t.steps}")
-    _need(t.epochs > 0, f"train.epochs must be > 0, got {t.epochs}")
-    _need(bool(cfg.out), "out must name the checkpoint directory to create")
+    need(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+    need(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
+    need(0 <= t.warmup_ratio < 1, f"train.warmup_ratio must lie in [0, 1), got {t.warmup_ratio}")
+    need(t.steps is None or t.steps >= 1, f"train.steps must be >= 1 (or null: from train.epochs), got {t.steps}")
+    need(t.epochs > 0, f"train.epochs must be > 0, got {t.epochs}")
+    need(bool(cfg.out), "out must name the checkpoint directory to create")
 
 
 def check_eval(cfg: DictConfig) -> None:
     """Checks on an EvalPMConfig that no type can express; each message names the key."""
     s = cfg.scorer
     _check_common("scorer.kind", s.kind, "scorer.device", s.device, cfg.data.max_bad_share)
-    _need(s.kind != "multi_objective",
+    check_world(cfg.world)
+    need(s.kind != "multi_objective",
           "scorer.kind=multi_objective has no pair accuracy: its rewards rank pairs only along a direction over "
           "its attributes. Its per-attribute held-out MSE and correlation are in the eval_report.json that "
           "selfplay.train_pm kind=multi_objective writes")
-    _need(s.model is not None, "scorer.model is required: the checkpoint directory or hub name to evaluate "
+    need(s.model is not None, "scorer.model is required: the checkpoint directory or hub name to evaluate "
                                "(e.g. the out directory of selfplay.train_pm)")
-    _need(s.k is None or (s.kind == "gpm" and s.k >= 1),
+    need(s.k is None or (s.kind == "gpm" and s.k >= 1),
           f"scorer.k applies to scorer.kind=gpm only and must be >= 1, got k={s.k} with kind={s.kind}")
-    _need(s.tau is None or s.tau > 0, f"scorer.tau must be > 0, got {s.tau}")
-    _need(s.batch_size >= 1, f"scorer.batch_size must be >= 1, got {s.batch_size}")
+    need(s.tau is None or s.tau > 0, f"scorer.tau must be > 0, got {s.tau}")
+    need(s.batch_size >= 1, f"scorer.batch_size must be >= 1, got {s.batch_size}")
 
 
 def resolve_device(name: str) -> str:
@@ -194,7 +199,7 @@ def world_attribute_file(world: DictConfig, name: str) -> str:
     """The embedded world's attribute rows ``name`` (train.jsonl or test.jsonl), building the world if needed."""
     from selfplay.world.build import get_world
 
-    return str(Path(get_world(world).attribute_data()) / name)
+    return str(Path(get_world(world).attribute_data(world)) / name)
 
 
 def command_help(command: str, summary: str, schema_class: type, main_keys: list[str]) -> str:

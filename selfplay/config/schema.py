@@ -173,8 +173,38 @@ class DirectionsConfig:
 
 
 @dataclass
+class SteerableSettings:
+    """The world's steerable warm start (DPA's pi_0), trained on first use: SFT on the best of ``candidates``
+    labelled responses by v^T r, v at an angle drawn uniformly in ``angles`` (degrees).  A 2-layer policy needs
+    ~1500 steps to read the weights' magnitudes, not just their sign."""
+
+    steps: int = 1500
+    lr: float = 1e-3
+    angles: list[float] = field(default_factory=lambda: [-45.0, 45.0])
+    candidates: int = 8
+
+
+@dataclass
+class AttributeRowSettings:
+    """The world's HelpSteer-style attribute rows (written on first use; the multi-objective scorer's data)."""
+
+    train_rows: int = 4000
+    test_rows: int = 500
+    missing_share: float = 0.1  # each label is dropped with this probability (never both): the RM must mask them
+
+
+@dataclass
+class SFTDataSettings:
+    """The world's sft.jsonl (written on first use; DPA's memory replay): rows drawn like the SFT warm start's."""
+
+    rows: int = 2000
+
+
+@dataclass
 class WorldConfig:
-    """The embedded world: tokenizer, tiny Llama policy, prompts, oracle and its GPM."""
+    """The embedded world: tokenizer, tiny Llama policy, prompts, oracle and its GPM.  The parts built on
+    first use (``steerable``, ``attributes``, ``sft_data``) are cached under keys of their own settings, so
+    changing one of those rebuilds that part only."""
 
     cache_dir: str = "~/.cache/selfplay/world"
     seed: int = 0
@@ -194,6 +224,9 @@ class WorldConfig:
     pm_steps: int = 400
     pm_batch_size: int = 32
     pm_lr: float = 2e-3
+    steerable: SteerableSettings = field(default_factory=SteerableSettings)
+    attributes: AttributeRowSettings = field(default_factory=AttributeRowSettings)
+    sft_data: SFTDataSettings = field(default_factory=SFTDataSettings)
 
 
 @dataclass

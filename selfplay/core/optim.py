@@ -15,19 +15,12 @@ def minimize(
     lr: float,
     schedule: Callable[[int], float],
     max_grad_norm: float = 1.0,
-    head_lr: float | None = None,
 ) -> list[float]:
     """AdamW over `steps` steps of ``step_loss(step)``, lr scaled by ``schedule(step)``, gradients clipped.
 
-    With ``head_lr``, the parameters outside ``model.model`` (a preference model's freshly initialised heads)
-    learn at ``head_lr`` and the backbone at ``lr``.  Leaves the model in eval mode; returns the loss of every step.
+    Leaves the model in eval mode; returns the loss of every step.
     """
-    params = model.parameters()
-    if head_lr is not None:
-        backbone = {id(p) for p in model.model.parameters()}
-        params = [{"params": [p for p in model.parameters() if id(p) in backbone]},
-                  {"params": [p for p in model.parameters() if id(p) not in backbone], "lr": head_lr}]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     model.train()
     losses = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -52,11 +53,11 @@ def selfplay(cfg: DictConfig, workers: Workers, judge: Judge, prompts: Prompts, 
         times: dict[str, float] = {}
         rollout = take_prompts(prompts, judge, cfg, t)
         with stage("generate", times):
-            rollout.samples = generate(workers, rollout.prompt_ids, cfg.generator.k, cfg.generator.temperature, cfg,
-                                       seed=iteration_seed(cfg, t, 1), desc="generate")
+            rollout = rollout.with_samples(generate(workers, rollout.prompt_ids, cfg.generator.k,
+                                                    cfg.generator.temperature, cfg, iteration_seed(cfg, t, 1), "generate"))
         with stage("score", times):
-            verdict = judge.judge(workers, rollout.prompts, rollout.texts(), rollout.directions, cfg)
-            rollout.scores, rollout.rewards = verdict.scores, verdict.rewards
+            verdict = judge.judge(workers, rollout.prompts, rollout.grouped(rollout.texts), rollout.directions, cfg)
+            rollout = replace(rollout, scores=verdict.scores, rewards=verdict.rewards)
         with stage("train", times):
             train_stats = train(workers, rollout, cfg, t)
         with stage("sync", times):

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from omegaconf import DictConfig
 
-from selfplay.core.batch import Rollout
+from selfplay.core.batch import Batch
 from selfplay.core.checkpoint import EVAL_DIR
 from selfplay.core.lm import prompt_text
 from selfplay.loop.plan import Oracle, Prompts
@@ -63,7 +63,7 @@ def load_eval(run_dir: Path, t: int) -> dict:
     return json.loads(eval_path(run_dir, t).read_text())
 
 
-def iteration_record(t: int, result: dict, train_stats: dict, rollout: Rollout, engine_starts: int,
+def iteration_record(t: int, result: dict, train_stats: dict, rollout: Batch, engine_starts: int,
                      times: dict[str, float]) -> dict:
     """Iteration t's metrics line: the evaluation, training, rollout throughput and each stage's seconds."""
     return {
@@ -73,7 +73,7 @@ def iteration_record(t: int, result: dict, train_stats: dict, rollout: Rollout, 
         "train": train_stats,
         "rollout_tokens": rollout.num_tokens(),
         "generate_tokens_per_s": rollout.num_tokens() / max(times["generate_s"], 1e-9),
-        "rollout_mean_length": rollout.num_tokens() / sum(len(g) for g in rollout.samples),
+        "rollout_mean_length": rollout.num_tokens() / len(rollout.response_ids),
         "engine_starts": engine_starts,
         **times,
     }

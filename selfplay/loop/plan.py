@@ -77,7 +77,7 @@ def resolve_data(cfg: DictConfig) -> tuple[Sources, Optional[Oracle]]:
 
         world = get_world(cfg.world)
         scorer = scorer or world.scorer(cfg.scorer.kind, cfg.world)
-        replay = world.sft_data() if needs_replay else replay
+        replay = world.sft_data(cfg.world) if needs_replay else replay
         if prompts is None:
             from selfplay.world import oracle as world_oracle
 

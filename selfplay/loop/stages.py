@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from actors.group import gather, wait
 from selfplay.algorithms.examples import draw_replay
 from selfplay.algorithms.registry import get_algorithm
-from selfplay.core.batch import Rollout
+from selfplay.core.batch import Batch
 from selfplay.core.lm import Messages, prompt_text
 from selfplay.data.prompts import iteration_prompts
 from selfplay.loop.plan import Prompts
@@ -63,21 +63,19 @@ def score(call, prompts: list[Messages], responses: list[list[str]], cfg: DictCo
     return scores
 
 
-def take_prompts(prompts: Prompts, judge, cfg: DictConfig, t: int) -> Rollout:
+def take_prompts(prompts: Prompts, judge, cfg: DictConfig, t: int) -> Batch:
     """Iteration t's prompts (data.subsets alternate), as the judge conditions them (directions: each with
-    sampled directions in its system prompt), and DPA's memory-replay rows."""
+    sampled directions in its system prompt), with ids ``t/<position>``, and DPA's memory-replay rows."""
     chosen = iteration_prompts(list(zip(prompts.train, prompts.train_ids)), t, cfg.data.prompts_per_iter,
                                cfg.data.subsets)
     messages, ids, directions = judge.training_prompts([m for m, _ in chosen], [i for _, i in chosen], prompts.encode,
                                                        random.Random(iteration_seed(cfg, t, 3)))
-    rollout = Rollout(messages, ids, [], directions=directions)
-    if cfg.algo.replay:
-        rollout.replay = draw_replay(prompts.replay, len(rollout.prompts), cfg.algo.replay,
-                                     random.Random(iteration_seed(cfg, t, 4)))
-    return rollout
+    replay = (draw_replay(prompts.replay, len(messages), cfg.algo.replay, random.Random(iteration_seed(cfg, t, 4)))
+              if cfg.algo.replay else [])
+    return Batch([f"{t}/{i}" for i in range(len(ids))], ids, messages, directions, replay=replay)
 
 
-def train(workers: Workers, rollout: Rollout, cfg: DictConfig, t: int) -> dict:
+def train(workers: Workers, rollout: Batch, cfg: DictConfig, t: int) -> dict:
     """Build the algorithm's examples and train on them; with none (every pair filtered out), say so and skip."""
     rng = random.Random(iteration_seed(cfg, t, 2))  # pair strategies that draw (best_random)
     batch = get_algorithm(cfg.algo.name).build(rollout, cfg.algo, rng)

@@ -16,6 +16,7 @@ from selfplay.data.attributes import AttributeRow
 from selfplay.data.pairs import PreferencePair
 from selfplay.models.backbone import PreferenceModel, batched, device_of, encode_responses, last_token
 from selfplay.models.losses import masked_mse_loss
+from selfplay.models.gpm import GPM
 from selfplay.models.multi_objective import MultiObjectiveRewardModel
 
 
@@ -27,10 +28,14 @@ def train_preference_model(
     batch_size: int,
     lr: float,
     seed: int,
-    head_lr: float | None = None,
+    warmup_ratio: float = 0.0,
 ) -> list[float]:
-    """AdamW with linear decay over ``steps`` minibatches drawn with ``seed``, on the model's own pair loss
-    (the heads at ``head_lr``, if given).  Returns the loss of every step.
+    """AdamW over ``steps`` minibatches drawn with ``seed``, on the model's own pair loss: the learning rate
+    rises linearly over ``warmup_ratio`` of the steps, then decays linearly to 0.  Returns the loss of every step.
+
+    Why a warm-up: Adam's first updates have size ~lr in every coordinate whatever the gradient, and on a
+    freshly initialised head over a full backbone at lr 1e-3 they can settle the model in a poor basin (on
+    cyclic data the transitive fit, ``selfplay.world.cyclic``).
     """
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -39,7 +44,8 @@ def train_preference_model(
         batch = rng.sample(pairs, min(batch_size, len(pairs)))
         return model.pair_loss(tokenizer, batch).mean()
 
-    return minimize(model, step_loss, steps, lr, schedule=lambda s: 1.0 - s / max(steps, 1), head_lr=head_lr)
+    warmup = round(warmup_ratio * steps)
+    return minimize(model, step_loss, steps, lr, schedule=lr_multiplier(steps, warmup, "linear"))
 
 
 @torch.no_grad()
@@ -100,15 +106,39 @@ def predict(model: MultiObjectiveRewardModel, tokenizer: PreTrainedTokenizerBase
 
 
 @torch.no_grad()
-def last_features(model: MultiObjectiveRewardModel, tokenizer: PreTrainedTokenizerBase, rows: list[AttributeRow],
+def last_features(model: PreferenceModel, tokenizer: PreTrainedTokenizerBase, prompts: list, responses: list[str],
                   batch_size: int) -> torch.Tensor:
-    """The last-token hidden states (N, hidden) the head reads, float32 on the CPU."""
-    seqs, _ = encode_responses(tokenizer, [r.prompt for r in rows], [[r.response] for r in rows])
+    """The backbone's last-token hidden states (N, hidden) of each (prompt, response), float32 on the CPU:
+    what a one-state head (the GPM's, the reward models') reads."""
+    seqs, _ = encode_responses(tokenizer, prompts, [[r] for r in responses])
     out = []
     for _, ids, mask in batched(seqs, tokenizer, batch_size, device_of(model)):
         hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
         out.append(last_token(hidden, mask).float().cpu())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def init_gpm_head(model: GPM, tokenizer: PreTrainedTokenizerBase, pairs: list[PreferencePair], batch_size: int,
+                  seed: int = 0) -> None:
+    """Start the GPM's value head on the directions along which paired responses differ: its 2k rows become
+    the top 2k right singular vectors of H_chosen - H_rejected (last-token states of up to PROBE_ROWS pairs
+    drawn with ``seed``), each at the norm of the random rows it replaces.
+
+    Why: where a pair's responses share most of their text, the embedding v = normalise(W h) starts as a
+    common part c plus a small difference d, and on a preference cycle the gradient that grows d is second
+    order in d (``selfplay.world.cyclic``): from a random head some fits never leave s = 0.  Reading the
+    difference subspace from the start removes most of c.
+    """
+    sample = random.Random(seed).sample(pairs, min(PROBE_ROWS, len(pairs)))
+    prompts = [p.prompt for p in sample]
+    h = last_features(model, tokenizer, prompts + prompts, [p.chosen for p in sample] + [p.rejected for p in sample],
+                      batch_size).double()
+    diff = h[:len(sample)] - h[len(sample):]
+    rows = model.value_head.weight
+    basis = torch.linalg.svd(diff, full_matrices=False).Vh[:rows.shape[0]]  # (<= 2k, hidden)
+    scale = rows.norm(dim=1).mean()
+    rows[:len(basis)] = (basis * scale).to(rows.dtype)
 
 
 @torch.no_grad()
@@ -120,7 +150,7 @@ def init_head(model: MultiObjectiveRewardModel, tokenizer: PreTrainedTokenizerBa
     fitted on up to PROBE_ROWS rows drawn with ``seed``.
     """
     sample = random.Random(seed).sample(rows, min(PROBE_ROWS, len(rows)))
-    h = last_features(model, tokenizer, sample, batch_size).double()  # (N, H)
+    h = last_features(model, tokenizer, [r.prompt for r in sample], [r.response for r in sample], batch_size).double()
     labels, mask = label_tensor(sample)
     eye = torch.eye(h.shape[1], dtype=h.dtype)
     for a in range(labels.shape[1]):
@@ -140,6 +170,7 @@ def train_attribute_model(
     batch_size: int,
     lr: float,
     seed: int,
+    warmup_ratio: float = WARMUP_SHARE,
     probe_start: bool = True,
 ) -> list[float]:
     """AdamW, warm-up then linear decay, over ``steps`` minibatches drawn with ``seed``, on the masked MSE of
@@ -156,7 +187,7 @@ def train_attribute_model(
         labels, mask = label_tensor(batch)
         return masked_mse_loss(predict(model, tokenizer, batch, len(batch)), labels.to(device), mask.to(device))
 
-    warmup = max(1, round(WARMUP_SHARE * steps))
+    warmup = max(1, round(warmup_ratio * steps))
     return minimize(model, step_loss, steps, lr, schedule=lr_multiplier(steps, warmup, "linear"))
 
 

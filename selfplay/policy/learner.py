@@ -18,7 +18,7 @@ from accelerate import Accelerator
 from omegaconf import DictConfig
 
 from selfplay.algorithms.registry import LossInputs, get_algorithm
-from selfplay.core.batch import TrainBatch
+from selfplay.core.batch import Batch
 from selfplay.core.checkpoint import atomic_dir
 from selfplay.core.lm import load_causal_lm, load_tokenizer, response_batch, sequence_logprobs
 from selfplay.core.optim import lr_multiplier
@@ -44,19 +44,19 @@ class Learner:
         self.tokenizer = load_tokenizer(tokenizer)
         self.algorithm = get_algorithm(algo.name)
         self.reference_model: torch.nn.Module | None = None
-        self.batch: TrainBatch | None = None
+        self.batch: Batch | None = None
         # One optimizer for the run: accelerate keeps a reference to every optimizer it prepares.
         opt = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.optimizer = self.accelerator.prepare(opt)
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
 
-    def _tensors(self, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        ids, attn, mask = response_batch(batch.prompt_ids, batch.response_ids, self.tokenizer.pad_token_id)
+    def _tensors(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ids, attn, mask = response_batch(batch.row_prompt_ids(), batch.response_ids, self.tokenizer.pad_token_id)
         dev = self.accelerator.device
         return ids.to(dev), attn.to(dev), mask.to(dev)
 
     @torch.no_grad()
-    def logprobs(self, batch: TrainBatch, model: torch.nn.Module | None = None) -> torch.Tensor:
+    def logprobs(self, batch: Batch, model: torch.nn.Module | None = None) -> torch.Tensor:
         """log pi(y|x) for every row under ``model`` (default: the current weights), in micro-batches.  (N,), CPU."""
         model = model or self.model
         model.eval()
@@ -75,7 +75,7 @@ class Learner:
             return self.reference_model
         return None
 
-    def steps_per_epoch(self, batch: TrainBatch) -> int:
+    def steps_per_epoch(self, batch: Batch) -> int:
         return math.ceil(len(batch) / self.train_cfg.batch_size)
 
     def restore_initial(self) -> None:
@@ -83,7 +83,7 @@ class Learner:
         state = load_causal_lm(self.initial, self.dtype).state_dict()
         self.accelerator.unwrap_model(self.model).load_state_dict(state)
 
-    def begin_iteration(self, batch: TrainBatch) -> dict[str, float]:
+    def begin_iteration(self, batch: Batch) -> dict[str, float]:
         """Cache the reference log-probs (never recomputed per epoch); restart the optimizer and the schedule;
         with ``algo.init=sft``, start from pi_0 rather than pi_{t-1}."""
         if len(batch) == 0:
@@ -100,10 +100,10 @@ class Learner:
             group["lr"] = group["initial_lr"] = cfg.lr
         factor = lr_multiplier(total, math.ceil(cfg.warmup_ratio * total), cfg.lr_schedule)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.optimizer, factor)
-        return {"num_examples": float(len(batch)), "num_sequences": float(len(batch.prompt_ids)),
+        return {"num_examples": float(len(batch)), "num_sequences": float(len(batch.response_ids)),
                 "optimizer_steps": float(total)}
 
-    def _loss_inputs(self, part: TrainBatch, logps: torch.Tensor) -> LossInputs:
+    def _loss_inputs(self, part: Batch, logps: torch.Tensor) -> LossInputs:
         dev, shape = logps.device, (len(part), part.group)
         ref = None if part.ref_logps is None else part.ref_logps.to(dev).view(shape)
         return LossInputs(logps.view(shape), ref, part.targets.to(dev).view(shape), part.lengths().to(dev).view(shape))

@@ -44,8 +44,6 @@ from selfplay.models.kinds import new_preference_model
 from selfplay.models.training import pair_accuracy, train_preference_model
 from selfplay.world import corpus, oracle
 from selfplay.world.rows import (
-    STEERABLE_ANGLES,
-    STEERABLE_CANDIDATES,
     attribute_row,
     corpus_batch,
     labelled_pairs,
@@ -57,18 +55,15 @@ log = logging.getLogger(__name__)
 
 
 WORLD_VERSION = 2
+# The WorldConfig sections of parts built on first use: left out of the world's key, each keys its own part.
+LAZY_PARTS = ("steerable", "attributes", "sft_data")
 
 
-ATTRIBUTE_ROWS = {"train": 4000, "test": 500}
-
-
-SFT_ROWS = 2000
-
-
-STEERABLE_STEPS = 1500
-
-
-STEERABLE_LR = 1e-3
+def settings_key(settings: DictConfig | dict, drop: tuple[str, ...] = ()) -> str:
+    """A short hash of resolved settings (without the keys in ``drop``): the name of what they build."""
+    plain = OmegaConf.to_container(settings, resolve=True) if isinstance(settings, DictConfig) else dict(settings)
+    blob = json.dumps({k: v for k, v in plain.items() if k not in drop}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -90,27 +85,34 @@ class World:
         with open(self.prompts) as f:
             return [json.loads(line)["prompt"] for line in f]
 
-    def attribute_data(self) -> str:
+    def part(self, name: str, cfg: DictConfig) -> Path:
+        """Where the part ``name`` built on first use from the settings section ``cfg[name]`` lives."""
+        return self.root / f"{name}-{settings_key(cfg[name])}"
+
+    def attribute_data(self, cfg: DictConfig) -> str:
         """A directory with train.jsonl and test.jsonl: HelpSteer-style rows (prompt, response, one column per
-        oracle attribute on 0-100, each label missing with probability MISSING_LABEL_SHARE); written on first use."""
-        path = self.root / "attributes"
+        oracle attribute on 0-100, each label missing with probability ``cfg.attributes.missing_share``);
+        written on first use."""
+        path, a = self.part("attributes", cfg), cfg.attributes
         if not path.exists():
             rng = random.Random(f"{self.root.name}/attributes")
             prompts = self.prompt_texts()
             with atomic_dir(path) as tmp:
-                for split, n in ATTRIBUTE_ROWS.items():
+                for split, n in (("train", a.train_rows), ("test", a.test_rows)):
                     with open(tmp / f"{split}.jsonl", "w") as f:
-                        f.writelines(json.dumps(attribute_row(prompts, rng)) + "\n" for _ in range(n))
+                        f.writelines(json.dumps(attribute_row(prompts, rng, a.missing_share)) + "\n" for _ in range(n))
         return str(path)
 
-    def sft_data(self) -> str:
-        """sft.jsonl: (prompt, response) rows drawn like the SFT warm start's; written on first use."""
-        path = self.root / "sft.jsonl"
+    def sft_data(self, cfg: DictConfig) -> str:
+        """sft.jsonl: ``cfg.sft_data.rows`` (prompt, response) rows drawn like the SFT warm start's; written on
+        first use."""
+        path = self.part("sft_data", cfg) / "sft.jsonl"
         if not path.exists():
+            path.parent.mkdir(exist_ok=True)
             rng = random.Random(f"{self.root.name}/sft")
             prompts = self.prompt_texts()
             rows = []
-            for _ in range(SFT_ROWS):
+            for _ in range(cfg.sft_data.rows):
                 p = rng.choice(prompts)
                 rows.append(json.dumps({"prompt": p, "response": corpus.sample_response(p, rng)}) + "\n")
             atomic_write_text(path, "".join(rows))
@@ -118,9 +120,9 @@ class World:
 
     def steerable_policy(self, cfg: DictConfig) -> str:
         """The policy after a direction-conditioned warm start (``train_steerable_policy``); trained on first use."""
-        path = self.root / "steerable_policy"
+        path = self.part("steerable", cfg)
         if not path.exists():
-            log.info("training the embedded world's steerable warm start (once; cached; %d steps)", STEERABLE_STEPS)
+            log.info("training the embedded world's steerable warm start (once; cached; %d steps)", cfg.steerable.steps)
             with atomic_dir(path) as tmp:
                 train_steerable_policy(self, cfg, tmp)
         return str(path)
@@ -129,7 +131,8 @@ class World:
         """The world's preference model of ``kind``; all but the GPM are trained on first use (and cached)."""
         if kind not in KINDS:
             raise ValueError(f"unknown preference-model kind '{kind}'; expected one of {KINDS}")
-        path = self.root / kind
+        # the multi-objective model is trained on the attribute rows: it lives beside them, keyed by their settings
+        path = Path(self.attribute_data(cfg)) / kind if kind == "multi_objective" else self.root / kind
         if not path.exists():
             log.info("training the embedded world's %s preference model (once; cached)", kind)
             with atomic_dir(path) as tmp:
@@ -141,10 +144,9 @@ class World:
 
 
 def world_key(cfg: DictConfig) -> str:
-    settings = OmegaConf.to_container(cfg, resolve=True)
-    settings.pop("cache_dir", None)
-    blob = json.dumps({"version": WORLD_VERSION, **settings}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    """The cache key of the world these settings build (the parts built on first use keyed apart)."""
+    return settings_key({"version": WORLD_VERSION, **OmegaConf.to_container(cfg, resolve=True)},
+                        drop=("cache_dir", *LAZY_PARTS))
 
 
 def get_world(cfg: DictConfig) -> World:
@@ -272,7 +274,7 @@ def train_world_attribute_model(world: World, cfg: DictConfig, out: Path) -> dic
 
     t = time.perf_counter()
     tokenizer = load_tokenizer(world.tokenizer)
-    data = Path(world.attribute_data())
+    data = Path(world.attribute_data(cfg))
     train, names, _ = load_attribute_rows(str(data / "train.jsonl"), attributes=list(oracle.ATTRIBUTES), max_bad_share=0.0)
     test, _, _ = load_attribute_rows(str(data / "test.jsonl"), attributes=names, max_bad_share=0.0)
     model = new_preference_model("multi_objective", load_backbone(world.policy), attributes=names)
@@ -287,7 +289,7 @@ def train_world_attribute_model(world: World, cfg: DictConfig, out: Path) -> dic
 
 
 def train_steerable_policy(world: World, cfg: DictConfig, out: Path) -> dict:
-    """The SFT policy after STEERABLE_STEPS steps on ``steered_batch`` rows, saved to ``out`` with its tokenizer
+    """The SFT policy after ``cfg.steerable.steps`` steps on ``steered_batch`` rows, saved to ``out`` with its tokenizer
     and the attributes its directions range over: a pi_0 that already reads the direction in its system prompt,
     as seed 003's first iteration samples from a SteerLM model."""
     from selfplay.steering.directional import save_attributes
@@ -298,11 +300,13 @@ def train_steerable_policy(world: World, cfg: DictConfig, out: Path) -> dict:
     tokenizer = load_tokenizer(world.policy)
     policy = load_causal_lm(world.policy)
     prompts = world.prompt_texts()
-    losses = sft(policy, tokenizer, lambda: steered_batch(prompts, cfg.sft_batch_size, rng), STEERABLE_STEPS, STEERABLE_LR)
+    st = cfg.steerable
+    draw = lambda: steered_batch(prompts, cfg.sft_batch_size, rng, tuple(st.angles), st.candidates)
+    losses = sft(policy, tokenizer, draw, st.steps, st.lr)
     policy.save_pretrained(out)
     tokenizer.save_pretrained(out)
     save_attributes(out, oracle.ATTRIBUTES)
-    report = {"steps": STEERABLE_STEPS, "angles": list(STEERABLE_ANGLES), "candidates": STEERABLE_CANDIDATES,
+    report = {"steps": st.steps, "angles": list(st.angles), "candidates": st.candidates,
               "loss_first_last": [losses[0], losses[-1]], "seconds": time.perf_counter() - t}
     atomic_write_json(out / "train_report.json", report)
     log.info("world steerable warm start: loss %.3f -> %.3f (%.0fs)", losses[0], losses[-1], report["seconds"])

@@ -14,17 +14,6 @@ from selfplay.data.pairs import PreferencePair
 from selfplay.steering import directions
 from selfplay.world import corpus, oracle
 
-MISSING_LABEL_SHARE = 0.1  # each label is dropped with this probability (never both): the RM must mask them
-
-
-# The steerable warm start: best of STEERABLE_CANDIDATES labelled responses by v^T r, v at an angle in
-# STEERABLE_ANGLES degrees; a 2-layer model needs ~1500 steps to read the weights' magnitudes, not just their sign.
-STEERABLE_ANGLES = (-45.0, 45.0)
-
-
-STEERABLE_CANDIDATES = 8
-
-
 def as_messages(prompt: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt}]
 
@@ -35,15 +24,17 @@ def corpus_batch(prompts: list[str], size: int, rng: random.Random) -> list[tupl
     return [(as_messages(p), corpus.sample_response(p, rng)) for p in batch]
 
 
-def steered_batch(prompts: list[str], size: int, rng: random.Random) -> list[tuple[Messages, str]]:
-    """The steerable warm start's rows: a direction v in the system prompt and, of STEERABLE_CANDIDATES sampled
-    responses, the one with the highest v^T r under the oracle's attribute labels (SteerLM's role in seed 003:
-    learn to follow the labels from labelled data)."""
-    rows = []
+def steered_batch(
+    prompts: list[str], size: int, rng: random.Random, angles: tuple[float, float], candidates: int
+) -> list[tuple[Messages, str]]:
+    """The steerable warm start's rows: a direction v at an angle in ``angles`` (degrees) in the system prompt
+    and, of ``candidates`` sampled responses, the one with the highest v^T r under the oracle's attribute
+    labels (SteerLM's role in seed 003: learn to follow the labels from labelled data)."""
+    rows, n = [], candidates
     for _ in range(size):
         p = rng.choice(prompts)
-        v = directions.sample_angle(rng, *STEERABLE_ANGLES)
-        candidates = [corpus.sample_response(p, rng) for _ in range(STEERABLE_CANDIDATES)]
+        v = directions.sample_angle(rng, *angles)
+        candidates = [corpus.sample_response(p, rng) for _ in range(n)]
         labels = torch.tensor([oracle.attributes(p, r) for r in candidates], dtype=torch.float64)
         rows.append((directions.condition(as_messages(p), v, oracle.ATTRIBUTES), candidates[rejection_sample(labels, v)]))
     return rows
@@ -62,11 +53,12 @@ def labelled_pairs(prompts: list[str], n: int, rng: random.Random) -> list[Prefe
     return pairs
 
 
-def attribute_row(prompts: list[str], rng: random.Random) -> dict:
-    """One sampled (prompt, response) with the oracle's attribute labels, one of them maybe missing."""
+def attribute_row(prompts: list[str], rng: random.Random, missing_share: float) -> dict:
+    """One sampled (prompt, response) with the oracle's attribute labels; each label is missing with
+    probability ``missing_share`` (never both)."""
     p = rng.choice(prompts)
     response = corpus.sample_response(p, rng)
     row = {"prompt": p, "response": response, **dict(zip(oracle.ATTRIBUTES, oracle.attributes(p, response)))}
-    if rng.random() < MISSING_LABEL_SHARE * len(oracle.ATTRIBUTES):
+    if rng.random() < missing_share * len(oracle.ATTRIBUTES):
         row[rng.choice(oracle.ATTRIBUTES)] = None
     return row

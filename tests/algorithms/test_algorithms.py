@@ -1,6 +1,6 @@
 """The self-play algorithms checked against hand-computed numbers: the pair losses (docs/methods.md §6), SPPO's and
-GPO's pair recipes (docs/methods.md §4-5, addendum A.2), pair selection, the objectives' metrics, the learning-rate
-schedule, response masking, and the learner training on (chosen, rejected) pairs."""
+GPO's pair recipes (docs/methods.md §4-5, addendum A.2), pair selection and the objectives' metrics.  The learner
+on (chosen, rejected) pairs is in tests/policy/test_learner.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from selfplay.algorithms.examples import build_gpo, build_pairs, build_sppo
@@ -23,11 +22,8 @@ from selfplay.algorithms.registry import (
     square_objective,
 )
 from selfplay.algorithms.selection import candidate_pairs, row_means, select_pairs
-from selfplay.config.schema import AlgoConfig, TrainConfig
-from selfplay.core.batch import Rollout, Sample, TrainBatch
-from selfplay.core.lm import encode_prompt, load_causal_lm, load_tokenizer, response_batch, sequence_logprobs
-from selfplay.core.optim import lr_multiplier
-from selfplay.policy.learner import Learner
+from selfplay.config.schema import AlgoConfig
+from selfplay.core.batch import Batch, Sample
 
 LOG2 = math.log(2.0)
 
@@ -46,10 +42,11 @@ def _sample(ids: list[int]) -> Sample:
     return Sample(response_ids=ids, text=" ".join(map(str, ids)), finished=True)
 
 
-def rollout_of(scores: list[torch.Tensor], responses: list[list[list[int]]]) -> Rollout:
+def rollout_of(scores: list[torch.Tensor], responses: list[list[list[int]]]) -> Batch:
     prompts = [[{"role": "user", "content": f"q{i}"}] for i in range(len(scores))]
     prompt_ids = [[100 + i, 101 + i] for i in range(len(scores))]
-    return Rollout(prompts, prompt_ids, [[_sample(r) for r in group] for group in responses], scores)
+    batch = Batch([f"1/{i}" for i in range(len(scores))], prompt_ids, prompts, scores=scores)
+    return batch.with_samples([[_sample(r) for r in group] for group in responses])
 
 
 # ---- 1. pair losses (docs/methods.md §6) -----------------------------------------------------------------------------
@@ -155,7 +152,8 @@ def test_sppo_pair_recipe_matches_addendum_a2():
     batch = build_sppo(rollout, cfg, random.Random(0))
     assert batch.group == 2 and len(batch) == 1 and batch.reference == "previous"
     assert batch.response_ids == [RESP[1], RESP[0]]
-    assert batch.prompt_ids == [rollout.prompt_ids[0]] * 2
+    assert batch.prompt_ids == [rollout.prompt_ids[0]] and batch.row_prompt_ids() == [rollout.prompt_ids[0]] * 2
+    assert batch.uids == ["1/0"]  # the example keeps the id of its prompt
     torch.testing.assert_close(batch.targets, torch.tensor([0.815807542, -0.671008546]))
 
     beta = 1.0 / cfg.eta
@@ -290,7 +288,7 @@ def test_build_pairs_targets_and_reference():
     assert simpo.response_ids == [RESP[1], RESP[0], RESP[1], RESP[2], RESP[2], RESP[0]]
 
     empty = build_pairs(rollout_of([S_SPPO], [RESP]), algo_config("dpo", min_prob=1.0), random.Random(0))
-    assert isinstance(empty, TrainBatch) and len(empty) == 0 and empty.group == 2
+    assert isinstance(empty, Batch) and len(empty) == 0 and empty.group == 2
 
 
 # ---- 4. objective metrics -------------------------------------------------------------------------------------
@@ -371,168 +369,15 @@ def test_square_objective_averages_rows_of_an_example():
     assert m["abs_residual"] == pytest.approx(7.0 / 6.0)
 
 
-# ---- 5. learning-rate schedule --------------------------------------------------------------------------------
-
-def test_lr_multiplier_warmup_then_decay():
-    """total 10, warm-up 4: steps 0..3 -> 1/4, 2/4, 3/4, 4/4; then frac = (step - 4) / 6:
-    step 4 (frac 0): 1 for all;  step 6 (frac 1/3): linear 2/3, cosine (1 + cos(pi/3))/2 = 0.75;
-    step 7 (frac 1/2): linear 0.5, cosine 0.5;  step 10 (frac 1): linear 0, cosine 0; constant stays 1."""
-    for kind in ("constant", "linear", "cosine"):
-        f = lr_multiplier(10, 4, kind)
-        assert [f(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
-        assert f(4) == pytest.approx(1.0)
-    const, lin, cos = (lr_multiplier(10, 4, k) for k in ("constant", "linear", "cosine"))
-    assert [const(s) for s in (6, 7, 9, 10)] == pytest.approx([1.0, 1.0, 1.0, 1.0])
-    assert [lin(s) for s in (6, 7, 9, 10)] == pytest.approx([2 / 3, 0.5, 1 / 6, 0.0])
-    assert [cos(s) for s in (6, 7, 10)] == pytest.approx([0.75, 0.5, 0.0], abs=1e-12)
-    assert lr_multiplier(5, 0, "linear")(0) == 1.0  # no warm-up: full rate at once
-    assert lr_multiplier(5, 0, "linear")(1) == pytest.approx(0.8)
-
-
-# ---- 6. masking and sequence log-probs with the world's tokenizer -------------------------------------------
-
-@pytest.fixture(scope="module")
-def tok(world):
-    return load_tokenizer(world.tokenizer)
-
-
-def test_response_mask_covers_response_and_eos_only(tok, tiny_policy):
-    """Row 0: templated prompt + 'hello world' + EOS; row 1: a shorter prompt + unfinished response (no EOS),
-    right-padded.  The templated prompt itself contains the EOS id (the end of the user turn): the mask is
-    by position, not by token, so that prompt EOS stays 0."""
-    eos, pad = tok.eos_token_id, tok.pad_token_id
-    assert eos != pad
-    p0 = encode_prompt(tok, [{"role": "user", "content": "hi there"}])
-    p1 = encode_prompt(tok, [{"role": "user", "content": "hi"}])
-    r0 = tok("hello world", add_special_tokens=False)["input_ids"] + [eos]
-    r1 = tok("yes", add_special_tokens=False)["input_ids"]
-    assert eos in p0  # the chat template closes the user turn with the EOS token
-    ids, attn, mask = response_batch([p0, p1], [r0, r1], pad)
-    width = ids.shape[1]
-    assert width == max(len(p0) + len(r0), len(p1) + len(r1))
-    for b, (p, r) in enumerate([(p0, r0), (p1, r1)]):
-        expected = [0] * len(p) + [1] * len(r) + [0] * (width - len(p) - len(r))
-        assert mask[b].tolist() == expected
-        assert ids[b, len(p) + len(r):].eq(pad).all()
-    assert ids[0][mask[0].bool()].tolist()[-1] == eos  # the trailing EOS is trained on
-    assert ids[0, p0.index(eos)] == eos and mask[0, p0.index(eos)] == 0
-
-    model = load_causal_lm(tiny_policy).eval()
-    with torch.no_grad():
-        got = sequence_logprobs(model, ids, attn, mask)
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=attn).logits.float(), dim=-1)
-        # token t is predicted by the logits at t - 1
-        by_hand = torch.stack([sum(logp[b, t - 1, ids[b, t]] for t in range(len(p), len(p) + len(r)))
-                               for b, (p, r) in enumerate([(p0, r0), (p1, r1)])])
-        torch.testing.assert_close(got, by_hand)
-        # the trailing EOS counts: unmasking it removes exactly its log-prob
-        no_eos = mask.clone()
-        no_eos[0, len(p0) + len(r0) - 1] = 0
-        drop = got[0] - sequence_logprobs(model, ids, attn, no_eos)[0]
-        torch.testing.assert_close(drop, logp[0, len(p0) + len(r0) - 2, eos])
-        assert abs(drop.item()) > 1e-3
-        # the padding of row 1 does not matter: another pad-position token leaves its log-prob unchanged
-        other = ids.clone()
-        other[1, len(p1) + len(r1):] = 17
-        torch.testing.assert_close(sequence_logprobs(model, other, attn, mask), got)
-
-
-# ---- 7. the learner on (chosen, rejected) pairs -------------------------------------------------------------
-
-def make_learner(path: str, algo: str, **train) -> Learner:
-    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig),
-                          {"lr": 1e-3, "epochs": 1, "batch_size": 4, "micro_batch_size": 4, **train})
-    return Learner(path, path, "float32", cfg, algo_config(algo), seed=0)
-
-
-def pair_batch(reference: str | None, n: int = 4) -> TrainBatch:
-    """n (chosen, rejected) examples over token ids 10..200, chosen != rejected."""
-    g = torch.Generator().manual_seed(3)
-    prompts, responses = [], []
-    for i in range(n):
-        p = torch.randint(10, 200, (3 + i % 2,), generator=g).tolist()
-        w = torch.randint(10, 200, (2 + i % 3,), generator=g).tolist() + [2]
-        l = torch.randint(10, 200, (3 + i % 2,), generator=g).tolist() + [2]
-        prompts += [p, p]
-        responses += [w, l]
-    return TrainBatch(prompts, responses, torch.zeros(2 * n), 2, reference)
-
-
-def independent_logprobs(path: str, batch: TrainBatch) -> torch.Tensor:
-    model = load_causal_lm(path).eval()
-    with torch.no_grad():
-        return sequence_logprobs(model, *response_batch(batch.prompt_ids, batch.response_ids, 0))
-
-
-def test_learner_dpo_pairs_reference_initial_and_previous(tiny_policy):
-    """At the start pi_theta = pi_0, so h_w = h_l = 0 and the DPO loss is -log sigma(0) = log 2 per pair;
-    with batch_size = 4 = the number of pairs there is one optimizer step, whose loss is the first one."""
-    learner = make_learner(tiny_policy, "dpo", micro_batch_size=2)
-    initial = independent_logprobs(tiny_policy, pair_batch("initial"))
-    batch = pair_batch("initial")
-    info = learner.begin_iteration(batch)
-    assert info == {"num_examples": 4.0, "num_sequences": 8.0, "optimizer_steps": 1.0}
-    torch.testing.assert_close(batch.ref_logps, initial, rtol=1e-5, atol=1e-5)
-    stats = learner.train_epoch(0, iteration=1)
-    assert stats["loss"] == pytest.approx(LOG2, abs=1e-5)
-    assert stats["reward_margin"] == pytest.approx(0.0, abs=1e-5)
-
-    # one step of descent on the DPO loss widened the margin h_w - h_l
-    h = (learner.logprobs(batch) - initial).view(4, 2)
-    assert (h[:, 0] - h[:, 1]).mean() > 0
-    current = learner.logprobs(batch)
-    assert not torch.allclose(current, initial, atol=1e-4)
-
-    # reference "previous": the current (trained) weights
-    prev = pair_batch("previous")
-    learner.begin_iteration(prev)
-    torch.testing.assert_close(prev.ref_logps, current)
-    # reference "initial" after training: still the frozen pi_0, not the current weights
-    again = pair_batch("initial")
-    learner.begin_iteration(again)
-    torch.testing.assert_close(again.ref_logps, initial, rtol=1e-5, atol=1e-5)
-    # ... and the DPO loss now sees the learned margin: below log 2
-    assert learner.train_epoch(0, iteration=2)["loss"] < LOG2
-
-
-def test_learner_simpo_has_no_reference(tiny_policy):
-    """SimPO: ref_logps stays None; the first step's loss is SimPO's on the untrained log-probs:
-    mean over pairs of -log sigma(beta logp_w/|y_w| - beta logp_l/|y_l| - gamma), beta = 2, gamma = 1."""
-    learner = make_learner(tiny_policy, "simpo")
-    batch = pair_batch(None)
-    logps = independent_logprobs(tiny_policy, batch).view(4, 2)
-    lengths = batch.lengths().view(4, 2)
-    learner.begin_iteration(batch)
-    assert batch.ref_logps is None and learner.reference_model is None
-    z = 2.0 * logps[:, 0] / lengths[:, 0] - 2.0 * logps[:, 1] / lengths[:, 1] - 1.0
-    stats = learner.train_epoch(0, iteration=1)
-    assert stats["loss"] == pytest.approx(-F.logsigmoid(z).mean().item(), rel=1e-4)
-
-
-def test_learner_lr_follows_warmup_and_linear_decay(tiny_policy):
-    """4 pairs, batch_size 4, 4 epochs: 4 optimizer steps, warm-up ceil(0.5 * 4) = 2 steps, then linear:
-    factors 1/2, 2/2, 1 - 0/2 = 1, 1 - 1/2 = 1/2, one step per epoch, so stats["lr"] = lr * factor.
-    A new iteration restarts the schedule at 1/2."""
-    lr = 1e-3
-    learner = make_learner(tiny_policy, "dpo", lr=lr, epochs=4, warmup_ratio=0.5, lr_schedule="linear")
-    assert learner.begin_iteration(pair_batch("initial"))["optimizer_steps"] == 4.0
-    lrs = [learner.train_epoch(e, iteration=1)["lr"] for e in range(4)]
-    assert lrs == pytest.approx([lr * f for f in (0.5, 1.0, 1.0, 0.5)])
-    factor = lr_multiplier(4, 2, "linear")
-    assert lrs == pytest.approx([lr * factor(s) for s in range(4)])
-    learner.begin_iteration(pair_batch("initial"))
-    assert learner.train_epoch(0, iteration=2)["lr"] == pytest.approx(lr * 0.5)
-
-
 @pytest.mark.parametrize("name,keys", [("sppo", {"hard": True}), ("sppo", {}), ("gpo", {})])
 def test_pair_form_skips_a_prompt_whose_responses_all_tie(name, keys):
     """With every response tied, argmax = argmin: no (best, worst) pair, so the prompt gives no example
     (the hard variant would otherwise push one response up with nothing pulling the other way)."""
     cfg = algo_config(name, pairs="best_worst", **keys)
     build = build_sppo if name == "sppo" else build_gpo
-    s = torch.tensor([[0.0, 1.0], [-1.0, 0.0]])
-    batch = build(rollout_of([torch.zeros(3, 3), s], [[[5, 2], [6, 2], [7, 2]], [[8, 2], [9, 2]]]), cfg)
-    assert len(batch) == 1 and batch.response_ids == [[8, 2], [9, 2]]
+    s = torch.tensor([[0.0, 1.0, 0.5], [-1.0, 0.0, -0.5], [-0.5, 0.5, 0.0]])  # row means 0.5, -0.5, 0
+    batch = build(rollout_of([torch.zeros(3, 3), s], [[[5, 2], [6, 2], [7, 2]], [[8, 2], [9, 2], [10, 2]]]), cfg)
+    assert len(batch) == 1 and batch.response_ids == [[8, 2], [9, 2]] and batch.uids == ["1/1"]
 
 
 def test_margin_filter_keeps_a_pair_exactly_at_the_threshold():

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from selfplay.algorithms.examples import build_dpa, draw_replay, rejection_sample, replay_count
 from selfplay.algorithms.registry import LossInputs, check_algo, get_algorithm
 from selfplay.config.schema import AlgoConfig, Config
-from selfplay.core.batch import Rollout, Sample
+from selfplay.core.batch import Batch, Sample
 from selfplay.steering.directional import Steering, directional_scores, front_metrics
 
 NAMES = ["helpfulness", "verbosity"]
@@ -45,14 +45,14 @@ def test_replay_count_gives_the_configured_share(n, share, expected):
 
 def test_build_dpa_keeps_the_best_per_direction_and_appends_replay():
     rewards = torch.tensor([[90.0, 90.0], [80.0, 10.0], [40.0, 0.0]])
-    rollout = Rollout(prompts=[[{"role": "user", "content": "a"}]] * 2, prompt_ids=[[1, 1], [2, 2]],
-                      samples=[[sample(i) for i in range(3)], [sample(i) for i in range(3)]],
-                      directions=[(1.0, 0.0), (0.0, -1.0)], rewards=[rewards, rewards])
     pool = [([9, i], [50 + i, 2]) for i in range(20)]
-    rollout.replay = draw_replay(pool, n=2, share=0.5, rng=random.Random(0))
+    rollout = Batch(["1/0", "1/1"], [[1, 1], [2, 2]], [[{"role": "user", "content": "a"}]] * 2,
+                    directions=[(1.0, 0.0), (0.0, -1.0)], rewards=[rewards, rewards],
+                    replay=draw_replay(pool, n=2, share=0.5, rng=random.Random(0)))
+    rollout = rollout.with_samples([[sample(i) for i in range(3)], [sample(i) for i in range(3)]])
     batch = build_dpa(rollout, OmegaConf.create({}))
     assert len(batch) == 4 and batch.group == 1 and batch.reference is None
-    assert batch.prompt_ids[:2] == [[1, 1], [2, 2]]
+    assert batch.prompt_ids[:2] == [[1, 1], [2, 2]] and batch.uids == ["1/0", "1/1", "replay/0", "replay/1"]
     assert batch.response_ids[:2] == [[100, 2], [102, 2]]
     assert batch.response_ids[2:] == [r for _, r in rollout.replay] and len(rollout.replay) == 2
     assert draw_replay(pool, 2, 0.5, random.Random(0)) == rollout.replay  # seeded
@@ -116,7 +116,6 @@ def test_learner_dpa_starts_each_iteration_from_sft_or_previous(tiny_policy, ini
     """algo.init=sft: every iteration starts again from pi_0 (seed 003); previous: from the trained weights.
     The first step's loss is the SFT per-token NLL of the starting weights."""
     from selfplay.config.schema import TrainConfig
-    from selfplay.core.batch import TrainBatch
     from selfplay.policy.learner import Learner
 
     algo = OmegaConf.structured(AlgoConfig(name="dpa", init=init))
@@ -124,7 +123,8 @@ def test_learner_dpa_starts_each_iteration_from_sft_or_previous(tiny_policy, ini
     train = OmegaConf.merge(OmegaConf.structured(TrainConfig), {"lr": 1e-2, "epochs": 1, "batch_size": 4,
                                                                 "micro_batch_size": 4})
     learner = Learner(tiny_policy, tiny_policy, "float32", train, algo, seed=0)
-    batch = lambda: TrainBatch([[5, 6, 7]] * 4, [[20 + i, 30, 2] for i in range(4)], torch.zeros(4), 1, None)  # noqa: E731
+    batch = lambda: Batch.examples([f"1/{i}" for i in range(4)], [[5, 6, 7]] * 4, [[20 + i, 30, 2] for i in range(4)],  # noqa: E731
+                                   torch.zeros(4), 1, None)
     b = batch()
     learner.begin_iteration(b)
     start = learner.logprobs(b)

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from selfplay.algorithms.examples import build_gpo, gpo_targets
 from selfplay.algorithms.losses import square_loss as gpo_loss
 from selfplay.algorithms.registry import ALGORITHMS, get_algorithm
-from selfplay.core.batch import Rollout, Sample, TrainBatch
+from selfplay.core.batch import Batch, Sample
 
 # A hand-built skew-symmetric 3x3 score matrix S[i, j] = s(y_i > y_j | x).
 S3 = torch.tensor(
@@ -122,24 +122,21 @@ def test_build_gpo_rows_in_order_with_targets():
     p_a, p_b = [1, 2, 3], [4, 5]
     samples_a = [_sample([10]), _sample([11, 12]), _sample([13, 14, 15])]
     samples_b = [_sample([20, 21]), _sample([22]), _sample([23, 2])]
-    rollout = Rollout(
-        prompts=[[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]],
-        prompt_ids=[p_a, p_b],
-        samples=[samples_a, samples_b],
-        scores=[S3, -S3],
-    )
+    rollout = Batch(["1/0", "1/1"], [p_a, p_b], [[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]],
+                    scores=[S3, -S3]).with_samples([samples_a, samples_b])
     cfg = OmegaConf.create({"name": "gpo", "beta": 2.0, "pairs": "all"})
     batch = build_gpo(rollout, cfg)
-    assert isinstance(batch, TrainBatch)
+    assert isinstance(batch, Batch)
     assert len(batch) == 6
     assert batch.prompt_ids == [p_a, p_a, p_a, p_b, p_b, p_b]
+    assert batch.uids == ["1/0"] * 3 + ["1/1"] * 3  # each example keeps the id of its prompt
     assert batch.response_ids == [[10], [11, 12], [13, 14, 15], [20, 21], [22], [23, 2]]
     expected = torch.tensor([0.5, -1.0 / 12, -5.0 / 12, -0.5, 1.0 / 12, 5.0 / 12])
     torch.testing.assert_close(batch.targets, expected)
     assert batch.ref_logps is None and batch.reference == "previous" and batch.group == 1
     # select keeps rows aligned
     sub = batch.select([4, 0])
-    assert sub.response_ids == [[22], [10]]
+    assert sub.response_ids == [[22], [10]] and sub.uids == ["1/1", "1/0"]
     torch.testing.assert_close(sub.targets, torch.tensor([1.0 / 12, 0.5]))
 
 

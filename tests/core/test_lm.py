@@ -12,7 +12,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from selfplay.core.lm import (
     ModelLoadError,
+    encode_prompt,
     load_causal_lm,
+    load_tokenizer,
     pad_sequences,
     prompt_text,
     resolve,
@@ -159,3 +161,53 @@ def test_resolve_and_prompt_text(tmp_path, monkeypatch):
     msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "first"},
             {"role": "assistant", "content": "a"}, {"role": "user", "content": "last"}]
     assert prompt_text(msgs) == "last"
+
+
+# ---- masking and sequence log-probs with the world's tokenizer ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def tok(world):
+    return load_tokenizer(world.tokenizer)
+
+
+def test_response_mask_covers_response_and_eos_only(tok, tiny_policy):
+    """Row 0: templated prompt + 'hello world' + EOS; row 1: a shorter prompt + unfinished response (no EOS),
+    right-padded.  The templated prompt itself contains the EOS id (the end of the user turn): the mask is
+    by position, not by token, so that prompt EOS stays 0."""
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    assert eos != pad
+    p0 = encode_prompt(tok, [{"role": "user", "content": "hi there"}])
+    p1 = encode_prompt(tok, [{"role": "user", "content": "hi"}])
+    r0 = tok("hello world", add_special_tokens=False)["input_ids"] + [eos]
+    r1 = tok("yes", add_special_tokens=False)["input_ids"]
+    assert eos in p0  # the chat template closes the user turn with the EOS token
+    ids, attn, mask = response_batch([p0, p1], [r0, r1], pad)
+    width = ids.shape[1]
+    assert width == max(len(p0) + len(r0), len(p1) + len(r1))
+    for b, (p, r) in enumerate([(p0, r0), (p1, r1)]):
+        expected = [0] * len(p) + [1] * len(r) + [0] * (width - len(p) - len(r))
+        assert mask[b].tolist() == expected
+        assert ids[b, len(p) + len(r):].eq(pad).all()
+    assert ids[0][mask[0].bool()].tolist()[-1] == eos  # the trailing EOS is trained on
+    assert ids[0, p0.index(eos)] == eos and mask[0, p0.index(eos)] == 0
+
+    model = load_causal_lm(tiny_policy).eval()
+    with torch.no_grad():
+        got = sequence_logprobs(model, ids, attn, mask)
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=attn).logits.float(), dim=-1)
+        # token t is predicted by the logits at t - 1
+        by_hand = torch.stack([sum(logp[b, t - 1, ids[b, t]] for t in range(len(p), len(p) + len(r)))
+                               for b, (p, r) in enumerate([(p0, r0), (p1, r1)])])
+        torch.testing.assert_close(got, by_hand)
+        # the trailing EOS counts: unmasking it removes exactly its log-prob
+        no_eos = mask.clone()
+        no_eos[0, len(p0) + len(r0) - 1] = 0
+        drop = got[0] - sequence_logprobs(model, ids, attn, no_eos)[0]
+        torch.testing.assert_close(drop, logp[0, len(p0) + len(r0) - 2, eos])
+        assert abs(drop.item()) > 1e-3
+        # the padding of row 1 does not matter: another pad-position token leaves its log-prob unchanged
+        other = ids.clone()
+        other[1, len(p1) + len(r1):] = 17
+        torch.testing.assert_close(sequence_logprobs(model, other, attn, mask), got)
+
+

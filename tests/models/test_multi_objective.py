@@ -290,6 +290,7 @@ def test_train_pm_multi_objective(backbone_dir, rows_file, tok, tmp_path, capsys
     rows, _, _ = load_attribute_rows(rows_file)
     observed = attribute_ranges(rows, NAMES)
     assert report["ranges"]["helpfulness"][1] <= observed["helpfulness"][1]  # the training rows' range
+    # Over backbone, row and train seeds 0-5 on this machine kind: loss ratio 0.04-0.34, correlations 0.87-1.00.
     assert report["loss_last"] < 0.5 * report["loss_first"]
     for split, n in (("train", 60), ("held_out", 20)):
         table = report[split]["attributes"]
@@ -333,14 +334,14 @@ def test_train_pm_multi_objective_eval_path_and_given_ranges(backbone_dir, rows_
 
 
 def test_world_default_data_for_multi_objective(monkeypatch, tmp_path):
-    """With no data.path, kind=multi_objective reads the world's attribute rows (World.attribute_data()),
+    """With no data.path, kind=multi_objective reads the world's attribute rows (World.attribute_data),
     whose labels are on 0-100 already: their ranges default to [0, 100], so rescaling leaves them alone."""
     from selfplay.world import build
 
     class FakeWorld:
         policy = str(tmp_path / "policy")
 
-        def attribute_data(self) -> str:
+        def attribute_data(self, cfg) -> str:
             return str(tmp_path / "attributes")
 
     monkeypatch.setattr(build, "get_world", lambda cfg: FakeWorld())

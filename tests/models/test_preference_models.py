@@ -261,3 +261,29 @@ def test_pairwise_trained_with_both_orders_is_order_consistent(tok, world):
     assert accuracy((f_ab - f_ba) / 2) > 0.7
     report = accuracy_report(model, tok, test)
     assert report["pairs"] == 400 and report["accuracy"] == pytest.approx(accuracy((f_ab - f_ba) / 2))
+
+
+def test_gpm_difference_init_reads_the_top_directions_of_the_pair_differences(tok, world):
+    """init_gpm_head: the 2k value-head rows are orthogonal, keep the random rows' mean norm, and capture
+    exactly the top 2k singular values' share of H_chosen - H_rejected (computed here independently)."""
+    from selfplay.models.training import init_gpm_head, last_features
+    from selfplay.world import cyclic
+
+    pairs = cyclic.make_dataset("no_honesty", 40, seed=0)  # each pair: one body, two marker words
+    torch.manual_seed(0)
+    model = new_preference_model("gpm", load_backbone(world.policy), k=2, gate=False).eval()
+    norm = model.value_head.weight.norm(dim=1).mean().item()
+    init_gpm_head(model, tok, pairs, batch_size=16, seed=0)
+    w = model.value_head.weight.detach().double()
+    torch.testing.assert_close(w @ w.T, norm ** 2 * torch.eye(4, dtype=torch.float64), rtol=1e-5, atol=1e-5)
+    prompts = [p.prompt for p in pairs]
+    h = last_features(model, tok, prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs], 16)
+    diff = (h[:40] - h[40:]).double()
+    captured = (diff @ w.T).pow(2).sum() / norm ** 2
+    assert captured.item() == pytest.approx(torch.linalg.svdvals(diff)[:4].pow(2).sum().item(), rel=1e-4)
+    # versus a random head on the world's SFT policy: the embeddings of a pair's two responses differ far more
+    torch.manual_seed(0)
+    random_head = new_preference_model("gpm", load_backbone(world.policy), k=2, gate=False).eval()
+    gap = lambda m: (m.embed_all(tok, prompts + prompts, [[p.chosen] for p in pairs] + [[p.rejected] for p in pairs],  # noqa: E731
+                                 16)[0].view(2, 40, 4).diff(dim=0).norm(dim=-1).mean().item())
+    assert gap(model) > 1.5 * gap(random_head)  # 1.9x on this machine kind

@@ -84,11 +84,12 @@ def test_written_datasets_load_as_trl_pairs(tmp_path):
     assert Counter(p.subset for p in both) == {"no_honesty": cyclic.TEST_PAIRS, "tone": cyclic.TEST_PAIRS}
 
 
-# GPM fits on the two instances where every seed of bench/cyclic.py (0-4) and every k = 2..4, with and without
-# the gate, held >= 0.977 on this machine kind (README, "The cyclic benchmark"); on the other three instances
-# some seeds still stop at the transitive plateau, so a fixed bar there would be a coin toss on another CPU.
-GPM_CASES = [("tone", "small", 0, 2, False), ("tone", "small", 1, 3, True),
-             ("no_instruction_following", "small", 2, 2, True), ("no_instruction_following", "small", 3, 4, False)]
+# One GPM fit per instance (two on no_helpfulness, whose seeds 0 and 4 stalled at lr 1e-3), k = 2..4, with and
+# without the gate, over seeds 0-4.  bench/cyclic.py's table (README, "The cyclic benchmark") has every one of
+# these cells >= 0.95 on all five seeds on this machine kind; see there for the minimum.
+GPM_CASES = [("tone", "small", 0, 2, False), ("no_instruction_following", "small", 1, 2, True),
+             ("no_honesty", "small", 2, 3, False), ("no_truthfulness", "small", 3, 3, True),
+             ("no_helpfulness", "small", 4, 4, True), ("no_helpfulness", "small", 0, 2, False)]
 
 
 @pytest.mark.parametrize(("name", "size", "seed", "k", "gate"), GPM_CASES)

@@ -259,15 +259,15 @@ def test_steered_rows_are_the_best_candidate_along_their_direction(monkeypatch):
     sample = corpus.sample_response
     monkeypatch.setattr(corpus, "sample_response", lambda p, rng: drawn.append(sample(p, rng)) or drawn[-1])
 
-    def rows(angle: float) -> list:
-        monkeypatch.setattr(world_rows, "STEERABLE_ANGLES", (angle, angle))
+    def rows(angle: float, n: int = 8) -> list:
         drawn.clear()
-        batch = world_rows.steered_batch(prompts, 200, random.Random(1))
+        batch = world_rows.steered_batch(prompts, 200, random.Random(1), (angle, angle), n)
+        assert len(drawn) == 200 * n
         for i, (messages, response) in enumerate(batch):
             names, v = directions.read(messages[0]["content"])
             assert names == list(ATTRIBUTES) and v == pytest.approx(directions.from_angle(angle), abs=0.01)
             prompt = messages[1]["content"]
-            candidates = drawn[i * world_rows.STEERABLE_CANDIDATES:(i + 1) * world_rows.STEERABLE_CANDIDATES]
+            candidates = drawn[i * n:(i + 1) * n]
             along = lambda y, prompt=prompt: sum(w * a for w, a in zip(directions.from_angle(angle), attributes(prompt, y)))
             assert along(response) == max(along(c) for c in candidates)
         return batch
@@ -276,3 +276,4 @@ def test_steered_rows_are_the_best_candidate_along_their_direction(monkeypatch):
         return sum(len(r.split()) for _, r in batch) / len(batch)
 
     assert mean_words(rows(-45.0)) + 4 < mean_words(rows(45.0))
+    assert mean_words(rows(45.0, n=2)) < mean_words(rows(45.0))  # fewer candidates: a weaker pull
