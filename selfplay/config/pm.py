@@ -71,9 +71,9 @@ class TrainPMConfig:
     k: int = 2  # GPM only: 2k-dimensional embeddings
     gate: bool = True  # GPM only: the prompt-dependent scale gate
     tau: float = 0.1  # GPM only
-    # GPM only: the value head's start.  random; or difference: the top 2k directions along which the training
-    # pairs' chosen and rejected responses differ (selfplay.models.training.init_gpm_head), for pairs that
-    # share most of their text.
+    # GPM only: the value head's start.  random; or difference: the 2k directions where the difference between
+    # the training pairs' chosen and rejected responses is the largest share of the state
+    # (selfplay.models.training.init_gpm_head), for pairs that share most of their text.
     head_init: str = "random"
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
     train: TrainSettings = field(default_factory=TrainSettings)

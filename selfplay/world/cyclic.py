@@ -77,8 +77,9 @@ N_PROMPTS = 256  # the world prompts responses are drawn for (all 96 one-topic p
 # second order in d: s = 0 is a saddle that a fit leaves only if its random start had enough of d.  At
 # lr 1e-3 about one fit in five never left it or settled on two of three edges; a 10% warm-up rescued some
 # and lost others, tau 16 did not help, and lr 3e-4 still left 3 of 35 fits on no_truthfulness below 0.75
-# (one at loss log 2 for all 300 steps).  Started on the top 2k directions of H_chosen - H_rejected, the
-# embedding is mostly d from the first step; the same fits reach 0.98-1.00 (README, "The cyclic benchmark").
+# (one at loss log 2 for all 300 steps).  Started on the directions where d is the largest share of the
+# state (generalized eigenvectors, ``init_gpm_head``), |W d| / |W h| is about 0.9 from the first step against
+# 0.05 at random, and the same fits reach 0.98-1.00 (README, "The cyclic benchmark").
 STEPS = 300
 BATCH_SIZE = 32
 LR = 3e-4
