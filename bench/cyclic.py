@@ -1,6 +1,7 @@
 """The cyclic-preference benchmark (seed 004 table 1): held-out accuracy of BT and the GPM on cyclic data.
 
-    python bench/cyclic.py [--datasets all] [--all-sizes | --sizes small,medium] [--seeds 0,1,2,3,4] [--ks 2,3,4] [--jobs 2]
+    python bench/cyclic.py [--datasets all] [--all-sizes | --sizes small,medium] [--seeds 0,1,2,3,4]
+                           [--ks 2,3,4] [--jobs 2]
 
 For every dataset of ``selfplay.world.cyclic`` (four 3-cycles of seed 004's attributes and the world
 oracle's tone cycle), every size (``small`` by default; ``--all-sizes`` adds ``medium`` and ``large``) and
@@ -63,7 +64,8 @@ def main() -> None:
     models = [("bt", 0, False)] + [("gpm", k, gate) for k in map(int, args.ks.split(",")) for gate in (False, True)]
     get_world(load_config([]).world)  # built (once) before the workers start
 
-    print(f"budget: {args.steps} steps x {cyclic.BATCH_SIZE} pairs, lr {cyclic.LR} decaying linearly; GPM tau {args.tau}; "
+    print(f"budget: {args.steps} steps x {cyclic.BATCH_SIZE} pairs, lr {cyclic.LR} decaying linearly; "
+          f"GPM tau {args.tau}; "
           f"{cyclic.TEST_PAIRS} held-out pairs per instance; seeds {seeds}; min / mean over the seeds\n")
     cols = ["BT"] + [f"GPM k={k}{' +gate' if gate else ''}" for _, k, gate in models[1:]]
     print("| dataset | size (train pairs) | best transitive | " + " | ".join(cols) + " | seconds |")

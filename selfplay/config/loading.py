@@ -175,7 +175,8 @@ def check_world(world: DictConfig) -> None:
     """Checks on a WorldConfig that no type can express; each message names the key."""
     need(world.hidden_size % world.num_heads == 0, "world.hidden_size must be divisible by world.num_heads")
     s, a = world.steerable, world.attributes
-    need(s.steps >= 1 and s.lr > 0, f"world.steerable.steps must be >= 1 and world.steerable.lr > 0, got {s.steps}, {s.lr}")
+    need(s.steps >= 1 and s.lr > 0,
+         f"world.steerable.steps must be >= 1 and world.steerable.lr > 0, got {s.steps}, {s.lr}")
     need(len(s.angles) == 2 and s.angles[0] <= s.angles[1],
          f"world.steerable.angles must be [lo, hi] degrees with lo <= hi, got {list(s.angles)}")
     need(s.candidates >= 1, f"world.steerable.candidates must be >= 1, got {s.candidates}")

@@ -23,8 +23,6 @@ import torch
 
 from selfplay.core.lm import Messages
 
-Direction = tuple[float, ...]
-
 
 @dataclass
 class Sample:
@@ -41,7 +39,7 @@ class Batch:
     uids: list[str]  # the prompt's id, "<iteration>/<position in the iteration's prompts>" (replay: "replay/<i>")
     prompt_ids: list[list[int]]  # chat-templated prompt tokens
     prompts: list[Messages] = field(default_factory=list)  # the messages (rollouts; training batches leave it empty)
-    directions: list[Direction] | None = None  # unit vectors in R^m in the system prompts (multi-objective scorer)
+    directions: list[tuple[float, ...]] | None = None  # unit vectors in R^m in the system prompts (multi-objective)
     scores: list[torch.Tensor] = field(default_factory=list)  # (K, K): s(y_i > y_j | x) / tau
     rewards: list[torch.Tensor] = field(default_factory=list)  # (K, m): r(x, y_i), 0-100
     replay: list[tuple[list[int], list[int]]] = field(default_factory=list)  # DPA: (prompt ids, response ids) to mix in
@@ -57,7 +55,8 @@ class Batch:
 
     def __post_init__(self) -> None:
         if len(self.uids) != len(self.prompt_ids):
-            raise ValueError(f"a Batch needs one id per prompt; got {len(self.uids)} ids and {len(self.prompt_ids)} prompts")
+            raise ValueError(f"a Batch needs one id per prompt; got {len(self.uids)} ids and "
+                             f"{len(self.prompt_ids)} prompts")
         if self.response_ids and len(self.response_ids) != self.group * len(self.prompt_ids):
             raise ValueError(f"a Batch needs whole groups of {self.group} rows; got {len(self.response_ids)} responses "
                              f"for {len(self.prompt_ids)} prompts")

@@ -53,8 +53,9 @@ def selfplay(cfg: DictConfig, workers: Workers, judge: Judge, prompts: Prompts, 
         times: dict[str, float] = {}
         rollout = take_prompts(prompts, judge, cfg, t)
         with stage("generate", times):
-            rollout = rollout.with_samples(generate(workers, rollout.prompt_ids, cfg.generator.k,
-                                                    cfg.generator.temperature, cfg, iteration_seed(cfg, t, 1), "generate"))
+            samples = generate(workers, rollout.prompt_ids, cfg.generator.k, cfg.generator.temperature, cfg,
+                               seed=iteration_seed(cfg, t, 1), desc="generate")
+            rollout = rollout.with_samples(samples)
         with stage("score", times):
             verdict = judge.judge(workers, rollout.prompts, rollout.grouped(rollout.texts), rollout.directions, cfg)
             rollout = replace(rollout, scores=verdict.scores, rewards=verdict.rewards)

@@ -32,10 +32,6 @@ def train_preference_model(
 ) -> list[float]:
     """AdamW over ``steps`` minibatches drawn with ``seed``, on the model's own pair loss: the learning rate
     rises linearly over ``warmup_ratio`` of the steps, then decays linearly to 0.  Returns the loss of every step.
-
-    Why a warm-up: Adam's first updates have size ~lr in every coordinate whatever the gradient, and on a
-    freshly initialised head over a full backbone at lr 1e-3 they can settle the model in a poor basin (on
-    cyclic data the transitive fit, ``selfplay.world.cyclic``).
     """
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -142,7 +138,8 @@ def init_gpm_head(model: GPM, tokenizer: PreTrainedTokenizerBase, pairs: list[Pr
     diff = h[:len(sample)] - h[len(sample):]
     a, b = diff.T @ diff / len(diff), h.T @ h / len(h)
     b = b + PROBE_RIDGE * b.diagonal().mean() * torch.eye(b.shape[0], dtype=b.dtype)
-    l_inv = torch.linalg.inv(torch.linalg.cholesky(b))  # B = L L^T: A w = mu B w  <=>  (L^-1 A L^-T) u = mu u, w = L^-T u
+    # B = L L^T turns A w = mu B w into the symmetric (L^-1 A L^-T) u = mu u, with w = L^-T u
+    l_inv = torch.linalg.inv(torch.linalg.cholesky(b))
     _, u = torch.linalg.eigh(l_inv @ a @ l_inv.T)  # eigenvalues ascending
     rows = model.value_head.weight
     w = (l_inv.T @ u[:, -rows.shape[0]:].flip(-1)).T  # (2k, hidden), largest mu first

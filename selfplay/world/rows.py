@@ -30,13 +30,13 @@ def steered_batch(
     """The steerable warm start's rows: a direction v at an angle in ``angles`` (degrees) in the system prompt
     and, of ``candidates`` sampled responses, the one with the highest v^T r under the oracle's attribute
     labels (SteerLM's role in seed 003: learn to follow the labels from labelled data)."""
-    rows, n = [], candidates
+    rows = []
     for _ in range(size):
         p = rng.choice(prompts)
         v = directions.sample_angle(rng, *angles)
-        candidates = [corpus.sample_response(p, rng) for _ in range(n)]
-        labels = torch.tensor([oracle.attributes(p, r) for r in candidates], dtype=torch.float64)
-        rows.append((directions.condition(as_messages(p), v, oracle.ATTRIBUTES), candidates[rejection_sample(labels, v)]))
+        drawn = [corpus.sample_response(p, rng) for _ in range(candidates)]
+        labels = torch.tensor([oracle.attributes(p, r) for r in drawn], dtype=torch.float64)
+        rows.append((directions.condition(as_messages(p), v, oracle.ATTRIBUTES), drawn[rejection_sample(labels, v)]))
     return rows
 
 
