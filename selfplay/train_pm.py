@@ -188,14 +188,14 @@ def train(cfg: DictConfig, splits: PairSplits | AttributeSplits) -> tuple[Any, A
              "pairs" if attributes is None else f"rows ({', '.join(attributes)})", steps, device)
     t0 = time.perf_counter()
     losses = fit(model, tokenizer, splits.train, steps, cfg.train.batch_size, cfg.train.lr, cfg.train.seed,
-                 cfg.train.warmup_ratio)
+                 cfg.train.warmup_ratio, cfg.train.lr_schedule)
     report = {
         "kind": cfg.kind, "backbone": cfg.model, "tokenizer": cfg.tokenizer, "device": device,
         "data": {"train": cfg.data.path, "eval": cfg.data.eval_path or f"{cfg.data.eval_share} of train"},
         "n_train": len(splits.train), "n_eval": len(splits.held_out),
         "bad_rows": {source: bad_rows_record(bad) for source, bad in splits.bad.items()},
         "steps": steps, "batch_size": cfg.train.batch_size, "lr": cfg.train.lr,
-        "warmup_ratio": cfg.train.warmup_ratio,
+        "warmup_ratio": cfg.train.warmup_ratio, "lr_schedule": cfg.train.lr_schedule,
         "seconds": time.perf_counter() - t0, "loss_first": losses[0], "loss_last": losses[-1],
     }
     if attributes is not None:

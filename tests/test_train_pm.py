@@ -133,6 +133,7 @@ def test_too_many_bad_rows_writes_nothing(world, tmp_path: Path, capsys) -> None
     (["data.max_bad_share=2"], "data.max_bad_share must be in [0, 1]"),
     (["train.lr=0"], "train.lr must be > 0"),
     (["train.warmup_ratio=1"], "train.warmup_ratio must lie in [0, 1), got 1.0"),
+    (["train.lr_schedule=step"], "train.lr_schedule must be one of ('constant', 'linear', 'cosine'), got 'step'"),
     (["head_init=zeros"], "head_init must be one of ('random', 'difference'), got 'zeros'"),
     (["kind=bt", "head_init=difference"], "head_init applies to kind=gpm only"),
     (["train.batch_size=0"], "train.batch_size must be >= 1"),

@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from selfplay.config.loading import check_world, load_config, need, presets
-from selfplay.config.schema import CONFIG_DIR, ConfigError, WorldConfig
+from selfplay.config.schema import CONFIG_DIR, LR_SCHEDULES, ConfigError, WorldConfig
 
 PM_PRESET_DIR = CONFIG_DIR / "pm"
 HEAD_INITS = ("random", "difference")
@@ -57,7 +57,8 @@ class TrainSettings:
     epochs: float = 1.0
     batch_size: int = 32  # pairs per step (also per evaluation batch)
     lr: float = 2e-3
-    warmup_ratio: float = 0.1  # of the steps, the learning rate rising linearly; then linear decay to 0
+    warmup_ratio: float = 0.1  # of the steps, the learning rate rising linearly; then lr_schedule
+    lr_schedule: str = "linear"  # constant | linear (decay to 0) | cosine (to 0)
     seed: int = 0  # minibatches, head initialisation, and the eval_share split
     device: str = "auto"  # auto: cuda if available, else cpu
 
@@ -157,6 +158,7 @@ def check_train(cfg: DictConfig) -> None:
     need(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     need(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
     need(0 <= t.warmup_ratio < 1, f"train.warmup_ratio must lie in [0, 1), got {t.warmup_ratio}")
+    need(t.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of {LR_SCHEDULES}, got '{t.lr_schedule}'")
     need(t.steps is None or t.steps >= 1, f"train.steps must be >= 1 (or null: from train.epochs), got {t.steps}")
     need(t.epochs > 0, f"train.epochs must be > 0, got {t.epochs}")
     need(bool(cfg.out), "out must name the checkpoint directory to create")

@@ -29,9 +29,11 @@ def train_preference_model(
     lr: float,
     seed: int,
     warmup_ratio: float = 0.0,
+    schedule: str = "linear",
 ) -> list[float]:
     """AdamW over ``steps`` minibatches drawn with ``seed``, on the model's own pair loss: the learning rate
-    rises linearly over ``warmup_ratio`` of the steps, then decays linearly to 0.  Returns the loss of every step.
+    rises linearly over ``warmup_ratio`` of the steps, then follows ``schedule`` (``lr_multiplier``: constant,
+    linear decay to 0 or cosine).  Returns the loss of every step.
     """
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -41,7 +43,7 @@ def train_preference_model(
         return model.pair_loss(tokenizer, batch).mean()
 
     warmup = round(warmup_ratio * steps)
-    return minimize(model, step_loss, steps, lr, schedule=lr_multiplier(steps, warmup, "linear"))
+    return minimize(model, step_loss, steps, lr, schedule=lr_multiplier(steps, warmup, schedule))
 
 
 @torch.no_grad()
@@ -176,9 +178,10 @@ def train_attribute_model(
     lr: float,
     seed: int,
     warmup_ratio: float = WARMUP_SHARE,
+    schedule: str = "linear",
     probe_start: bool = True,
 ) -> list[float]:
-    """AdamW, warm-up then linear decay, over ``steps`` minibatches drawn with ``seed``, on the masked MSE of
+    """AdamW, warm-up then ``schedule`` (linear decay by default), over ``steps`` minibatches drawn with ``seed``, on the masked MSE of
     the labels (0-100 scale).  The head starts at the probe (``init_head``, module docstring); pass
     ``probe_start=False`` to keep a head that is already trained.  Returns every step's loss."""
     if probe_start:
@@ -193,7 +196,7 @@ def train_attribute_model(
         return masked_mse_loss(predict(model, tokenizer, batch, len(batch)), labels.to(device), mask.to(device))
 
     warmup = max(1, round(warmup_ratio * steps))
-    return minimize(model, step_loss, steps, lr, schedule=lr_multiplier(steps, warmup, "linear"))
+    return minimize(model, step_loss, steps, lr, schedule=lr_multiplier(steps, warmup, schedule))
 
 
 def pearson(x: torch.Tensor, y: torch.Tensor) -> float:

@@ -67,22 +67,31 @@ BODY_WORDS = (3, 8)  # min, max on-topic words in a response body
 N_PROMPTS = 256  # the world prompts responses are drawn for (all 96 one-topic prompts and 160 two-topic ones)
 
 # The training budget shared by every model kind (see ``fit``): AdamW over the whole model (backbone and
-# heads), the learning rate decaying linearly from LR to 0.  The GPM's value head starts on the difference
-# subspace of the training pairs (``init_gpm_head``), not at random.  Why:
+# heads) at a constant learning rate LR.  The GPM's value head starts on the difference subspace of the
+# training pairs (``init_gpm_head``), not at random.  Why both:
 #
 # In a pair both responses share their body, and the marker word moves the final hidden state little next
 # to the body (chosen - rejected about 0.6 against a spread of about 8 over bodies).  From a random head the
 # embedding is a common part c plus a small class part d, and s(i, j) = <R c, d_j - d_i> + <R d_i, d_j>.
 # Summed over a balanced cycle the first-order (transitive) term's gradient cancels, so what grows d is
 # second order in d: s = 0 is a saddle that a fit leaves only if its random start had enough of d.  At
-# lr 1e-3 about one fit in five never left it or settled on two of three edges; a 10% warm-up rescued some
-# and lost others, tau 16 did not help, and lr 3e-4 still left 3 of 35 fits on no_truthfulness below 0.75
-# (one at loss log 2 for all 300 steps).  Started on the directions where d is the largest share of the
-# state (generalized eigenvectors, ``init_gpm_head``), |W d| / |W h| is about 0.9 from the first step against
-# 0.05 at random, and the same fits reach 0.98-1.00 (README, "The cyclic benchmark").
+# lr 1e-3 about one fit in five never left it or settled on two of three edges; tau 16 did not help, and
+# lr 3e-4 still left 3 of 35 fits on no_truthfulness below 0.75 (one at loss log 2 for all 300 steps).
+# Started on the directions where d is the largest share of the state (generalized eigenvectors,
+# ``init_gpm_head``), |W d| / |W h| is about 0.9 at the first step against 0.05 at random.
+#
+# The head start does not last: the backbone's first updates move its states off the directions the head
+# was fitted to, and within 30 steps |W d| / |W h| is back near 0.06 (0.76 -> 0.06 on one medium fit, with a
+# warm-up too), the loss at log 2.  Every fit then leaves the saddle by growing d from that small remainder,
+# which takes 25-100 steps at lr 3e-4 and grows like exp(integral of the lr): a schedule that decays
+# linearly to 0 has spent half its learning rate by step 90 and leaves a late fit too little to get out
+# (two of 35 medium fits ended at 0.51 and 0.62 on one machine; with a 10% warm-up one at 0.667 on another,
+# which leaves the saddle at step 93 without it).  A constant rate keeps the whole budget for that escape.
 STEPS = 300
 BATCH_SIZE = 32
 LR = 3e-4
+SCHEDULE = "constant"  # after no warm-up (WARMUP_RATIO); see above
+WARMUP_RATIO = 0.0
 # The GPM's temperature here.  Its scores v_i^T R v_j lie in [-1, 1], so the logit s / tau is at most 1/4 and
 # the loss keeps pushing pairs that are already right.  At lr 1e-3 from a random head and 100 steps, tau = 0.25
 # left most fits at the transitive plateau, tau = 1 about half and tau = 4 one in six.
@@ -222,14 +231,15 @@ def fit(
     steps: int = STEPS,
     batch_size: int = BATCH_SIZE,
     lr: float = LR,
-    warmup_ratio: float = 0.0,
+    warmup_ratio: float = WARMUP_RATIO,
+    schedule: str = SCHEDULE,
     seed: int = 0,
     difference_init: bool = True,
     train_accuracy: bool = True,
 ) -> dict[str, float]:
     """Train a fresh ``kind`` model (``selfplay.models.kinds``) from ``backbone_dir`` on ``train``.
 
-    Every kind gets the same backbone and budget (steps, batch size, lr and warm-up, seed); ``k``, ``gate``
+    Every kind gets the same backbone and budget (steps, batch size, lr, warm-up and schedule, seed); ``k``, ``gate``
     and ``tau`` apply to the GPM only, and so does ``difference_init``: its value head starts on the directions
     along which the training pairs' responses differ (``init_gpm_head``; see the budget above).
     Returns held-out ``accuracy`` on ``test``, ``train_accuracy`` (unless ``train_accuracy=False``), the last
@@ -246,7 +256,7 @@ def fit(
     model = new_preference_model(kind, load_backbone(backbone_dir), k=k, gate=gate, tau=tau)
     if kind == "gpm" and difference_init:
         init_gpm_head(model, tokenizer, train, batch_size * 8, seed)
-    losses = train_preference_model(model, tokenizer, train, steps, batch_size, lr, seed, warmup_ratio)
+    losses = train_preference_model(model, tokenizer, train, steps, batch_size, lr, seed, warmup_ratio, schedule)
     out = {"accuracy": pair_accuracy(model, tokenizer, test), "loss": losses[-1]}
     if train_accuracy:
         out["train_accuracy"] = pair_accuracy(model, tokenizer, train)

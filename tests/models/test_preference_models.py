@@ -295,3 +295,22 @@ def test_gpm_difference_init_reads_the_top_directions_of_the_pair_differences(to
                      / torch.from_numpy(h @ rows.T.numpy()).norm(dim=1).mean())
 
     assert gap(w) > 5 * gap(random_rows.double())  # 0.9 against 0.05 on this machine kind
+
+
+@pytest.mark.parametrize(("schedule", "expected"), [("constant", [0.5, 1.0, 1.0, 1.0]),
+                                                    ("linear", [0.5, 1.0, 1.0, 0.5])])
+def test_train_preference_model_follows_its_schedule(monkeypatch, schedule, expected):
+    """4 steps, warm-up 0.5 (2 steps: 1/2, 1), then constant, or linear from 1 over the last 2 steps (1, 1/2):
+    the learning-rate factor per step that training hands the optimiser."""
+    import selfplay.models.training as training
+
+    seen = {}
+
+    def record(model, step_loss, steps, lr, schedule):
+        seen["factors"] = [schedule(s) for s in range(steps)]
+        return [0.0] * steps
+
+    monkeypatch.setattr(training, "minimize", record)
+    train_preference_model(torch.nn.Linear(1, 1), None, [], steps=4, batch_size=1, lr=1e-3, seed=0,
+                           warmup_ratio=0.5, schedule=schedule)
+    assert seen["factors"] == pytest.approx(expected)

@@ -84,12 +84,15 @@ def test_written_datasets_load_as_trl_pairs(tmp_path):
     assert Counter(p.subset for p in both) == {"no_honesty": cyclic.TEST_PAIRS, "tone": cyclic.TEST_PAIRS}
 
 
-# One GPM fit per instance (two on no_helpfulness, whose seeds 0 and 4 stalled at lr 1e-3), k = 2..4, with and
-# without the gate, over seeds 0-4.  bench/cyclic.py's table (README, "The cyclic benchmark") has every one of
-# these cells >= 0.95 on all five seeds on this machine kind; see there for the minimum.
+# One GPM fit per small instance (two on no_helpfulness, whose seeds 0 and 4 stalled at lr 1e-3) and one per
+# larger size (no_instruction_following medium is where fits without the warm-up stayed at the saddle),
+# k = 2..4, with and without the gate, over seeds 0-4.  bench/cyclic.py's table (README, "The cyclic
+# benchmark") has every one of these cells >= 0.95 on all five seeds on this machine kind; see there for
+# the minimum.
 GPM_CASES = [("tone", "small", 0, 2, False), ("no_instruction_following", "small", 1, 2, True),
              ("no_honesty", "small", 2, 3, False), ("no_truthfulness", "small", 3, 3, True),
-             ("no_helpfulness", "small", 4, 4, True), ("no_helpfulness", "small", 0, 2, False)]
+             ("no_helpfulness", "small", 4, 4, True), ("no_helpfulness", "small", 0, 2, False),
+             ("no_instruction_following", "medium", 1, 4, True), ("no_truthfulness", "large", 2, 2, False)]
 
 
 @pytest.mark.parametrize(("name", "size", "seed", "k", "gate"), GPM_CASES)
