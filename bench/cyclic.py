@@ -75,7 +75,7 @@ def main() -> None:
           f"{args.warmup:.0%} of the steps, then {args.schedule}; "
           f"GPM tau {args.tau}; "
           f"{cyclic.TEST_PAIRS} held-out pairs per instance; seeds {seeds}; BT mean / max, GPM min / mean over the seeds\n")
-    cols = ["BT"] + [f"GPM k={k}{' +gate' if gate else ''}" for _, k, gate in models[1:]]
+    cols = ["BT mean / max"] + [f"GPM k={k}{' +gate' if gate else ''}" for _, k, gate in models[1:]]
     print("| dataset | size (train pairs) | best transitive | " + " | ".join(cols) + " | seconds |")
     print("|---" * (4 + len(cols)) + "|")
     with ProcessPoolExecutor(args.jobs) as pool:

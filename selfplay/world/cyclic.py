@@ -83,10 +83,11 @@ N_PROMPTS = 256  # the world prompts responses are drawn for (all 96 one-topic p
 # The head start does not last: the backbone's first updates move its states off the directions the head
 # was fitted to, and within 30 steps |W d| / |W h| is back near 0.06 (0.76 -> 0.06 on one medium fit, with a
 # warm-up too), the loss at log 2.  Every fit then leaves the saddle by growing d from that small remainder,
-# which takes 25-100 steps at lr 3e-4 and grows like exp(integral of the lr): a schedule that decays
+# which took 23-117 steps at lr 3e-4 and grows like exp(integral of the lr): a schedule that decays
 # linearly to 0 has spent half its learning rate by step 90 and leaves a late fit too little to get out
 # (two of 35 medium fits ended at 0.51 and 0.62 on one machine; with a 10% warm-up one at 0.667 on another,
-# which leaves the saddle at step 93 without it).  A constant rate keeps the whole budget for that escape.
+# which leaves the saddle at step 93 without it).  A constant rate keeps the whole budget for that escape;
+# it does not remove the tail (one medium fit in 175 still stayed at log 2 for 300 steps: README).
 STEPS = 300
 BATCH_SIZE = 32
 LR = 3e-4
