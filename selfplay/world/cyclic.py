@@ -67,8 +67,8 @@ BODY_WORDS = (3, 8)  # min, max on-topic words in a response body
 N_PROMPTS = 256  # the world prompts responses are drawn for (all 96 one-topic prompts and 160 two-topic ones)
 
 # The training budget shared by every model kind (see ``fit``): AdamW over the whole model (backbone and
-# heads) at a constant learning rate LR.  The GPM's value head starts on the difference subspace of the
-# training pairs (``init_gpm_head``), not at random.  Why both:
+# heads), 64 pairs a step at a constant learning rate LR.  The GPM's value head starts on the difference
+# subspace of the training pairs (``init_gpm_head``), not at random.  Why all three:
 #
 # In a pair both responses share their body, and the marker word moves the final hidden state little next
 # to the body (chosen - rejected about 0.6 against a spread of about 8 over bodies).  From a random head the
@@ -83,13 +83,21 @@ N_PROMPTS = 256  # the world prompts responses are drawn for (all 96 one-topic p
 # The head start does not last: the backbone's first updates move its states off the directions the head
 # was fitted to, and within 30 steps |W d| / |W h| is back near 0.06 (0.76 -> 0.06 on one medium fit, with a
 # warm-up too), the loss at log 2.  Every fit then leaves the saddle by growing d from that small remainder,
-# which took 23-117 steps at lr 3e-4 and grows like exp(integral of the lr): a schedule that decays
-# linearly to 0 has spent half its learning rate by step 90 and leaves a late fit too little to get out
-# (two of 35 medium fits ended at 0.51 and 0.62 on one machine; with a 10% warm-up one at 0.667 on another,
-# which leaves the saddle at step 93 without it).  A constant rate keeps the whole budget for that escape;
-# it does not remove the tail (one medium fit in 175 still stayed at log 2 for 300 steps: README).
-STEPS = 300
-BATCH_SIZE = 32
+# which took 23-117 steps at 32 pairs and lr 3e-4 and grows like exp(integral of the lr): a schedule that
+# decays linearly to 0 has spent half its learning rate by step 90 and leaves a late fit too little to get
+# out (two of 35 medium fits ended at 0.51 and 0.62 on one machine; with a 10% warm-up one at 0.667 on
+# another, which leaves the saddle at step 93 without it).  A constant rate keeps the whole budget for the
+# escape, but at 32 pairs a step one medium fit in 175 still stayed at log 2 for 300 steps.
+#
+# The batch shortens the escape, the learning rate does not: near the saddle the gradient that grows d is
+# small next to the noise of a 32-pair sample, and Adam's step is the gradient over its root mean square,
+# noise included, so the escape direction gets a small share of each step.  64 pairs halve the noise's
+# variance: the ten fits of the two slowest medium cells (k = 3 + gate on no_truthfulness, k = 2 + gate on
+# no_instruction_following, seeds 0-4; escapes at 23-117 steps with 32 pairs, one never) all left the saddle
+# at steps 22-72 and ended at 0.983-1.000, whereas lr 5e-4 at 32 pairs left two of them at log 2.
+# 150 steps of 64 pairs cost about what 300 of 32 did (a step of 64 takes 1.7 times one of 32 here).
+STEPS = 150
+BATCH_SIZE = 64
 LR = 3e-4
 SCHEDULE = "constant"  # after no warm-up (WARMUP_RATIO); see above
 WARMUP_RATIO = 0.0
