@@ -21,6 +21,11 @@ def gather(refs: list, desc: str, progress: bool = True) -> list:
     return ray.get(refs)
 
 
+def leader(refs: list):
+    """Wait for every rank's ref (an error on any rank is raised here); the value of the first, rank 0's."""
+    return gather(refs, "", progress=False)[0]
+
+
 def wait(refs):
     """``ray.get``: the value of one ref, or the values of a list of refs in order."""
     return ray.get(refs)

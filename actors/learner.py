@@ -1,16 +1,39 @@
-"""Learner actor: holds the policy and its optimizer."""
+"""Learner actors: ``train.world_size`` ranks that hold the policy (whole, or a shard of it) and its optimizer,
+and the group that the driver calls as one learner (verl's worker group: one call, every rank)."""
 
 from __future__ import annotations
 
+import socket
+
 import ray
+from ray.util.placement_group import placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from selfplay.policy.learner import Learner as LearnerImpl
+from selfplay.policy.parallel import Sharded, Single
 
 
 @ray.remote
 class Learner:
-    def __init__(self, model: str, tokenizer: str, dtype: str, train, algo, seed: int, initial: str | None = None):
-        self.learner = LearnerImpl(model, tokenizer, dtype, train, algo, seed, initial)
+    """Rank ``rank`` of ``world_size``: started empty, then ``setup`` (every rank at once, for the rendezvous)."""
+
+    def __init__(self, rank: int, world_size: int):
+        self.rank, self.world_size = rank, world_size
+        self.learner: LearnerImpl | None = None
+
+    def address(self) -> str:
+        """``host:port`` for the process group's rendezvous (asked of rank 0): this node's address, a free port."""
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return f"{ray.util.get_node_ip_address()}:{port}"
+
+    def setup(self, address: str | None, model: str, tokenizer: str, dtype: str, train, algo, seed: int,
+              initial: str | None) -> None:
+        placement = (Single(train.mixed_precision) if self.world_size == 1 else
+                     Sharded(self.rank, self.world_size, address, train.mixed_precision, train.cpu_offload,
+                             train.activation_checkpointing))
+        self.learner = LearnerImpl(model, tokenizer, dtype, train, algo, seed, initial, placement)
 
     def begin_iteration(self, batch):
         return self.learner.begin_iteration(batch)
@@ -23,3 +46,49 @@ class Learner:
 
     def save(self, path: str) -> None:
         self.learner.save(path)
+
+
+class LearnerGroup:
+    """The learner ranks, called as one: each method sends the call to every rank and returns their refs, rank 0's
+    first (its value is the group's: ``actors.group.leader``).  One rank is the plain, unsharded path."""
+
+    def __init__(self, ranks: list, ready: list, group=None):
+        self.ranks, self.ready = ranks, ready  # ready: the ranks' setup refs, to wait on once
+        self.group = group  # the placement group of several ranks
+
+    @classmethod
+    def start(cls, train, model: str, tokenizer: str, dtype: str, algo, seed: int, initial: str | None,
+              env_vars: dict[str, str]) -> "LearnerGroup":
+        """``train.world_size`` ranks, in one placement group (one bundle each) when there are several."""
+        n = train.world_size
+        options = {"num_cpus": train.num_cpus, "num_gpus": train.num_gpus, "runtime_env": {"env_vars": env_vars}}
+        if n > 1:
+            bundle = {"CPU": max(train.num_cpus, 0.01), **({"GPU": train.num_gpus} if train.num_gpus else {})}
+            group = placement_group([bundle] * n, strategy="PACK")
+            ranks = [Learner.options(**options, scheduling_strategy=PlacementGroupSchedulingStrategy(
+                group, placement_group_bundle_index=r)).remote(r, n) for r in range(n)]
+            address = ranks[0].address.remote()
+        else:
+            group, ranks, address = None, [Learner.options(**options).remote(0, 1)], None
+        ready = [r.setup.remote(address, model, tokenizer, dtype, train, algo, seed, initial) for r in ranks]
+        return cls(ranks, ready, group)
+
+    def begin_iteration(self, batch) -> list:
+        batch = ray.put(batch)  # once into the object store, not once per rank
+        return [r.begin_iteration.remote(batch) for r in self.ranks]
+
+    def train_epoch(self, epoch: int, iteration: int) -> list:
+        return [r.train_epoch.remote(epoch, iteration) for r in self.ranks]
+
+    def weights(self) -> list:
+        """The full weights on rank 0 (the first ref); the other ranks take part in gathering them."""
+        return [r.weights.remote() for r in self.ranks]
+
+    def save(self, path: str) -> list:
+        return [r.save.remote(path) for r in self.ranks]
+
+    def stop(self) -> None:
+        for r in self.ranks:
+            ray.kill(r)
+        if self.group is not None:
+            ray.util.remove_placement_group(self.group)

@@ -18,6 +18,8 @@ from selfplay.config.loading import help_text, load_config, to_yaml
 from selfplay.config.schema import Config, ConfigError
 
 log = logging.getLogger("selfplay")
+# train keys a resumed run may change: they place the learner, they do not change what it computes
+LEARNER_PLACEMENT = ("world_size", "activation_checkpointing", "cpu_offload", "num_cpus", "num_gpus")
 
 
 def choose_judge(cfg: DictConfig, scorer: str):
@@ -79,8 +81,15 @@ def prepare_run_dir(cfg: DictConfig, sources) -> tuple[Path, int]:
         raise RunError(f"run.resume=true but {saved} does not exist: nothing to resume")
     # a run saved before a key existed reads that key's default (e.g. algo.length_normalize)
     before = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(saved))
+
+    def settings(c: DictConfig, key: str) -> dict:
+        out = OmegaConf.to_container(c[key], resolve=True)
+        if key == "train":  # where the learner runs may change: checkpoints are full, whatever the world size
+            out = {k: v for k, v in out.items() if k not in LEARNER_PLACEMENT}
+        return out
+
     differing = [k for k in ("policy", "data", "generator", "scorer", "algo", "train", "eval", "directions", "world")
-                 if OmegaConf.to_container(before[k], resolve=True) != OmegaConf.to_container(recorded[k], resolve=True)]
+                 if settings(before, k) != settings(recorded, k)]
     differing += ["run.seed"] * (before.run.seed != cfg.run.seed)
     if differing:
         raise RunError(f"run.resume=true with settings that differ from {saved}: {', '.join(differing)}")
@@ -97,7 +106,7 @@ def start_workers(cfg: DictConfig, sources, policy: str, tokenizer: str):
 
     from actors.generator import Generator
     from actors.group import wait
-    from actors.learner import Learner
+    from actors.learner import LearnerGroup
     from actors.scorer import Scorer
     from selfplay.loop.stages import Workers
 
@@ -112,11 +121,12 @@ def start_workers(cfg: DictConfig, sources, policy: str, tokenizer: str):
     device = "cuda" if s.num_gpus > 0 else "cpu"
     scorer = Scorer.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, runtime_env={"env_vars": threads}).remote(
         s.kind, sources.scorer, s.batch_size, s.k, s.tau, sources.scorer_tokenizer, device)
-    learner = Learner.options(num_cpus=t.num_cpus, num_gpus=t.num_gpus, runtime_env={"env_vars": threads}).remote(
-        policy, tokenizer, cfg.policy.dtype, t, algo, cfg.run.seed, sources.policy)
+    rank_threads = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // t.world_size))}
+    learner = LearnerGroup.start(t, policy, tokenizer, cfg.policy.dtype, algo, cfg.run.seed, sources.policy,
+                                 rank_threads)
     workers = Workers(generators, scorer, learner)
     try:
-        wait([a.__ray_ready__.remote() for a in workers.actors()])  # surface start-up errors now
+        wait([a.__ray_ready__.remote() for a in workers.actors()] + learner.ready)  # surface start-up errors now
     except BaseException:
         stop_workers(workers)
         raise
@@ -126,8 +136,9 @@ def start_workers(cfg: DictConfig, sources, policy: str, tokenizer: str):
 def stop_workers(workers) -> None:
     import ray
 
-    for actor in workers.actors():
+    for actor in [*workers.generators, workers.scorer]:
         ray.kill(actor)
+    workers.learner.stop()
 
 
 def main(argv: list[str]) -> int:

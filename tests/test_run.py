@@ -24,6 +24,11 @@ def test_config_yaml_records_the_sources_and_resume_compares_with_it(tmp_path):
     (run / "config.yaml").write_text(OmegaConf.to_yaml(saved))
     assert prepare_run_dir(load_config([f"run.dir={run}", "run.resume=true"]), SOURCES)[1] == 0
 
+    # where the learner runs may change (its checkpoints are full); what it computes may not
+    assert prepare_run_dir(load_config([f"run.dir={run}", "run.resume=true", "train.world_size=2",
+                                        "train.activation_checkpointing=true", "train.num_cpus=1"]), SOURCES)[1] == 0
+    with pytest.raises(RunError, match="differ.*train"):
+        prepare_run_dir(load_config([f"run.dir={run}", "run.resume=true", "train.lr=1e-3"]), SOURCES)
     with pytest.raises(RunError, match="differ.*algo"):
         prepare_run_dir(load_config([f"run.dir={run}", "run.resume=true", "algo.beta=3"]), SOURCES)
     with pytest.raises(RunError, match="differ.*policy"):

@@ -165,6 +165,12 @@ def validate(cfg: DictConfig) -> None:
          f"train.batch_size ({cfg.train.batch_size}) must be a multiple of train.micro_batch_size ({cfg.train.micro_batch_size})")
     need(cfg.train.mixed_precision in MIXED_PRECISION,
          f"train.mixed_precision must be one of {MIXED_PRECISION}, got '{cfg.train.mixed_precision}'")
+    need(cfg.train.world_size >= 1, f"train.world_size must be >= 1, got {cfg.train.world_size}")
+    need(cfg.train.batch_size % cfg.train.world_size == 0,
+         f"train.batch_size ({cfg.train.batch_size}) must be a multiple of train.world_size ({cfg.train.world_size}): "
+         "each rank takes an equal share of a step")
+    need(cfg.train.world_size == 1 or cfg.train.mixed_precision != "fp16",
+         "train.mixed_precision=fp16 needs train.world_size=1 (sharded training uses bf16 or full precision)")
     need(0.0 <= cfg.train.warmup_ratio < 1.0, f"train.warmup_ratio must lie in [0, 1), got {cfg.train.warmup_ratio}")
     need(cfg.train.lr_schedule in LR_SCHEDULES,
          f"train.lr_schedule must be one of {LR_SCHEDULES}, got '{cfg.train.lr_schedule}'")

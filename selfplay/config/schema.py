@@ -139,8 +139,13 @@ class TrainConfig:
     # learning rate per iteration: linear warm-up over warmup_ratio of the steps, then constant | linear | cosine
     warmup_ratio: float = 0.0
     lr_schedule: str = "constant"
-    mixed_precision: str = "auto"  # auto (bf16 on a GPU, else no) | no | bf16 | fp16 (accelerate)
-    num_cpus: float = 0.0
+    mixed_precision: str = "auto"  # auto (bf16 on a GPU, else no) | no | bf16 | fp16 (fp16: world_size 1 only)
+    # Learner ranks (data parallel, FSDP2 shards; NCCL on GPU, gloo on CPU); 1: one process, no sharding.
+    # train.batch_size is the global batch, split over the ranks.
+    world_size: int = 1
+    activation_checkpointing: bool = False  # world_size > 1: recompute each block's activations in backward
+    cpu_offload: bool = False  # world_size > 1: keep the shards (and optimizer state) on the CPU
+    num_cpus: float = 0.0  # Ray resources per learner rank
     num_gpus: float = 0.0
 
 

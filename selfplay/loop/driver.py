@@ -25,7 +25,7 @@ from typing import Iterator, Optional
 
 from omegaconf import DictConfig
 
-from actors.group import wait
+from actors.group import leader, wait
 from selfplay.core.checkpoint import append_metrics, atomic_write_json, iteration_dir
 from selfplay.loop.evaluation import eval_path, evaluate, iteration_record, load_eval, summary_line
 from selfplay.loop.judges import Judge
@@ -67,7 +67,7 @@ def selfplay(cfg: DictConfig, workers: Workers, judge: Judge, prompts: Prompts, 
             current = sample_eval(workers, prompts, cfg)
             result = evaluate(workers, judge, prompts, current, initial, previous, cfg, oracle)
         with stage("checkpoint", times):
-            wait(workers.learner.save.remote(str(iteration_dir(run_dir, t))))
+            leader(workers.learner.save(str(iteration_dir(run_dir, t))))
             judge.save(iteration_dir(run_dir, t))
             atomic_write_json(eval_path(run_dir, t), current)
         engine_starts = sum(wait([g.engine_starts.remote() for g in workers.generators]))

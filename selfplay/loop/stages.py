@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from actors.group import gather, wait
+from actors.group import gather, leader, wait
 from selfplay.algorithms.examples import draw_replay
 from selfplay.algorithms.registry import get_algorithm
 from selfplay.core.batch import Batch
@@ -25,10 +25,10 @@ log = logging.getLogger(__name__)
 class Workers:
     generators: list  # Generator actor handles
     scorer: object  # Scorer actor handle
-    learner: object  # Learner actor handle
+    learner: object  # LearnerGroup (actors.learner): train.world_size ranks called as one
 
     def actors(self) -> list:
-        return [*self.generators, self.scorer, self.learner]
+        return [*self.generators, self.scorer, *self.learner.ranks]
 
 
 def iteration_seed(cfg: DictConfig, t: int, salt: int) -> int:
@@ -84,16 +84,16 @@ def train(workers: Workers, rollout: Batch, cfg: DictConfig, t: int) -> dict:
                   "rule against pairs of identical or tied responses filtered out every pair")
         log.warning("iteration %d: %s; skipping training (the policy is unchanged)", t, reason)
         return {"loss": None, "skipped": reason}
-    stats = wait(workers.learner.begin_iteration.remote(batch))
-    refs = [workers.learner.train_epoch.remote(e, t) for e in range(cfg.train.epochs)]
-    epochs = gather(refs, "train", cfg.run.progress)  # an actor runs its calls in order
-    return {**stats, **epochs[-1]}
+    stats = leader(workers.learner.begin_iteration(batch))
+    refs = [workers.learner.train_epoch(e, t) for e in range(cfg.train.epochs)]  # a list of ranks' refs each
+    epochs = gather([ref for ranks in refs for ref in ranks], "train", cfg.run.progress)  # an actor runs its calls in order
+    return {**stats, **epochs[-len(refs[-1])]}  # rank 0's last epoch
 
 
 def sync_weights(workers: Workers) -> None:
-    """Learner -> object store (once) -> every generator, loaded in place."""
-    weights = workers.learner.weights.remote()
-    wait([g.load_weights.remote(weights) for g in workers.generators])
+    """Learner rank 0 -> object store (once) -> every generator, loaded in place."""
+    weights = workers.learner.weights()  # rank 0's full weights first; the other ranks help gather them
+    wait([g.load_weights.remote(weights[0]) for g in workers.generators] + weights[1:])
 
 
 def sample_eval(workers: Workers, prompts: Prompts, cfg: DictConfig) -> dict:

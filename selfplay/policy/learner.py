@@ -14,7 +14,6 @@ import math
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from omegaconf import DictConfig
 
 from selfplay.algorithms.registry import LossInputs, get_algorithm
@@ -22,55 +21,60 @@ from selfplay.core.batch import Batch
 from selfplay.core.checkpoint import atomic_dir
 from selfplay.core.lm import load_causal_lm, load_tokenizer, response_batch, sequence_logprobs
 from selfplay.core.optim import lr_multiplier
-
-
-def mixed_precision(setting: str) -> str:
-    """``auto``: bf16 on a GPU that supports it, else full precision."""
-    if setting != "auto":
-        return setting
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+from selfplay.policy.parallel import Sharded, Single, share
 
 
 class Learner:
     def __init__(self, model: str, tokenizer: str, dtype: str, train: DictConfig, algo: DictConfig, seed: int,
-                 initial: str | None = None):
+                 initial: str | None = None, placement: Single | Sharded | None = None):
         """``model``: the weights to train from; ``initial``: the run's pi_0 (default ``model``), loaded
-        when the algorithm's reference is the initial policy."""
+        when the algorithm's reference is the initial policy; ``placement``: one process (default) or this
+        rank's place in a sharded group (``selfplay.policy.parallel``)."""
         self.train_cfg, self.algo_cfg, self.seed = train, algo, seed
         self.dtype, self.initial = dtype, initial or model
-        self.accelerator = Accelerator(mixed_precision=mixed_precision(train.mixed_precision),
-                                       cpu=not torch.cuda.is_available())
-        self.model = self.accelerator.prepare(load_causal_lm(model, dtype))
+        self.placement = placement or Single(train.mixed_precision)
+        self.model = self.placement.wrap(load_causal_lm(model, dtype))
         self.tokenizer = load_tokenizer(tokenizer)
         self.algorithm = get_algorithm(algo.name)
         self.reference_model: torch.nn.Module | None = None
         self.batch: Batch | None = None
         # One optimizer for the run: accelerate keeps a reference to every optimizer it prepares.
         opt = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-        self.optimizer = self.accelerator.prepare(opt)
+        self.optimizer, self.torch_optimizer = self.placement.optimizer(opt)
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
 
     def _tensors(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ids, attn, mask = response_batch(batch.row_prompt_ids(), batch.response_ids, self.tokenizer.pad_token_id)
-        dev = self.accelerator.device
+        dev = self.placement.device
         return ids.to(dev), attn.to(dev), mask.to(dev)
+
+    def _micro_batches(self, rows: list[int]) -> list[list[int]]:
+        """This rank's share of ``rows`` (all ranks' rows, in one order) in micro-batches; every rank gets the
+        same number of them, empty ones where its share runs out."""
+        mine = [rows[i] for i in share(len(rows), self.placement.rank, self.placement.world_size)]
+        mb = self.train_cfg.micro_batch_size
+        count = math.ceil(math.ceil(len(rows) / self.placement.world_size) / mb)
+        return [mine[i * mb:(i + 1) * mb] for i in range(count)]
 
     @torch.no_grad()
     def logprobs(self, batch: Batch, model: torch.nn.Module | None = None) -> torch.Tensor:
-        """log pi(y|x) for every row under ``model`` (default: the current weights), in micro-batches.  (N,), CPU."""
+        """log pi(y|x) for every row under ``model`` (default: the current weights), in micro-batches, each rank
+        its share.  (N,), CPU, on every rank."""
         model = model or self.model
         model.eval()
-        mb = self.train_cfg.micro_batch_size
-        out = [sequence_logprobs(model, *self._tensors(batch.select(list(range(i, min(i + mb, len(batch)))))))
-               for i in range(0, len(batch), mb)]
-        return torch.cat(out).float().cpu()
+        out = []
+        for part in self._micro_batches(list(range(len(batch)))):
+            # a rank whose share has run out still runs the forward (its shards are needed), on row 0
+            logps = sequence_logprobs(model, *self._tensors(batch.select(part or [0])))
+            out.append(logps[:len(part) * batch.group].float().cpu())  # group: sequences per example
+        return self.placement.gather(torch.cat(out))
 
     def _reference(self, name: str | None) -> torch.nn.Module | None:
         if name == "previous":
             return self.model
         if name == "initial":
-            if self.reference_model is None:  # frozen pi_0, loaded once
-                self.reference_model = self.accelerator.prepare(load_causal_lm(self.initial, self.dtype))
+            if self.reference_model is None:  # frozen pi_0, loaded once (sharded like the policy)
+                self.reference_model = self.placement.wrap(load_causal_lm(self.initial, self.dtype))
                 self.reference_model.requires_grad_(False)
             return self.reference_model
         return None
@@ -80,8 +84,7 @@ class Learner:
 
     def restore_initial(self) -> None:
         """Reset the weights to pi_0 (``initial``)."""
-        state = load_causal_lm(self.initial, self.dtype).state_dict()
-        self.accelerator.unwrap_model(self.model).load_state_dict(state)
+        self.placement.load_full_state_dict(self.model, load_causal_lm(self.initial, self.dtype).state_dict())
 
     def begin_iteration(self, batch: Batch) -> dict[str, float]:
         """Cache the reference log-probs (never recomputed per epoch); restart the optimizer and the schedule;
@@ -93,15 +96,15 @@ class Learner:
         reference = self._reference(batch.reference)
         batch.ref_logps = None if reference is None else self.logprobs(batch, reference)
         self.batch = batch
-        self.optimizer.optimizer.state.clear()  # AdamW keeps its step count in the state: a fresh start
+        self.torch_optimizer.state.clear()  # AdamW keeps its step count in the state: a fresh start
         cfg = self.train_cfg
         total = cfg.epochs * self.steps_per_epoch(batch)
-        for group in self.optimizer.optimizer.param_groups:
+        for group in self.torch_optimizer.param_groups:
             group["lr"] = group["initial_lr"] = cfg.lr
         factor = lr_multiplier(total, math.ceil(cfg.warmup_ratio * total), cfg.lr_schedule)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer.optimizer, factor)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.torch_optimizer, factor)
         return {"num_examples": float(len(batch)), "num_sequences": float(len(batch.response_ids)),
-                "optimizer_steps": float(total)}
+                "optimizer_steps": float(total), "world_size": self.placement.world_size}
 
     def _loss_inputs(self, part: Batch, logps: torch.Tensor) -> LossInputs:
         dev, shape = logps.device, (len(part), part.group)
@@ -109,7 +112,8 @@ class Learner:
         return LossInputs(logps.view(shape), ref, part.targets.to(dev).view(shape), part.lengths().to(dev).view(shape))
 
     def train_epoch(self, epoch: int, iteration: int) -> dict[str, float]:
-        """One pass over the cached batch in a seeded order; gradient accumulation over micro-batches."""
+        """One pass over the cached batch in a seeded order; gradient accumulation over micro-batches.  With
+        shards, each rank takes its share of every step (the same order on every rank)."""
         assert self.batch is not None and self.scheduler is not None, "begin_iteration first"
         cfg, batch = self.train_cfg, self.batch
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration * 1_009 + epoch)
@@ -121,32 +125,40 @@ class Learner:
             step_examples = order[start:start + cfg.batch_size]
             self.optimizer.zero_grad()
             step_loss = 0.0
-            for m in range(0, len(step_examples), cfg.micro_batch_size):
-                part = batch.select(step_examples[m:m + cfg.micro_batch_size])
+            for part_rows in self._micro_batches(step_examples):
+                part = batch.select(part_rows or step_examples[:1])
                 logps = sequence_logprobs(self.model, *self._tensors(part))
                 per_example, metrics = self.algorithm.objective(self._loss_inputs(part, logps), self.algo_cfg)
-                loss = per_example.sum() / len(step_examples)
-                self.accelerator.backward(loss)
+                # an empty share still runs forward and backward (the shards' collectives), with weight 0
+                loss = per_example.sum() / len(step_examples) * (1.0 if part_rows else 0.0)
+                self.placement.backward(loss)
                 step_loss += loss.item()
                 for k, v in metrics.items():
-                    metric_sums[k] = metric_sums.get(k, 0.0) + v * len(part)
-            grad_norms.append(float(self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)))
+                    metric_sums[k] = metric_sums.get(k, 0.0) + v * len(part_rows)
+            grad_norms.append(self.placement.clip(self.model, cfg.max_grad_norm))
             lrs.append(self.scheduler.get_last_lr()[0])
             self.optimizer.step()
             self.scheduler.step()
             losses.append(step_loss)
+        losses = self.placement.all_sum(losses)
+        names = sorted(metric_sums)  # the same on every rank: each ran the objective on every step
+        metric_sums = dict(zip(names, self.placement.all_sum([metric_sums[k] for k in names])))
         if not all(math.isfinite(x) for x in losses):
             raise FloatingPointError(f"non-finite training loss in iteration {iteration}, epoch {epoch}: {losses}")
         return {"loss": sum(losses) / len(losses), "grad_norm": sum(grad_norms) / len(grad_norms),
-                "lr": lrs[-1], **{k: v / len(batch) for k, v in metric_sums.items()}}
+                "lr": lrs[-1], **{k: v / len(batch) for k, v in metric_sums.items()}, "step_losses": losses}
 
-    def weights(self) -> dict[str, torch.Tensor]:
-        """Hugging Face parameter names -> CPU tensors (full, unsharded), for the generators."""
-        model = self.accelerator.unwrap_model(self.model)
-        return {n: t.detach().to("cpu", copy=True) for n, t in model.state_dict().items()}
+    def weights(self) -> dict[str, torch.Tensor] | None:
+        """Hugging Face parameter names -> CPU tensors (full, unsharded), for the generators; with shards, on
+        rank 0 (None on the others; every rank must call)."""
+        return self.placement.full_state_dict(self.model)
 
     def save(self, path: str | Path) -> None:
-        """A Hugging Face checkpoint (safetensors, config, tokenizer), written atomically."""
+        """A Hugging Face checkpoint (safetensors, config, tokenizer), written atomically; with shards, the full
+        weights gathered to rank 0, which writes it (every rank must call)."""
+        state = self.placement.full_state_dict(self.model)
+        if self.placement.rank != 0:
+            return
         with atomic_dir(path) as tmp:
-            self.accelerator.unwrap_model(self.model).save_pretrained(tmp)
+            self.placement.unwrap(self.model).save_pretrained(tmp, state_dict=state)
             self.tokenizer.save_pretrained(tmp)

@@ -206,6 +206,9 @@ def test_overriding_a_section_with_a_value_names_the_section() -> None:
         (["dpo", "algo.max_pairs=0"], "algo.max_pairs must be >= 1"),
         (["train.lr_schedule=step"], "train.lr_schedule must be one of ('constant', 'linear', 'cosine')"),
         (["train.warmup_ratio=1.0"], "train.warmup_ratio must lie in [0, 1)"),
+        (["train.world_size=0"], "train.world_size must be >= 1, got 0"),
+        (["train.world_size=3"], "train.batch_size (64) must be a multiple of train.world_size (3)"),
+        (["train.world_size=2", "train.mixed_precision=fp16"], "train.mixed_precision=fp16 needs train.world_size=1"),
     ],
 )
 def test_bad_algorithm_configurations_fail_before_any_work(args, needle):

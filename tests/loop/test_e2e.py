@@ -92,6 +92,21 @@ def test_resume_continues_to_more_iterations(hf_run, tmp_path):
     assert [r["iteration"] for r in read_metrics(run_dir)] == [1, 2, 3]
 
 
+def test_sharded_learner_run_resumes_with_one_rank(hf_run, tmp_path):
+    """train.world_size=2 (FSDP2 over gloo) trains iteration 1 like one process, writes a full Hugging Face
+    checkpoint, and the run resumes with world_size=1 (placement keys may change on resume)."""
+    run_dir = tmp_path / "run"
+    assert main([*FAST, "iter=1", f"run.dir={run_dir}", "generator.backend=hf", "train.world_size=2"]) == 0
+    sharded = AutoModelForCausalLM.from_pretrained(run_dir / "iter_1").state_dict()
+    plain = AutoModelForCausalLM.from_pretrained(hf_run / "iter_1").state_dict()
+    for name, w in plain.items():
+        assert (sharded[name] - w).norm() <= 1e-4 * w.norm(), name
+    assert read_metrics(run_dir)[0]["train"]["world_size"] == 2
+    assert main([*FAST, "iter=2", f"run.dir={run_dir}", "generator.backend=hf", "run.resume=true"]) == 0
+    assert [r["iteration"] for r in read_metrics(run_dir)] == [1, 2]
+    assert read_metrics(run_dir)[1]["train"]["world_size"] == 1
+
+
 def test_existing_run_dir_is_not_overwritten(hf_run, capsys):
     before = (hf_run / "metrics.jsonl").read_text()
     assert main([*FAST, "iter=2", f"run.dir={hf_run}", "generator.backend=hf"]) == 2

@@ -68,9 +68,9 @@ def test_each_iteration_starts_a_fresh_optimizer(tiny_policy):
     learner = make_learner(tiny_policy, batch_size=4, micro_batch_size=4)
     learner.begin_iteration(batch_of(8))
     learner.train_epoch(0, iteration=1)
-    assert len(learner.optimizer.optimizer.state) > 0
+    assert len(learner.torch_optimizer.state) > 0
     learner.begin_iteration(batch_of(8))
-    assert len(learner.optimizer.optimizer.state) == 0
+    assert len(learner.torch_optimizer.state) == 0
 
 
 # ---- the learner on (chosen, rejected) pairs -------------------------------------------------------------
@@ -107,7 +107,7 @@ def test_learner_dpo_pairs_reference_initial_and_previous(tiny_policy):
     initial = independent_logprobs(tiny_policy, pair_batch("initial"))
     batch = pair_batch("initial")
     info = learner.begin_iteration(batch)
-    assert info == {"num_examples": 4.0, "num_sequences": 8.0, "optimizer_steps": 1.0}
+    assert info == {"num_examples": 4.0, "num_sequences": 8.0, "optimizer_steps": 1.0, "world_size": 1}
     torch.testing.assert_close(batch.ref_logps, initial, rtol=1e-5, atol=1e-5)
     stats = learner.train_epoch(0, iteration=1)
     assert stats["loss"] == pytest.approx(LOG2, abs=1e-5)
