@@ -15,8 +15,11 @@ class Generator:
     def generate(self, prompt_ids, n, temperature, top_p, max_new_tokens, seed):
         return self.engine.generate(prompt_ids, n, temperature, top_p, max_new_tokens, seed)
 
-    def load_weights(self, weights) -> None:
-        self.engine.load_weights(weights)
+    def load_bucket(self, bucket) -> None:
+        self.engine.load_bucket(bucket)
+
+    def finish_sync(self) -> None:
+        self.engine.finish_sync()
 
     def engine_starts(self) -> int:
         return self.engine.engine_starts

@@ -29,3 +29,12 @@ def leader(refs: list):
 def wait(refs):
     """``ray.get``: the value of one ref, or the values of a list of refs in order."""
     return ray.get(refs)
+
+
+def wait_named(refs: list, names: list[str], timeout_s: float, what: str) -> list:
+    """``ray.get(refs)``, bounded: if some have not answered within ``timeout_s``, a TimeoutError names them."""
+    _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    if pending:
+        late = [names[i] for i, r in enumerate(refs) if r in pending]
+        raise TimeoutError(f"{what}: {', '.join(late)} did not answer within {timeout_s:g} s")
+    return ray.get(refs)

@@ -41,8 +41,11 @@ class Learner:
     def train_epoch(self, epoch: int, iteration: int):
         return self.learner.train_epoch(epoch, iteration)
 
-    def weights(self):
-        return self.learner.weights()
+    def plan_sync(self, bucket_bytes: int) -> int:
+        return self.learner.plan_sync(bucket_bytes)
+
+    def weight_bucket(self, i: int):
+        return self.learner.weight_bucket(i)
 
     def save(self, path: str) -> None:
         self.learner.save(path)
@@ -80,9 +83,13 @@ class LearnerGroup:
     def train_epoch(self, epoch: int, iteration: int) -> list:
         return [r.train_epoch.remote(epoch, iteration) for r in self.ranks]
 
-    def weights(self) -> list:
-        """The full weights on rank 0 (the first ref); the other ranks take part in gathering them."""
-        return [r.weights.remote() for r in self.ranks]
+    def plan_sync(self, bucket_bytes: int) -> list:
+        """Plan the weight buckets (``selfplay.policy.weight_sync``); each rank's value is their number."""
+        return [r.plan_sync.remote(bucket_bytes) for r in self.ranks]
+
+    def weight_bucket(self, i: int) -> list:
+        """Bucket i, full tensors packed on rank 0 (the first ref); the other ranks help gather it."""
+        return [r.weight_bucket.remote(i) for r in self.ranks]
 
     def save(self, path: str) -> list:
         return [r.save.remote(path) for r in self.ranks]

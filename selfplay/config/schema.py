@@ -150,6 +150,14 @@ class TrainConfig:
 
 
 @dataclass
+class SyncConfig:
+    """Weights from the learner to the generators after each iteration (selfplay.policy.weight_sync)."""
+
+    bucket_mb: float = 256.0  # whole layers packed per transfer, up to this size (a larger layer goes alone)
+    timeout_s: float = 600.0  # per bucket; the error names the generator (or learner rank) that did not answer
+
+
+@dataclass
 class EvalConfig:
     prompts: int = 64  # held-out prompts per evaluation (at most data.eval_size)
     samples: int = 4  # responses per prompt and policy; win rates average over samples x samples pairs
@@ -254,6 +262,7 @@ class Config:
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     directions: DirectionsConfig = field(default_factory=DirectionsConfig)
     world: WorldConfig = field(default_factory=WorldConfig)

@@ -62,7 +62,7 @@ def selfplay(cfg: DictConfig, workers: Workers, judge: Judge, prompts: Prompts, 
         with stage("train", times):
             train_stats = train(workers, rollout, cfg, t)
         with stage("sync", times):
-            sync_weights(workers)
+            buckets = sync_weights(workers, cfg)
         with stage("eval", times):
             current = sample_eval(workers, prompts, cfg)
             result = evaluate(workers, judge, prompts, current, initial, previous, cfg, oracle)
@@ -71,7 +71,7 @@ def selfplay(cfg: DictConfig, workers: Workers, judge: Judge, prompts: Prompts, 
             judge.save(iteration_dir(run_dir, t))
             atomic_write_json(eval_path(run_dir, t), current)
         engine_starts = sum(wait([g.engine_starts.remote() for g in workers.generators]))
-        record = iteration_record(t, result, train_stats, rollout, engine_starts, times)
+        record = iteration_record(t, result, train_stats, rollout, engine_starts, buckets, times)
         append_metrics(run_dir, record)  # commit point: iteration t is complete
         judge.plot(run_dir)
         log.info(summary_line(record))

@@ -63,7 +63,7 @@ def load_eval(run_dir: Path, t: int) -> dict:
     return json.loads(eval_path(run_dir, t).read_text())
 
 
-def iteration_record(t: int, result: dict, train_stats: dict, rollout: Batch, engine_starts: int,
+def iteration_record(t: int, result: dict, train_stats: dict, rollout: Batch, engine_starts: int, sync_buckets: int,
                      times: dict[str, float]) -> dict:
     """Iteration t's metrics line: the evaluation, training, rollout throughput and each stage's seconds."""
     return {
@@ -75,6 +75,7 @@ def iteration_record(t: int, result: dict, train_stats: dict, rollout: Batch, en
         "generate_tokens_per_s": rollout.num_tokens() / max(times["generate_s"], 1e-9),
         "rollout_mean_length": rollout.num_tokens() / len(rollout.response_ids),
         "engine_starts": engine_starts,
+        "sync_buckets": sync_buckets,
         **times,
     }
 

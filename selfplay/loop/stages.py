@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from actors.group import gather, leader, wait
+from actors.group import gather, leader, wait, wait_named
 from selfplay.algorithms.examples import draw_replay
 from selfplay.algorithms.registry import get_algorithm
 from selfplay.core.batch import Batch
@@ -90,10 +90,22 @@ def train(workers: Workers, rollout: Batch, cfg: DictConfig, t: int) -> dict:
     return {**stats, **epochs[-len(refs[-1])]}  # rank 0's last epoch
 
 
-def sync_weights(workers: Workers) -> None:
-    """Learner rank 0 -> object store (once) -> every generator, loaded in place."""
-    weights = workers.learner.weights()  # rank 0's full weights first; the other ranks help gather them
-    wait([g.load_weights.remote(weights[0]) for g in workers.generators] + weights[1:])
+def sync_weights(workers: Workers, cfg: DictConfig) -> int:
+    """Learner -> every generator, in buckets of whole layers (``selfplay.policy.weight_sync``) through the object
+    store, loaded in place; bucket i + 1 is gathered and packed while the generators load bucket i.  Each bucket
+    is bounded by ``sync.timeout_s``, whose error names the generator that did not answer.  Returns the number
+    of buckets."""
+    names = [f"generator {i}" for i in range(len(workers.generators))]
+    n = leader(workers.learner.plan_sync(int(cfg.sync.bucket_mb * 2**20)))
+    parts = workers.learner.weight_bucket(0)  # rank 0's packed bucket first; the other ranks help gather it
+    for i in range(n):
+        loads = [g.load_bucket.remote(parts[0]) for g in workers.generators]
+        helpers = parts[1:]
+        parts = workers.learner.weight_bucket(i + 1) if i + 1 < n else []
+        wait_named(loads + helpers, names + [f"learner rank {r + 1}" for r in range(len(helpers))],
+                   cfg.sync.timeout_s, f"weight sync, bucket {i + 1} of {n}")
+    wait_named([g.finish_sync.remote() for g in workers.generators], names, cfg.sync.timeout_s, "weight sync")
+    return n
 
 
 def sample_eval(workers: Workers, prompts: Prompts, cfg: DictConfig) -> dict:

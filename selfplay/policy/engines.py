@@ -7,8 +7,8 @@ how the prompts are sharded across replicas or batched.  transformers samples a
 whole batch from one generator seeded per batch, so its results are reproducible
 for the same seed, ``generator.batch_size`` and ``generator.replicas``.
 
-Weights arrive in place as Hugging Face parameter names -> tensors
-(``load_weights``); the engine is never restarted.  ``engine_starts`` counts the
+Weights arrive in place, in buckets of Hugging Face-named tensors (``load_bucket``, then ``finish_sync``;
+``selfplay.policy.weight_sync``); the engine is never restarted.  ``engine_starts`` counts the
 starts (one per generator per run).
 """
 
@@ -22,6 +22,7 @@ import torch
 
 from selfplay.core.batch import Sample
 from selfplay.core.lm import load_causal_lm, load_tokenizer, resolve
+from selfplay.policy.weight_sync import Bucket
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +65,25 @@ class VLLMGenerator:
             flat.append(Sample(ids, c.text, finished))
         return [flat[i * n:(i + 1) * n] for i in range(len(prompt_ids))]
 
-    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
-        """Load HF-named tensors into the running engine, then drop the prefix cache, whose KV entries
-        came from the old weights.
+    def load_bucket(self, bucket: Bucket) -> None:
+        """Load one bucket of HF-named tensors (whole decoder layers, ``weight_sync``) into the running engine.
 
-        vLLM's in-place reload (``reload_weights``, checkpoint format) maps q/k/v and gate/up onto its
-        fused parameters and re-runs the post-load processing (e.g. CPU weight repacking); calling
-        ``model.load_weights`` directly fails once that processing has replaced the parameters.
+        vLLM's in-place reload (``reload_weights``, checkpoint format) maps q/k/v and gate/up onto its fused
+        parameters and re-runs the post-load processing (e.g. CPU weight repacking) of each layer whose weights
+        all arrived; calling ``model.load_weights`` directly fails once that processing has replaced the
+        parameters.  Layers outside the bucket keep their weights (vLLM warns about each; silenced here).
         """
         runner = self.llm.llm_engine.engine_core.engine_core.model_executor.driver_worker.worker.model_runner
-        runner.reload_weights(weights_iterator=iter(weights.items()), is_checkpoint_format=True)
+        quiet = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            runner.reload_weights(weights_iterator=bucket.tensors(), is_checkpoint_format=True)
+        finally:
+            quiet.setLevel(level)
+
+    def finish_sync(self) -> None:
+        """After the last bucket: drop the prefix cache, whose KV entries came from the old weights."""
         self.llm.reset_prefix_cache()
 
 
@@ -112,8 +122,17 @@ class HFGenerator:
                 samples.append(Sample(row, tok.decode(row, skip_special_tokens=True), finished))
         return [samples[i * n:(i + 1) * n] for i in range(len(prompt_ids))]
 
-    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(weights, strict=True)
+    @torch.no_grad()
+    def load_bucket(self, bucket: Bucket) -> None:
+        """Copy one bucket's tensors into the model's parameters and buffers, by Hugging Face name."""
+        state = self.model.state_dict()
+        for name, t in bucket.tensors():
+            if name not in state:
+                raise KeyError(f"weight sync: the generator's model has no tensor '{name}'")
+            state[name].copy_(t)
+
+    def finish_sync(self) -> None:
+        pass
 
 
 def make_generator(backend: str, model: str, tokenizer: str, cfg, dtype: str, seed: int):

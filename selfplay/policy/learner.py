@@ -22,6 +22,7 @@ from selfplay.core.checkpoint import atomic_dir
 from selfplay.core.lm import load_causal_lm, load_tokenizer, response_batch, sequence_logprobs
 from selfplay.core.optim import lr_multiplier
 from selfplay.policy.parallel import Sharded, Single, share
+from selfplay.policy.weight_sync import Bucket, TensorMeta, pack, plan_buckets
 
 
 class Learner:
@@ -42,6 +43,7 @@ class Learner:
         opt = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.optimizer, self.torch_optimizer = self.placement.optimizer(opt)
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self.sync_buckets: list[list[TensorMeta]] = []
 
     def _tensors(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ids, attn, mask = response_batch(batch.row_prompt_ids(), batch.response_ids, self.tokenizer.pad_token_id)
@@ -148,10 +150,19 @@ class Learner:
         return {"loss": sum(losses) / len(losses), "grad_norm": sum(grad_norms) / len(grad_norms),
                 "lr": lrs[-1], **{k: v / len(batch) for k, v in metric_sums.items()}, "step_losses": losses}
 
-    def weights(self) -> dict[str, torch.Tensor] | None:
-        """Hugging Face parameter names -> CPU tensors (full, unsharded), for the generators; with shards, on
-        rank 0 (None on the others; every rank must call)."""
-        return self.placement.full_state_dict(self.model)
+    def plan_sync(self, bucket_bytes: int) -> int:
+        """Plan the buckets the weights go to the generators in (``weight_sync``); returns how many."""
+        state = self.placement.unwrap(self.model).state_dict()
+        self.sync_buckets = plan_buckets([TensorMeta(n, t.dtype, tuple(t.shape)) for n, t in state.items()],
+                                         bucket_bytes)
+        return len(self.sync_buckets)
+
+    def weight_bucket(self, i: int) -> Bucket | None:
+        """Bucket ``i`` of the plan, full tensors (gathered from the shards), packed on rank 0; None on the other
+        ranks, which take part in the gathering (every rank must call, in the same order)."""
+        state = self.placement.unwrap(self.model).state_dict()  # references to the (sharded) parameters, no copy
+        return pack(self.sync_buckets[i], lambda name: self.placement.full_tensor(state[name]),
+                    keep=self.placement.rank == 0)
 
     def save(self, path: str | Path) -> None:
         """A Hugging Face checkpoint (safetensors, config, tokenizer), written atomically; with shards, the full

@@ -68,6 +68,10 @@ class Single:
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return self.accelerator.unwrap_model(model)
 
+    @staticmethod
+    def full_tensor(t: torch.Tensor) -> torch.Tensor:
+        return t
+
     def gather(self, part: torch.Tensor) -> torch.Tensor:
         return part
 
@@ -142,6 +146,11 @@ class Sharded:
 
     def unwrap(self, model: torch.nn.Module) -> torch.nn.Module:
         return model
+
+    @staticmethod
+    def full_tensor(t: torch.Tensor) -> torch.Tensor:
+        """A sharded tensor gathered whole on every rank (a collective)."""
+        return t.full_tensor() if hasattr(t, "full_tensor") else t
 
     def gather(self, part: torch.Tensor) -> torch.Tensor:
         """Every rank's ``part`` (1-D, CPU), concatenated in rank order, on every rank."""

@@ -44,9 +44,17 @@ def train_group(policy: str, world_size: int, algo: str, batch: Batch, epochs: i
         for t in iterations:
             leader(group.begin_iteration(batch))
             stats = [leader(group.train_epoch(e, t)) for e in range(epochs)]
-        return stats, leader(group.weights())
+        return stats, synced_weights(group)
     finally:
         group.stop()
+
+
+def synced_weights(group: LearnerGroup, bucket_bytes: int = 50_000) -> dict[str, torch.Tensor]:
+    """The full weights as the generators get them: bucket by bucket from rank 0 (the other ranks gather)."""
+    out = {}
+    for i in range(leader(group.plan_sync(bucket_bytes))):
+        out.update({n: t.clone() for n, t in leader(group.weight_bucket(i)).tensors()})
+    return out
 
 
 def assert_same_weights(a: dict, b: dict) -> None:
