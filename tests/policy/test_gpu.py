@@ -1,0 +1,60 @@
+"""GPU-only checks (``python -m pytest -m gpu`` on a GPU machine; the README's test command excludes them):
+the learner in bf16 on a GPU, and bucketed sync into a vLLM engine on the GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from selfplay.config.schema import GeneratorConfig, TrainConfig
+from selfplay.core.lm import encode_prompt, load_causal_lm, load_tokenizer
+from selfplay.policy.learner import Learner
+from tests.policy.test_learner_group import batch_of
+from tests.policy.test_weight_sync import buckets_of
+
+pytestmark = pytest.mark.gpu
+
+
+def test_learner_trains_in_bf16_on_the_gpu(world):
+    assert torch.cuda.is_available(), "the gpu tests need a CUDA device"
+    from selfplay.config.loading import load_config
+
+    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), {"lr": 1e-3, "epochs": 1, "batch_size": 4,
+                                                             "micro_batch_size": 2, "mixed_precision": "bf16"})
+    learner = Learner(world.policy, world.tokenizer, "float32", cfg, load_config([]).algo, seed=0)
+    assert learner.placement.device.type == "cuda"
+    learner.begin_iteration(batch_of(8))
+    stats = learner.train_epoch(0, iteration=1)
+    assert all(torch.isfinite(torch.tensor(stats["step_losses"])))
+    before = load_causal_lm(world.policy, "float32").state_dict()
+    after = learner.placement.full_state_dict(learner.model)
+    assert sum(not torch.equal(before[n], t) for n, t in after.items()) > len(after) // 2
+
+
+def test_vllm_on_the_gpu_synced_in_buckets_generates_like_a_fresh_engine(world, ray_cluster, tmp_path):
+    import ray
+
+    from actors.generator import Generator
+
+    cfg = OmegaConf.structured(GeneratorConfig)
+    tok = load_tokenizer(world.tokenizer)
+    prompts = [encode_prompt(tok, [{"role": "user", "content": c}]) for c in ("Tell me about apples.", "What is bread?")]
+    target = load_causal_lm(world.policy, "float32")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in target.parameters():
+            p.mul_(1.0 + 0.3 * torch.randn_like(p))
+    target.save_pretrained(tmp_path / "target")
+
+    def greedy(actor) -> list[list[int]]:
+        return [g[0].response_ids for g in ray.get(actor.generate.remote(prompts, 1, 0.0, 1.0, 16, 0))]
+
+    synced = Generator.options(num_gpus=1).remote("vllm", world.policy, world.tokenizer, cfg, "float32", 0)
+    ray.get([synced.load_bucket.remote(ray.put(b)) for b in buckets_of(target, 200_000)])
+    ray.get(synced.finish_sync.remote())
+    after = greedy(synced)
+    ray.kill(synced)
+    fresh = Generator.options(num_gpus=1).remote("vllm", str(tmp_path / "target"), world.tokenizer, cfg, "float32", 0)
+    assert after == greedy(fresh)
+    ray.kill(fresh)
