@@ -154,6 +154,7 @@ def main(argv: list[str]) -> int:
 
     import ray
 
+    from selfplay.config.memory import PlanError, plan
     from selfplay.core.checkpoint import iteration_dir
     from selfplay.core.jsonl import DataError
     from selfplay.core.lm import ModelLoadError, load_tokenizer
@@ -165,10 +166,15 @@ def main(argv: list[str]) -> int:
         data, oracle = resolve_data(cfg)
         judge = choose_judge(cfg, data.scorer)  # before the policy: a bad direction fails before any training
         sources = resolve_policy(cfg, data, judge.directional)
+        if cfg.placement.check:  # before any model or prompt is loaded, any actor started
+            _, problems = plan(cfg, sources.policy, sources.scorer)
+            if problems:
+                raise RunError(f"the plan does not fit: {problems[0]}"
+                               + (f" (and {len(problems) - 1} more: python -m selfplay.plan ...)" if len(problems) > 1 else ""))
         tokenizer = load_tokenizer(sources.policy_tokenizer)
         prompts = load_prompt_splits(cfg, sources, tokenizer, judge)
         run_dir, last = prepare_run_dir(cfg, sources)
-    except (RunError, DataError, ModelLoadError, ConfigError, DirectionError) as e:
+    except (RunError, DataError, ModelLoadError, ConfigError, DirectionError, PlanError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if last >= cfg.iter:

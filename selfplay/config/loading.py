@@ -165,6 +165,9 @@ def validate(cfg: DictConfig) -> None:
          f"train.batch_size ({cfg.train.batch_size}) must be a multiple of train.micro_batch_size ({cfg.train.micro_batch_size})")
     need(cfg.train.mixed_precision in MIXED_PRECISION,
          f"train.mixed_precision must be one of {MIXED_PRECISION}, got '{cfg.train.mixed_precision}'")
+    need(cfg.generator.tensor_parallel >= 1, f"generator.tensor_parallel must be >= 1, got {cfg.generator.tensor_parallel}")
+    need(cfg.generator.tensor_parallel == 1 or cfg.generator.backend == "vllm",
+         "generator.tensor_parallel > 1 needs generator.backend=vllm")
     need(cfg.sync.bucket_mb > 0, f"sync.bucket_mb must be > 0, got {cfg.sync.bucket_mb}")
     need(cfg.sync.timeout_s > 0, f"sync.timeout_s must be > 0, got {cfg.sync.timeout_s}")
     need(cfg.train.world_size >= 1, f"train.world_size must be >= 1, got {cfg.train.world_size}")

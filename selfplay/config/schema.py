@@ -49,6 +49,7 @@ class DataConfig:
 class GeneratorConfig:
     backend: str = "vllm"  # vllm | hf
     replicas: int = 1
+    tensor_parallel: int = 1  # vLLM: devices per replica (tensor parallelism); 1 on a CPU
     k: int = 4  # responses per prompt
     temperature: float = 1.0
     top_p: float = 1.0
@@ -243,6 +244,15 @@ class WorldConfig:
 
 
 @dataclass
+class PlacementConfig:
+    """The devices the plan (``selfplay.config.memory``) checks a run against before any actor starts."""
+
+    gpu_memory_gb: Optional[float] = None  # per GPU; None: the visible GPU's, or 80 where none is visible
+    cpu_memory_gb: Optional[float] = None  # host memory for the CPU actors; None: this machine's
+    check: bool = True  # refuse a run whose plan cannot fit
+
+
+@dataclass
 class RunSettings:
     dir: str = "runs/default"
     seed: int = 0
@@ -263,6 +273,7 @@ class Config:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     directions: DirectionsConfig = field(default_factory=DirectionsConfig)
     world: WorldConfig = field(default_factory=WorldConfig)

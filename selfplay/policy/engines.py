@@ -31,7 +31,8 @@ class VLLMGenerator:
     """vLLM in the calling process (V1 multiprocessing off), so weights can be loaded in place."""
 
     def __init__(self, model: str, tokenizer: str, dtype: str, gpu_memory_utilization: float,
-                 enforce_eager: bool, max_model_len: int, seed: int, chunked_prefill: bool = False):
+                 enforce_eager: bool, max_model_len: int, seed: int, chunked_prefill: bool = False,
+                 tensor_parallel: int = 1):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from vllm import LLM
@@ -39,7 +40,9 @@ class VLLMGenerator:
         t = time.perf_counter()
         self.llm = LLM(model=resolve(model), tokenizer=resolve(tokenizer), dtype=dtype, seed=seed,
                        enforce_eager=enforce_eager, gpu_memory_utilization=gpu_memory_utilization,
-                       max_model_len=max_model_len, enable_chunked_prefill=chunked_prefill)
+                       max_model_len=max_model_len, enable_chunked_prefill=chunked_prefill,
+                       tensor_parallel_size=tensor_parallel)
+        self.tensor_parallel = tensor_parallel
         self.engine_starts = 1
         self.eos_id = self.llm.get_tokenizer().eos_token_id
         log.info("vLLM engine started in %.1fs (start #%d)", time.perf_counter() - t, self.engine_starts)
@@ -73,12 +76,13 @@ class VLLMGenerator:
         all arrived; calling ``model.load_weights`` directly fails once that processing has replaced the
         parameters.  Layers outside the bucket keep their weights (vLLM warns about each; silenced here).
         """
-        runner = self.llm.llm_engine.engine_core.engine_core.model_executor.driver_worker.worker.model_runner
+        # In this process (one device) the iterator is read in place; worker processes (tensor parallel) get a list.
+        weights = bucket.tensors() if self.tensor_parallel == 1 else list(bucket.tensors())
         quiet = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
         level = quiet.level
         quiet.setLevel(logging.ERROR)
         try:
-            runner.reload_weights(weights_iterator=bucket.tensors(), is_checkpoint_format=True)
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
         finally:
             quiet.setLevel(level)
 
@@ -138,7 +142,7 @@ class HFGenerator:
 def make_generator(backend: str, model: str, tokenizer: str, cfg, dtype: str, seed: int):
     if backend == "vllm":
         return VLLMGenerator(model, tokenizer, dtype, cfg.gpu_memory_utilization, cfg.enforce_eager,
-                             cfg.max_model_len, seed, cfg.chunked_prefill)
+                             cfg.max_model_len, seed, cfg.chunked_prefill, cfg.tensor_parallel)
     if backend == "hf":
         return HFGenerator(model, tokenizer, dtype, cfg.batch_size, seed)
     raise ValueError(f"unknown generator backend '{backend}' (vllm | hf)")

@@ -1,0 +1,195 @@
+"""What each actor of a run needs in memory, from the config and the models' Hugging Face configs alone (no
+weights), and whether that fits the devices it gets: ``python -m selfplay.plan`` prints it, and
+``selfplay.run`` refuses a plan that cannot fit before any actor starts.
+
+The estimates (bytes):
+- learner, per rank: the trainable weights, their gradients and AdamW's two moments, each sharded over
+  ``train.world_size`` ranks (FSDP2; one rank holds it all).  In ``policy.dtype`` for weights and gradients,
+  fp32 for the moments: 16 bytes a parameter in float32, as in a bf16 mixed-precision recipe with fp32 master
+  weights.  Plus the frozen reference (DPO/IPO against pi_0), sharded likewise, and activations: with
+  ``train.activation_checkpointing`` each block keeps its input (2 s b h bytes in 16-bit, 4 in 32) and one block
+  is live in full; without it every block keeps about 17 s b h values (Korthikanti et al. 2022, eq. 2 with
+  attention by a fused kernel), and the logits take 4 s b V bytes; s = ``generator.max_model_len`` (the bound),
+  b = ``train.micro_batch_size`` sequences (two per pair).  ``train.cpu_offload`` moves the sharded states to
+  the CPU; the GPU keeps two blocks gathered whole and the activations.
+- generator: its weights over ``generator.tensor_parallel`` devices; on a GPU vLLM takes
+  ``generator.gpu_memory_utilization`` of it and the weights must fit in that with room for a KV cache.
+- scorer: its weights in float32 and the activations of ``scorer.batch_size`` sequences.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from omegaconf import DictConfig
+
+GB = 1e9
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the plan needs of a model, read from its Hugging Face config (parameters counted on the meta device)."""
+
+    params: int
+    layers: int
+    hidden: int
+    vocab: int
+    kv_heads: int
+    head_dim: int
+
+    @classmethod
+    def of(cls, source: str, causal_lm: bool = True) -> "ModelShape":
+        import torch
+        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+        from selfplay.core.lm import resolve
+
+        config = AutoConfig.from_pretrained(resolve(source))
+        with torch.device("meta"):
+            model = (AutoModelForCausalLM if causal_lm else AutoModel).from_config(config)
+        text = getattr(config, "text_config", config)
+        heads = text.num_attention_heads
+        return cls(sum(p.numel() for p in model.parameters()), text.num_hidden_layers, text.hidden_size,
+                   text.vocab_size, getattr(text, "num_key_value_heads", None) or heads,
+                   getattr(text, "head_dim", None) or text.hidden_size // heads)
+
+
+@dataclass
+class Need:
+    """One actor's needs, in bytes, by part; ``device`` is where they live (``cuda`` or ``cpu``)."""
+
+    role: str
+    count: int
+    device: str
+    parts: dict[str, float] = field(default_factory=dict)
+    capacity: float = math.inf  # bytes available to it on that device
+    cpu_parts: dict[str, float] = field(default_factory=dict)  # what it keeps in host memory (offload)
+
+    @property
+    def total(self) -> float:
+        return sum(self.parts.values())
+
+
+def learner_need(cfg: DictConfig, policy: ModelShape) -> Need:
+    t, n = cfg.train, policy.params
+    w = BYTES[cfg.policy.dtype]
+    states = {"weights": w * n / t.world_size, "gradients": w * n / t.world_size,
+              "optimizer": 8 * n / t.world_size}
+    if cfg.algo.reference == "initial":
+        states["reference"] = w * n / t.world_size
+    seqs = t.micro_batch_size * (2 if cfg.algo.pairs not in (None, "all") else 1)
+    device = "cuda" if t.num_gpus > 0 else "cpu"
+    half = t.mixed_precision in ("bf16", "fp16") or (t.mixed_precision == "auto" and device == "cuda")
+    s, h, act_bytes = cfg.generator.max_model_len, policy.hidden, 2 if half else w
+    if t.activation_checkpointing:
+        activations = act_bytes * s * seqs * h * (policy.layers + 17)
+    else:
+        activations = act_bytes * 17 * s * seqs * h * policy.layers
+    parts = {"activations": activations + 4 * s * seqs * policy.vocab}
+    if t.cpu_offload and device == "cuda":
+        parts["gathered blocks"] = 2 * w * n / policy.layers
+        return Need("learner rank", t.world_size, device, parts, cpu_parts=states)
+    return Need("learner rank", t.world_size, device, {**states, **parts})
+
+
+def generator_need(cfg: DictConfig, policy: ModelShape) -> Need:
+    g = cfg.generator
+    weights = BYTES[cfg.policy.dtype] * policy.params / g.tensor_parallel
+    kv_per_token = 2 * policy.layers * policy.kv_heads * policy.head_dim * BYTES[cfg.policy.dtype] / g.tensor_parallel
+    return Need("generator", g.replicas * g.tensor_parallel, "cuda" if g.num_gpus > 0 else "cpu",
+                {"weights": weights, "KV cache (one full sequence)": kv_per_token * g.max_model_len})
+
+
+def scorer_need(cfg: DictConfig, scorer: ModelShape) -> Need:
+    s = cfg.scorer
+    activations = 4 * s.batch_size * cfg.generator.max_model_len * scorer.hidden * 4
+    return Need("scorer", 1, "cuda" if s.num_gpus > 0 else "cpu", {"weights": 4 * scorer.params, "activations": activations})
+
+
+def with_capacity(needs: list[Need], cfg: DictConfig, gpu_bytes: float, cpu_bytes: float) -> list[Need]:
+    """Each need with the memory its device gives it: its share of a GPU (vLLM: gpu_memory_utilization of it),
+    or the host's memory (shared by every CPU actor: checked on their sum, ``problems``)."""
+    shares = {"learner rank": cfg.train.num_gpus, "generator": cfg.generator.num_gpus, "scorer": cfg.scorer.num_gpus}
+    for need in needs:
+        if need.device == "cuda":
+            share = min(shares[need.role], 1.0)
+            if need.role == "generator":
+                share *= cfg.generator.gpu_memory_utilization
+            need.capacity = share * gpu_bytes
+        else:
+            need.capacity = cpu_bytes
+    return needs
+
+
+def problems(needs: list[Need], cpu_bytes: float) -> list[str]:
+    """What cannot fit, each with what to change; empty when the plan fits."""
+    out = []
+    for need in needs:
+        if need.device == "cuda" and need.total > need.capacity:
+            fix = {"learner rank": "raise train.world_size, set train.cpu_offload=true or "
+                                   "train.activation_checkpointing=true, or lower train.micro_batch_size",
+                   "generator": "raise generator.tensor_parallel or generator.gpu_memory_utilization",
+                   "scorer": "give the scorer a larger share (scorer.num_gpus) or lower scorer.batch_size"}[need.role]
+            out.append(f"a {need.role} needs {size(need.total)} on its GPU, which gives it "
+                       f"{size(need.capacity)} ({describe(need.parts)}): {fix}")
+    on_cpu = sum(n.count * n.total for n in needs if n.device == "cpu") + sum(
+        n.count * sum(n.cpu_parts.values()) for n in needs)
+    if on_cpu > cpu_bytes:
+        out.append(f"the actors on the CPU need {size(on_cpu)} of host memory, this machine has "
+                   f"{size(cpu_bytes)}: put actors on GPUs (train.num_gpus, generator.num_gpus, scorer.num_gpus) "
+                   "or use smaller models")
+    return out
+
+
+def size(b: float) -> str:
+    return f"{b / GB:.1f} GB" if b >= GB else f"{b / 1e6:.0f} MB"
+
+
+def describe(parts: dict[str, float]) -> str:
+    return ", ".join(f"{k} {size(v)}" for k, v in parts.items())
+
+
+class PlanError(ValueError):
+    """A model whose Hugging Face config cannot be read for the plan."""
+
+
+def device_memory(cfg: DictConfig) -> tuple[float, float]:
+    """(bytes per GPU, bytes of host memory): ``placement.*_memory_gb``, else the visible GPU's (80 GB where none is
+    visible) and this machine's."""
+    import os
+
+    import torch
+
+    p = cfg.placement
+    if p.gpu_memory_gb is not None:
+        gpu = p.gpu_memory_gb * GB
+    else:
+        gpu = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 80 * GB
+    cpu = p.cpu_memory_gb * GB if p.cpu_memory_gb is not None else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return float(gpu), float(cpu)
+
+
+def plan(cfg: DictConfig, policy: str, scorer: str) -> tuple[list[Need], list[str]]:
+    """Every actor's needs against its device, and what cannot fit (empty when the plan fits)."""
+    shapes = {}
+    for role, source, causal in (("policy", policy, True), ("scorer", scorer, False)):
+        try:
+            shapes[role] = ModelShape.of(source, causal)
+        except Exception as e:  # noqa: BLE001 (any failure to read a config is reported the same way)
+            raise PlanError(f"cannot read the Hugging Face config of the {role} '{source}': {e}") from e
+    gpu, cpu = device_memory(cfg)
+    needs = with_capacity([learner_need(cfg, shapes["policy"]), generator_need(cfg, shapes["policy"]),
+                           scorer_need(cfg, shapes["scorer"])], cfg, gpu, cpu)
+    return needs, problems(needs, cpu)
+
+
+def table(needs: list[Need]) -> str:
+    """The plan as a text table: each actor, how many, its device, its needs by part and the memory it gets."""
+    rows = [f"{'actor':<14} {'count':>5} {'device':<6} {'needs':>9} {'gets':>9}  parts"]
+    for n in needs:
+        gets = "host" if n.device == "cpu" else size(n.capacity)
+        parts = describe(n.parts) + (f"; on the CPU: {describe(n.cpu_parts)}" if n.cpu_parts else "")
+        rows.append(f"{n.role:<14} {n.count:>5} {n.device:<6} {size(n.total):>9} {gets:>9}  {parts}")
+    return "\n".join(rows)

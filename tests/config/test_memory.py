@@ -1,0 +1,76 @@
+"""The memory plan: each actor's needs by hand, and a run that cannot fit refused before any actor starts."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+from transformers import LlamaConfig
+
+from selfplay.config.loading import load_config
+from selfplay.config.memory import GB, ModelShape, generator_need, learner_need, plan
+from selfplay.plan import main as plan_main
+from selfplay.run import main as run_main
+
+SHAPE = ModelShape(params=1_000_000, layers=4, hidden=64, vocab=100, kv_heads=2, head_dim=32)
+
+
+def test_learner_needs_by_hand():
+    cfg = load_config(["train.micro_batch_size=2", "generator.max_model_len=10"])
+    need = learner_need(cfg, SHAPE)  # float32, one rank: 4 + 4 + 8 bytes a parameter
+    assert (need.parts["weights"], need.parts["gradients"], need.parts["optimizer"]) == (4e6, 4e6, 8e6)
+    # 17 s b h values a block, 4 bytes each, 4 blocks; logits 4 s b V (GPO: one sequence an example)
+    assert need.parts["activations"] == 4 * 17 * 10 * 2 * 64 * 4 + 4 * 10 * 2 * 100
+    sharded = learner_need(load_config(["train.world_size=4", "dpo"]), SHAPE)
+    assert (sharded.parts["weights"], sharded.parts["optimizer"], sharded.parts["reference"]) == (1e6, 2e6, 1e6)
+    assert sharded.count == 4
+    offload = learner_need(load_config(["train.world_size=4", "train.num_gpus=1", "train.cpu_offload=true"]), SHAPE)
+    assert "optimizer" not in offload.parts and offload.cpu_parts["optimizer"] == 2e6
+    assert offload.parts["gathered blocks"] == 2 * 4 * 1e6 / 4
+
+
+def test_generator_needs_by_hand():
+    need = generator_need(load_config(["generator.tensor_parallel=2", "generator.max_model_len=100"]), SHAPE)
+    assert need.parts["weights"] == 2e6  # 4 bytes x 1e6 over 2 devices
+    assert need.parts["KV cache (one full sequence)"] == 2 * 4 * 2 * 32 * 4 / 2 * 100
+    assert need.count == 2
+
+
+@pytest.fixture(scope="module")
+def llama_8b(world, tmp_path_factory):
+    """An 8B Llama's Hugging Face config (Llama-3-8B's shape) with the world's tokenizer: no weights."""
+    path = tmp_path_factory.mktemp("llama8b")
+    LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                num_key_value_heads=8, vocab_size=128256).save_pretrained(path)
+    shutil.copytree(world.tokenizer, path, dirs_exist_ok=True)
+    return str(path)
+
+
+def test_an_8b_full_finetune_on_one_80gb_gpu_is_refused_in_seconds(world, llama_8b, tmp_path, capsys):
+    gpu = ["train.num_gpus=1", "generator.num_gpus=1", "scorer.num_gpus=1", "placement.gpu_memory_gb=80",
+           "generator.gpu_memory_utilization=0.8",
+           f"policy.model={llama_8b}", f"scorer.model={world.gpm}", f"run.dir={tmp_path / 'run'}"]
+    start = time.perf_counter()
+    assert run_main(gpu) == 2
+    assert time.perf_counter() - start < 5.0
+    err = capsys.readouterr().err
+    assert "the plan does not fit: a learner rank needs" in err and "raise train.world_size" in err
+    assert not (tmp_path / "run").exists()
+    # eight ranks with activation checkpointing and small micro-batches fit
+    fits = [*gpu, "train.world_size=8", "train.batch_size=64", "train.micro_batch_size=2",
+            "train.activation_checkpointing=true"]
+    assert plan_main(fits) == 0
+    needs, problems = plan(load_config(fits), llama_8b, world.gpm)
+    assert problems == []
+    learner = needs[0]
+    assert 8.0e9 < learner.parts["optimizer"] * 8 / 8 < 8.1e9  # 8.03B parameters x 8 bytes / 8 ranks
+    assert learner.capacity == 80 * GB
+
+
+def test_the_default_world_run_fits_and_an_unreadable_model_is_named(world, tmp_path, capsys):
+    assert plan_main([]) == 0
+    assert "learner rank" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert plan_main([f"policy.model={tmp_path / 'empty'}", f"scorer.model={world.gpm}"]) == 2
+    assert f"cannot read the Hugging Face config of the policy '{tmp_path / 'empty'}'" in capsys.readouterr().err
