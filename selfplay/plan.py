@@ -7,29 +7,23 @@ from __future__ import annotations
 
 import sys
 
-from selfplay.config.loading import load_config
-from selfplay.config.schema import ConfigError
+from selfplay.config.loading import load_or_report
 
 
 def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
-    try:
-        cfg = load_config(argv)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+    cfg = load_or_report(argv)
+    if cfg is None:
         return 2
-    from selfplay.config.memory import PlanError, plan, table
-    from selfplay.core.jsonl import DataError
-    from selfplay.core.lm import ModelLoadError
-    from selfplay.loop.plan import RunError, resolve_data, resolve_policy
+    from selfplay.config.memory import plan, table
+    from selfplay.run import resolve_sources, start_errors
 
     try:
-        data, _ = resolve_data(cfg)
-        sources = resolve_policy(cfg, data, cfg.scorer.kind == "multi_objective")
+        sources, _, _ = resolve_sources(cfg)
         needs, problems = plan(cfg, sources.policy, sources.scorer)
-    except (RunError, DataError, ModelLoadError, PlanError) as e:
+    except start_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(table(needs))

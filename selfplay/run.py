@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from selfplay.config.loading import help_text, load_config, to_yaml
+from selfplay.config.loading import help_text, load_or_report, to_yaml
 from selfplay.config.schema import Config, ConfigError
 
 log = logging.getLogger("selfplay")
@@ -33,6 +33,28 @@ def choose_judge(cfg: DictConfig, scorer: str):
     from selfplay.steering.directional import Steering
 
     return DirectionalJudge(Steering.from_config(cfg, attribute_names(scorer)))
+
+
+def start_errors() -> tuple[type[Exception], ...]:
+    """What a start can fail on before any work; each is reported in one line, exit code 2."""
+    from selfplay.config.memory import PlanError
+    from selfplay.core.jsonl import DataError
+    from selfplay.core.lm import ModelLoadError
+    from selfplay.loop.plan import RunError
+    from selfplay.steering.directions import DirectionError
+
+    return RunError, DataError, ModelLoadError, ConfigError, DirectionError, PlanError
+
+
+def resolve_sources(cfg: DictConfig):
+    """The run's models and data (the embedded world's where none are named), its oracle (with the world's
+    prompts) and its judge.  The judge comes before the policy: a bad direction fails before the world's
+    steerable warm start is trained."""
+    from selfplay.loop.plan import resolve_data, resolve_policy
+
+    data, oracle = resolve_data(cfg)
+    judge = choose_judge(cfg, data.scorer)
+    return resolve_policy(cfg, data, judge.directional), oracle, judge
 
 
 def load_prompt_splits(cfg: DictConfig, sources, tokenizer, judge):
@@ -146,26 +168,20 @@ def main(argv: list[str]) -> int:
         print(help_text())
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        cfg = load_config(argv)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
+    cfg = load_or_report(argv)
+    if cfg is None:
         return 2
 
     import ray
 
-    from selfplay.config.memory import PlanError, plan
+    from selfplay.config.memory import plan
     from selfplay.core.checkpoint import iteration_dir
-    from selfplay.core.jsonl import DataError
-    from selfplay.core.lm import ModelLoadError, load_tokenizer
+    from selfplay.core.lm import load_tokenizer
     from selfplay.loop.driver import selfplay
-    from selfplay.loop.plan import RunError, resolve_data, resolve_policy
-    from selfplay.steering.directions import DirectionError
+    from selfplay.loop.plan import RunError
 
     try:
-        data, oracle = resolve_data(cfg)
-        judge = choose_judge(cfg, data.scorer)  # before the policy: a bad direction fails before any training
-        sources = resolve_policy(cfg, data, judge.directional)
+        sources, oracle, judge = resolve_sources(cfg)
         if cfg.placement.check:  # before any model or prompt is loaded, any actor started
             _, problems = plan(cfg, sources.policy, sources.scorer)
             if problems:
@@ -174,7 +190,7 @@ def main(argv: list[str]) -> int:
         tokenizer = load_tokenizer(sources.policy_tokenizer)
         prompts = load_prompt_splits(cfg, sources, tokenizer, judge)
         run_dir, last = prepare_run_dir(cfg, sources)
-    except (RunError, DataError, ModelLoadError, ConfigError, DirectionError, PlanError) as e:
+    except start_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if last >= cfg.iter:

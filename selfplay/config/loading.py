@@ -9,6 +9,7 @@ the closest valid one.
 from __future__ import annotations
 
 import difflib
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -233,3 +234,12 @@ def help_text() -> str:
         lines.append(f"  {name:<6} " + " ".join(keys))
     lines += ["", "every key: see selfplay/config/schema.py"]
     return "\n".join(lines)
+
+
+def load_or_report(argv: list[str]) -> DictConfig | None:
+    """``load_config(argv)`` for an entry point: None after printing the config error in one line."""
+    try:
+        return load_config(argv)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return None

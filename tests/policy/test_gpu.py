@@ -8,10 +8,10 @@ import torch
 from omegaconf import OmegaConf
 
 from selfplay.config.schema import GeneratorConfig, TrainConfig
-from selfplay.core.lm import encode_prompt, load_causal_lm, load_tokenizer
+from selfplay.core.lm import load_causal_lm
 from selfplay.policy.learner import Learner
 from tests.policy.test_learner_group import batch_of
-from tests.policy.test_weight_sync import buckets_of
+from tests.policy.test_weight_sync import buckets_of, greedy, perturbed_world_policy
 
 pytestmark = pytest.mark.gpu
 
@@ -38,23 +38,12 @@ def test_vllm_on_the_gpu_synced_in_buckets_generates_like_a_fresh_engine(world, 
     from actors.generator import Generator
 
     cfg = OmegaConf.structured(GeneratorConfig)
-    tok = load_tokenizer(world.tokenizer)
-    prompts = [encode_prompt(tok, [{"role": "user", "content": c}]) for c in ("Tell me about apples.", "What is bread?")]
-    target = load_causal_lm(world.policy, "float32")
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in target.parameters():
-            p.mul_(1.0 + 0.3 * torch.randn_like(p))
-    target.save_pretrained(tmp_path / "target")
-
-    def greedy(actor) -> list[list[int]]:
-        return [g[0].response_ids for g in ray.get(actor.generate.remote(prompts, 1, 0.0, 1.0, 16, 0))]
-
+    target = perturbed_world_policy(world, tmp_path / "target")
     synced = Generator.options(num_gpus=1).remote("vllm", world.policy, world.tokenizer, cfg, "float32", 0)
     ray.get([synced.load_bucket.remote(ray.put(b)) for b in buckets_of(target, 200_000)])
     ray.get(synced.finish_sync.remote())
-    after = greedy(synced)
+    after = greedy(synced, world)
     ray.kill(synced)
     fresh = Generator.options(num_gpus=1).remote("vllm", str(tmp_path / "target"), world.tokenizer, cfg, "float32", 0)
-    assert after == greedy(fresh)
+    assert after == greedy(fresh, world)
     ray.kill(fresh)

@@ -69,6 +69,29 @@ def test_hf_generator_loads_buckets_in_place(tiny_policy):
         gen.load_bucket(pack([TensorMeta("model.extra.weight", torch.float32, (1,))], lambda n: torch.ones(1)))
 
 
+def perturbed_world_policy(world, path) -> torch.nn.Module:
+    """The world's policy with every weight scaled by 1 + 0.3 N(0, 1) (seed 0), also saved to ``path``."""
+    target = load_causal_lm(world.policy, "float32")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in target.parameters():
+            p.mul_(1.0 + 0.3 * torch.randn_like(p))
+    target.save_pretrained(path)
+    return target
+
+
+def greedy(actor, world) -> list[list[int]]:
+    """Greedy response ids of a Generator actor on three fixed prompts."""
+    import ray
+
+    from selfplay.core.lm import encode_prompt, load_tokenizer
+
+    tok = load_tokenizer(world.tokenizer)
+    prompts = [encode_prompt(tok, [{"role": "user", "content": c}])
+               for c in ("Tell me about apples.", "What is bread?", "Describe the sea.")]
+    return [g[0].response_ids for g in ray.get(actor.generate.remote(prompts, 1, 0.0, 1.0, 16, 0))]
+
+
 def test_vllm_generator_synced_in_buckets_generates_like_a_fresh_engine(world, ray_cluster, tmp_path):
     """Greedy samples of an engine synced bucket by bucket (many small buckets) == those of an engine started
     from the same weights on disk; and they differ from the engine's before the sync."""
@@ -76,34 +99,18 @@ def test_vllm_generator_synced_in_buckets_generates_like_a_fresh_engine(world, r
 
     from actors.generator import Generator
     from selfplay.config.schema import GeneratorConfig
-    from selfplay.core.lm import encode_prompt, load_tokenizer
 
     cfg = OmegaConf.structured(GeneratorConfig)
-    tok = load_tokenizer(world.tokenizer)
-    prompts = [encode_prompt(tok, [{"role": "user", "content": c}])
-               for c in ("Tell me about apples.", "What is bread?", "Describe the sea.")]
-    target = load_causal_lm(world.policy, "float32")
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in target.parameters():
-            p.mul_(1.0 + 0.3 * torch.randn_like(p))
-    target.save_pretrained(tmp_path / "target")
-    tok.save_pretrained(tmp_path / "target")
-    buckets = buckets_of(target, bucket_bytes=200_000)
+    buckets = buckets_of(perturbed_world_policy(world, tmp_path / "target"), bucket_bytes=200_000)
     assert len(buckets) >= 3
-
-    def greedy(actor) -> list[list[int]]:
-        groups = ray.get(actor.generate.remote(prompts, 1, 0.0, 1.0, 16, 0))
-        return [g[0].response_ids for g in groups]
-
     synced = Generator.remote("vllm", world.policy, world.tokenizer, cfg, "float32", 0)
-    before = greedy(synced)
+    before = greedy(synced, world)
     ray.get([synced.load_bucket.remote(ray.put(b)) for b in buckets])
     ray.get(synced.finish_sync.remote())
-    after = greedy(synced)
+    after = greedy(synced, world)
     ray.kill(synced)
     fresh = Generator.remote("vllm", str(tmp_path / "target"), world.tokenizer, cfg, "float32", 0)
-    expected = greedy(fresh)
+    expected = greedy(fresh, world)
     ray.kill(fresh)
     assert after == expected
     assert after != before
