@@ -137,7 +137,7 @@ def start_workers(cfg: DictConfig, sources, policy: str, tokenizer: str):
                      for c in (cfg.generator, cfg.scorer, cfg.train, cfg.algo))
     generators = [
         Generator.options(num_cpus=g.num_cpus, num_gpus=g.num_gpus, runtime_env={"env_vars": threads}).remote(
-            g.backend, policy, tokenizer, g, cfg.policy.dtype, cfg.run.seed)
+            g.backend, policy, tokenizer, g, g.dtype or cfg.policy.dtype, cfg.run.seed)
         for _ in range(g.replicas)
     ]
     device = "cuda" if s.num_gpus > 0 else "cpu"

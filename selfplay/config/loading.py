@@ -20,6 +20,7 @@ from selfplay.config.schema import (
     ALGORITHM_DEFAULTS,
     CONFIG_DIR,
     DEFAULT_TAU,
+    DTYPE_NAMES,
     GENERATOR_BACKENDS,
     LR_SCHEDULES,
     MIXED_PRECISION,
@@ -166,6 +167,8 @@ def validate(cfg: DictConfig) -> None:
          f"train.batch_size ({cfg.train.batch_size}) must be a multiple of train.micro_batch_size ({cfg.train.micro_batch_size})")
     need(cfg.train.mixed_precision in MIXED_PRECISION,
          f"train.mixed_precision must be one of {MIXED_PRECISION}, got '{cfg.train.mixed_precision}'")
+    for key, value in (("policy.dtype", cfg.policy.dtype), ("generator.dtype", cfg.generator.dtype)):
+        need(value is None or value in DTYPE_NAMES, f"{key} must be one of {DTYPE_NAMES}, got '{value}'")
     need(cfg.generator.tensor_parallel >= 1, f"generator.tensor_parallel must be >= 1, got {cfg.generator.tensor_parallel}")
     need(cfg.generator.tensor_parallel == 1 or cfg.generator.backend == "vllm",
          "generator.tensor_parallel > 1 needs generator.backend=vllm")

@@ -96,8 +96,9 @@ def learner_need(cfg: DictConfig, policy: ModelShape) -> Need:
 
 def generator_need(cfg: DictConfig, policy: ModelShape) -> Need:
     g = cfg.generator
-    weights = BYTES[cfg.policy.dtype] * policy.params / g.tensor_parallel
-    kv_per_token = 2 * policy.layers * policy.kv_heads * policy.head_dim * BYTES[cfg.policy.dtype] / g.tensor_parallel
+    w = BYTES[g.dtype or cfg.policy.dtype]
+    weights = w * policy.params / g.tensor_parallel
+    kv_per_token = 2 * policy.layers * policy.kv_heads * policy.head_dim * w / g.tensor_parallel
     return Need("generator", g.replicas * g.tensor_parallel, "cuda" if g.num_gpus > 0 else "cpu",
                 {"weights": weights, "KV cache (one full sequence)": kv_per_token * g.max_model_len})
 

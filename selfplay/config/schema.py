@@ -50,6 +50,9 @@ class GeneratorConfig:
     backend: str = "vllm"  # vllm | hf
     replicas: int = 1
     tensor_parallel: int = 1  # vLLM: devices per replica (tensor parallelism); 1 on a CPU
+    # The engine's weights; None: policy.dtype (the learner's, which keeps its master weights in it: on GPUs
+    # keep policy.dtype=float32 and serve bfloat16 here; weight sync casts on load).
+    dtype: Optional[str] = None
     k: int = 4  # responses per prompt
     temperature: float = 1.0
     top_p: float = 1.0
@@ -287,6 +290,9 @@ GENERATOR_BACKENDS = ("vllm", "hf")
 
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+
+
+DTYPE_NAMES = ("float32", "bfloat16", "float16")  # policy.dtype, generator.dtype
 
 
 LR_SCHEDULES = ("constant", "linear", "cosine")

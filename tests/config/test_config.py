@@ -209,6 +209,7 @@ def test_overriding_a_section_with_a_value_names_the_section() -> None:
         (["train.world_size=0"], "train.world_size must be >= 1, got 0"),
         (["train.world_size=3"], "train.batch_size (64) must be a multiple of train.world_size (3)"),
         (["train.world_size=2", "train.mixed_precision=fp16"], "train.mixed_precision=fp16 needs train.world_size=1"),
+        (["generator.dtype=fp8"], "generator.dtype must be one of ('float32', 'bfloat16', 'float16'), got 'fp8'"),
     ],
 )
 def test_bad_algorithm_configurations_fail_before_any_work(args, needle):
