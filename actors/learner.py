@@ -61,13 +61,17 @@ class LearnerGroup:
 
     @classmethod
     def start(cls, train, model: str, tokenizer: str, dtype: str, algo, seed: int, initial: str | None,
-              env_vars: dict[str, str]) -> "LearnerGroup":
-        """``train.world_size`` ranks, in one placement group (one bundle each) when there are several."""
-        n = train.world_size
-        options = {"num_cpus": train.num_cpus, "num_gpus": train.num_gpus, "runtime_env": {"env_vars": env_vars}}
+              env_vars: dict[str, str], strategy: str = "PACK", resources: dict[str, float] | None = None,
+              ) -> "LearnerGroup":
+        """``train.world_size`` ranks, in one placement group (one bundle each, placed by ``strategy``) when there
+        are several; ``resources``: custom Ray resources each rank needs (node affinity)."""
+        n, resources = train.world_size, dict(resources or {})
+        options = {"num_cpus": train.num_cpus, "num_gpus": train.num_gpus, "runtime_env": {"env_vars": env_vars},
+                   "resources": resources}
         if n > 1:
-            bundle = {"CPU": max(train.num_cpus, 0.01), **({"GPU": train.num_gpus} if train.num_gpus else {})}
-            group = placement_group([bundle] * n, strategy="PACK")
+            bundle = {"CPU": max(train.num_cpus, 0.01), **({"GPU": train.num_gpus} if train.num_gpus else {}),
+                      **resources}
+            group = placement_group([bundle] * n, strategy=strategy)
             ranks = [Learner.options(**options, scheduling_strategy=PlacementGroupSchedulingStrategy(
                 group, placement_group_bundle_index=r)).remote(r, n) for r in range(n)]
             address = ranks[0].address.remote()

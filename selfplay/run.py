@@ -135,17 +135,24 @@ def start_workers(cfg: DictConfig, sources, policy: str, tokenizer: str):
     threads = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}  # num_cpus=0 actors would get 1 thread
     g, s, t, algo = (OmegaConf.create(OmegaConf.to_container(c, resolve=True))
                      for c in (cfg.generator, cfg.scorer, cfg.train, cfg.algo))
+    p = cfg.placement
+
+    def on(resource: str | None) -> dict:  # node affinity: a small share of the role's custom resource
+        return {"resources": {resource: 0.01}} if resource else {}
+
     generators = [
-        Generator.options(num_cpus=g.num_cpus, num_gpus=g.num_gpus, runtime_env={"env_vars": threads}).remote(
+        Generator.options(num_cpus=g.num_cpus, num_gpus=g.num_gpus, runtime_env={"env_vars": threads},
+                          **on(p.generator_resource)).remote(
             g.backend, policy, tokenizer, g, g.dtype or cfg.policy.dtype, cfg.run.seed)
         for _ in range(g.replicas)
     ]
     device = "cuda" if s.num_gpus > 0 else "cpu"
-    scorer = Scorer.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, runtime_env={"env_vars": threads}).remote(
+    scorer = Scorer.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, runtime_env={"env_vars": threads},
+                            **on(p.scorer_resource)).remote(
         s.kind, sources.scorer, s.batch_size, s.k, s.tau, sources.scorer_tokenizer, device)
     rank_threads = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // t.world_size))}
     learner = LearnerGroup.start(t, policy, tokenizer, cfg.policy.dtype, algo, cfg.run.seed, sources.policy,
-                                 rank_threads)
+                                 rank_threads, p.strategy, on(p.learner_resource).get("resources", {}))
     workers = Workers(generators, scorer, learner)
     try:
         wait([a.__ray_ready__.remote() for a in workers.actors()] + learner.ready)  # surface start-up errors now

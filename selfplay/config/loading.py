@@ -24,6 +24,7 @@ from selfplay.config.schema import (
     GENERATOR_BACKENDS,
     LR_SCHEDULES,
     MIXED_PRECISION,
+    PLACEMENT_STRATEGIES,
     SHORTHANDS,
     Config,
     ConfigError,
@@ -169,6 +170,8 @@ def validate(cfg: DictConfig) -> None:
          f"train.mixed_precision must be one of {MIXED_PRECISION}, got '{cfg.train.mixed_precision}'")
     for key, value in (("policy.dtype", cfg.policy.dtype), ("generator.dtype", cfg.generator.dtype)):
         need(value is None or value in DTYPE_NAMES, f"{key} must be one of {DTYPE_NAMES}, got '{value}'")
+    need(cfg.placement.strategy in PLACEMENT_STRATEGIES,
+         f"placement.strategy must be one of {PLACEMENT_STRATEGIES}, got '{cfg.placement.strategy}'")
     need(cfg.generator.tensor_parallel >= 1, f"generator.tensor_parallel must be >= 1, got {cfg.generator.tensor_parallel}")
     need(cfg.generator.tensor_parallel == 1 or cfg.generator.backend == "vllm",
          "generator.tensor_parallel > 1 needs generator.backend=vllm")

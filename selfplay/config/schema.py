@@ -253,6 +253,13 @@ class PlacementConfig:
     gpu_memory_gb: Optional[float] = None  # per GPU; None: the visible GPU's, or 80 where none is visible
     cpu_memory_gb: Optional[float] = None  # host memory for the CPU actors; None: this machine's
     check: bool = True  # refuse a run whose plan cannot fit
+    # The learner ranks' placement group: PACK (as few nodes as possible) | SPREAD | STRICT_PACK | STRICT_SPREAD
+    strategy: str = "PACK"
+    # Node affinity per role: the name of a custom Ray resource (`ray start --resources='{"gen": 8}'`); each
+    # actor of the role asks for 0.01 of it, so it runs only on nodes that offer it.  None: anywhere.
+    generator_resource: Optional[str] = None
+    scorer_resource: Optional[str] = None
+    learner_resource: Optional[str] = None
 
 
 @dataclass
@@ -293,6 +300,9 @@ MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
 
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # policy.dtype, generator.dtype
+
+
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
