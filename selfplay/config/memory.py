@@ -12,6 +12,8 @@ The estimates (bytes):
   attention by a fused kernel), and the logits take 4 s b V bytes; s = ``generator.max_model_len`` (the bound),
   b = ``train.micro_batch_size`` sequences (two per pair).  ``train.cpu_offload`` moves the sharded states to
   the CPU; the GPU keeps two blocks gathered whole and the activations.
+  With LoRA (``train.lora.rank``): the frozen weights, and weights, gradients and moments (fp32) of the
+  adapters only, r (in + out) parameters per target layer; no reference copy (pi_0 is the base).
 - generator: its weights over ``generator.tensor_parallel`` devices; on a GPU vLLM takes
   ``generator.gpu_memory_utilization`` of it and the weights must fit in that with room for a KV cache.
 - scorer: its weights in float32 and the activations of ``scorer.batch_size`` sequences.
@@ -25,6 +27,8 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig
 
 GB = 1e9
+LEARNER_FIX = ("raise train.world_size, set train.cpu_offload=true, train.lora.rank or "
+               "train.activation_checkpointing=true, or lower train.micro_batch_size")
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
@@ -38,6 +42,11 @@ class ModelShape:
     vocab: int
     kv_heads: int
     head_dim: int
+    linears: tuple[tuple[str, int, int], ...] = ()  # (module name's last part, in, out) of every linear layer
+
+    def lora_params(self, rank: int, targets: list[str]) -> int:
+        """Parameters of rank-``rank`` adapters on the ``targets``: r (in + out) each (A is r x in, B out x r)."""
+        return sum(rank * (i + o) for name, i, o in self.linears if name in targets)
 
     @classmethod
     def of(cls, source: str, causal_lm: bool = True) -> "ModelShape":
@@ -51,9 +60,11 @@ class ModelShape:
             model = (AutoModelForCausalLM if causal_lm else AutoModel).from_config(config)
         text = getattr(config, "text_config", config)
         heads = text.num_attention_heads
+        linears = tuple((name.rsplit(".", 1)[-1], m.in_features, m.out_features)
+                        for name, m in model.named_modules() if isinstance(m, torch.nn.Linear))
         return cls(sum(p.numel() for p in model.parameters()), text.num_hidden_layers, text.hidden_size,
                    text.vocab_size, getattr(text, "num_key_value_heads", None) or heads,
-                   getattr(text, "head_dim", None) or text.hidden_size // heads)
+                   getattr(text, "head_dim", None) or text.hidden_size // heads, linears)
 
 
 @dataclass
@@ -66,6 +77,7 @@ class Need:
     parts: dict[str, float] = field(default_factory=dict)
     capacity: float = math.inf  # bytes available to it on that device
     cpu_parts: dict[str, float] = field(default_factory=dict)  # what it keeps in host memory (offload)
+    fix: str = ""  # what to change when it does not fit
 
     @property
     def total(self) -> float:
@@ -75,10 +87,14 @@ class Need:
 def learner_need(cfg: DictConfig, policy: ModelShape) -> Need:
     t, n = cfg.train, policy.params
     w = BYTES[cfg.policy.dtype]
-    states = {"weights": w * n / t.world_size, "gradients": w * n / t.world_size,
-              "optimizer": 8 * n / t.world_size}
-    if cfg.algo.reference == "initial":
-        states["reference"] = w * n / t.world_size
+    if t.lora.rank > 0:  # frozen base; gradients and moments for the adapters; pi_0 is the base (no copy)
+        a = policy.lora_params(t.lora.rank, list(t.lora.target_modules))
+        states = {"weights": w * n, "adapters": 4 * a, "gradients": 4 * a, "optimizer": 8 * a}
+    else:
+        states = {"weights": w * n / t.world_size, "gradients": w * n / t.world_size,
+                  "optimizer": 8 * n / t.world_size}
+        if cfg.algo.reference == "initial":
+            states["reference"] = w * n / t.world_size
     seqs = t.micro_batch_size * (2 if cfg.algo.pairs not in (None, "all") else 1)
     device = "cuda" if t.num_gpus > 0 else "cpu"
     half = t.mixed_precision in ("bf16", "fp16") or (t.mixed_precision == "auto" and device == "cuda")
@@ -90,8 +106,9 @@ def learner_need(cfg: DictConfig, policy: ModelShape) -> Need:
     parts = {"activations": activations + 4 * s * seqs * policy.vocab}
     if t.cpu_offload and device == "cuda":
         parts["gathered blocks"] = 2 * w * n / policy.layers
-        return Need("learner rank", t.world_size, device, parts, cpu_parts=states)
-    return Need("learner rank", t.world_size, device, {**states, **parts})
+        return Need("learner rank", t.world_size, device, parts, cpu_parts=states, fix=LEARNER_FIX)
+    fix = "set train.activation_checkpointing=true or lower train.micro_batch_size" if t.lora.rank else LEARNER_FIX
+    return Need("learner rank", t.world_size, device, {**states, **parts}, fix=fix)
 
 
 def generator_need(cfg: DictConfig, policy: ModelShape) -> Need:
@@ -100,13 +117,15 @@ def generator_need(cfg: DictConfig, policy: ModelShape) -> Need:
     weights = w * policy.params / g.tensor_parallel
     kv_per_token = 2 * policy.layers * policy.kv_heads * policy.head_dim * w / g.tensor_parallel
     return Need("generator", g.replicas * g.tensor_parallel, "cuda" if g.num_gpus > 0 else "cpu",
-                {"weights": weights, "KV cache (one full sequence)": kv_per_token * g.max_model_len})
+                {"weights": weights, "KV cache (one full sequence)": kv_per_token * g.max_model_len},
+                fix="raise generator.tensor_parallel or generator.gpu_memory_utilization, or serve generator.dtype=bfloat16")
 
 
 def scorer_need(cfg: DictConfig, scorer: ModelShape) -> Need:
     s = cfg.scorer
     activations = 4 * s.batch_size * cfg.generator.max_model_len * scorer.hidden * 4
-    return Need("scorer", 1, "cuda" if s.num_gpus > 0 else "cpu", {"weights": 4 * scorer.params, "activations": activations})
+    return Need("scorer", 1, "cuda" if s.num_gpus > 0 else "cpu", {"weights": 4 * scorer.params, "activations": activations},
+                fix="give the scorer a larger share (scorer.num_gpus) or lower scorer.batch_size")
 
 
 def with_capacity(needs: list[Need], cfg: DictConfig, gpu_bytes: float, cpu_bytes: float) -> list[Need]:
@@ -129,12 +148,8 @@ def problems(needs: list[Need], cpu_bytes: float) -> list[str]:
     out = []
     for need in needs:
         if need.device == "cuda" and need.total > need.capacity:
-            fix = {"learner rank": "raise train.world_size, set train.cpu_offload=true or "
-                                   "train.activation_checkpointing=true, or lower train.micro_batch_size",
-                   "generator": "raise generator.tensor_parallel or generator.gpu_memory_utilization",
-                   "scorer": "give the scorer a larger share (scorer.num_gpus) or lower scorer.batch_size"}[need.role]
             out.append(f"a {need.role} needs {size(need.total)} on its GPU, which gives it "
-                       f"{size(need.capacity)} ({describe(need.parts)}): {fix}")
+                       f"{size(need.capacity)} ({describe(need.parts)}): {need.fix}")
     on_cpu = sum(n.count * n.total for n in needs if n.device == "cpu") + sum(
         n.count * sum(n.cpu_parts.values()) for n in needs)
     if on_cpu > cpu_bytes:

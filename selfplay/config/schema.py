@@ -132,6 +132,17 @@ class AlgoConfig:
 
 
 @dataclass
+class LoraSettings:
+    """LoRA adapters on the policy (PEFT; selfplay.policy.lora): only they train; rank 0 is a full fine-tune."""
+
+    rank: int = 0
+    alpha: float = 16.0  # the update is (alpha / rank) B A
+    dropout: float = 0.0
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+@dataclass
 class TrainConfig:
     lr: float = 2e-4
     weight_decay: float = 0.0
@@ -149,6 +160,7 @@ class TrainConfig:
     world_size: int = 1
     activation_checkpointing: bool = False  # world_size > 1: recompute each block's activations in backward
     cpu_offload: bool = False  # world_size > 1: keep the shards (and optimizer state) on the CPU
+    lora: LoraSettings = field(default_factory=LoraSettings)
     num_cpus: float = 0.0  # Ray resources per learner rank
     num_gpus: float = 0.0
 

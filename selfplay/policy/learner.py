@@ -11,6 +11,7 @@ recipes; a resumed run therefore trains exactly like an uninterrupted one.  With
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ from selfplay.core.batch import Batch
 from selfplay.core.checkpoint import atomic_dir
 from selfplay.core.lm import load_causal_lm, load_tokenizer, response_batch, sequence_logprobs
 from selfplay.core.optim import lr_multiplier
+from selfplay.policy.lora import ADAPTER_DIR, add_adapters, hf_tensors, reset_adapters, trainable_parameters
 from selfplay.policy.parallel import Sharded, Single, share
 from selfplay.policy.weight_sync import Bucket, TensorMeta, pack, plan_buckets
 
@@ -34,13 +36,19 @@ class Learner:
         self.train_cfg, self.algo_cfg, self.seed = train, algo, seed
         self.dtype, self.initial = dtype, initial or model
         self.placement = placement or Single(train.mixed_precision)
-        self.model = self.placement.wrap(load_causal_lm(model, dtype))
+        self.lora = train.lora.rank > 0
+        if self.lora:  # the base is pi_0; a resumed run's adapter is in its checkpoint (``model``)
+            resumed = model if model != self.initial else None
+            self.model = self.placement.wrap(add_adapters(load_causal_lm(self.initial, dtype), train.lora, resumed))
+        else:
+            self.model = self.placement.wrap(load_causal_lm(model, dtype))
         self.tokenizer = load_tokenizer(tokenizer)
         self.algorithm = get_algorithm(algo.name)
         self.reference_model: torch.nn.Module | None = None
         self.batch: Batch | None = None
         # One optimizer for the run: accelerate keeps a reference to every optimizer it prepares.
-        opt = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        params = trainable_parameters(self.model) if self.lora else self.model.parameters()
+        opt = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
         self.optimizer, self.torch_optimizer = self.placement.optimizer(opt)
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.sync_buckets: list[list[TensorMeta]] = []
@@ -85,8 +93,18 @@ class Learner:
         return math.ceil(len(batch) / self.train_cfg.batch_size)
 
     def restore_initial(self) -> None:
-        """Reset the weights to pi_0 (``initial``)."""
-        self.placement.load_full_state_dict(self.model, load_causal_lm(self.initial, self.dtype).state_dict())
+        """Reset the weights to pi_0 (``initial``); with LoRA, the adapters to their start."""
+        if self.lora:
+            reset_adapters(self.placement.unwrap(self.model), self.seed)
+        else:
+            self.placement.load_full_state_dict(self.model, load_causal_lm(self.initial, self.dtype).state_dict())
+
+    def _reference_logprobs(self, batch: Batch) -> torch.Tensor | None:
+        if batch.reference == "initial" and self.lora:  # pi_0 is the base: the adapters off, no second copy
+            with self.placement.unwrap(self.model).disable_adapter():
+                return self.logprobs(batch)
+        reference = self._reference(batch.reference)
+        return None if reference is None else self.logprobs(batch, reference)
 
     def begin_iteration(self, batch: Batch) -> dict[str, float]:
         """Cache the reference log-probs (never recomputed per epoch); restart the optimizer and the schedule;
@@ -95,8 +113,7 @@ class Learner:
             raise ValueError("begin_iteration needs at least one training example")
         if self.algo_cfg.init == "sft":
             self.restore_initial()
-        reference = self._reference(batch.reference)
-        batch.ref_logps = None if reference is None else self.logprobs(batch, reference)
+        batch.ref_logps = self._reference_logprobs(batch)
         self.batch = batch
         self.torch_optimizer.state.clear()  # AdamW keeps its step count in the state: a fresh start
         cfg = self.train_cfg
@@ -150,26 +167,38 @@ class Learner:
         return {"loss": sum(losses) / len(losses), "grad_norm": sum(grad_norms) / len(grad_norms),
                 "lr": lrs[-1], **{k: v / len(batch) for k, v in metric_sums.items()}, "step_losses": losses}
 
+    def _exported(self) -> dict[str, tuple[torch.Tensor, Callable[[], torch.Tensor]]]:
+        """Hugging Face names -> (the tensor as held, a function giving it whole: gathered from the shards, or
+        merged with its adapter), so that callers materialise one at a time."""
+        model = self.placement.unwrap(self.model)
+        if self.lora:
+            return hf_tensors(model)
+        return {n: (t, lambda t=t: self.placement.full_tensor(t)) for n, t in model.state_dict().items()}
+
     def plan_sync(self, bucket_bytes: int) -> int:
         """Plan the buckets the weights go to the generators in (``weight_sync``); returns how many."""
-        state = self.placement.unwrap(self.model).state_dict()
-        self.sync_buckets = plan_buckets([TensorMeta(n, t.dtype, tuple(t.shape)) for n, t in state.items()],
-                                         bucket_bytes)
+        metas = [TensorMeta(n, t.dtype, tuple(t.shape)) for n, (t, _) in self._exported().items()]
+        self.sync_buckets = plan_buckets(metas, bucket_bytes)
         return len(self.sync_buckets)
 
     def weight_bucket(self, i: int) -> Bucket | None:
         """Bucket ``i`` of the plan, full tensors (gathered from the shards), packed on rank 0; None on the other
         ranks, which take part in the gathering (every rank must call, in the same order)."""
-        state = self.placement.unwrap(self.model).state_dict()  # references to the (sharded) parameters, no copy
-        return pack(self.sync_buckets[i], lambda name: self.placement.full_tensor(state[name]),
-                    keep=self.placement.rank == 0)
+        exported = self._exported()
+        return pack(self.sync_buckets[i], lambda name: exported[name][1](), keep=self.placement.rank == 0)
 
     def save(self, path: str | Path) -> None:
         """A Hugging Face checkpoint (safetensors, config, tokenizer), written atomically; with shards, the full
         weights gathered to rank 0, which writes it (every rank must call)."""
-        state = self.placement.full_state_dict(self.model)
+        if self.lora:  # the merged model, and the adapter alone in iter_N/adapter/
+            state = {n: f() for n, (_, f) in self._exported().items()}
+        else:
+            state = self.placement.full_state_dict(self.model)
         if self.placement.rank != 0:
             return
+        model = self.placement.unwrap(self.model)
         with atomic_dir(path) as tmp:
-            self.placement.unwrap(self.model).save_pretrained(tmp, state_dict=state)
+            (model.get_base_model() if self.lora else model).save_pretrained(tmp, state_dict=state)
+            if self.lora:
+                model.save_pretrained(Path(tmp) / ADAPTER_DIR)
             self.tokenizer.save_pretrained(tmp)

@@ -30,6 +30,14 @@ def test_learner_needs_by_hand():
     assert offload.parts["gathered blocks"] == 2 * 4 * 1e6 / 4
 
 
+def test_lora_learner_needs_by_hand():
+    shape = ModelShape(1_000_000, 4, 64, 100, 2, 32, linears=(("q_proj", 64, 64), ("v_proj", 64, 16), ("o_proj", 64, 64)))
+    need = learner_need(load_config(["dpo", "train.lora.rank=8", "train.lora.target_modules=[q_proj,v_proj]"]), shape)
+    adapters = 8 * (64 + 64) + 8 * (64 + 16)  # r (in + out) per target layer
+    assert (need.parts["weights"], need.parts["gradients"], need.parts["optimizer"]) == (4e6, 4 * adapters, 8 * adapters)
+    assert "reference" not in need.parts  # pi_0 is the base with the adapters off
+
+
 def test_generator_needs_by_hand():
     need = generator_need(load_config(["generator.tensor_parallel=2", "generator.max_model_len=100"]), SHAPE)
     assert need.parts["weights"] == 2e6  # 4 bytes x 1e6 over 2 devices

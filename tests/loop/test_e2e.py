@@ -166,6 +166,19 @@ def test_default_run_improves_the_policy(world, ray_cluster, tmp_path):
     assert last["win_rate_vs_previous"] > 0.5
 
 
+def test_gpo_with_lora_improves_the_policy(world, ray_cluster, tmp_path):
+    """GPO training LoRA adapters only (rank 16, lr 2e-3), two iterations: the oracle prefers the policy to pi_0.
+    On this machine with the hf backend, run.seed 0-2: 0.608-0.613 by the oracle and 0.688-0.704 by the GPM at
+    iteration 2 (the margins hold the bars well below that spread)."""
+    run_dir = tmp_path / "run"
+    assert main(["run.progress=false", "iter=2", f"run.dir={run_dir}", "generator.backend=hf", "train.lora.rank=16",
+                 "train.lr=2e-3"]) == 0
+    last = read_metrics(run_dir)[-1]
+    assert last["oracle_win_rate_vs_initial"] >= 0.56
+    assert last["win_rate_vs_initial"] >= 0.62
+    assert (run_dir / "iter_2" / "adapter" / "adapter_config.json").exists()
+
+
 def test_generator_replicas_shard_the_prompts(world, ray_cluster, tmp_path):
     run_dir = tmp_path / "run"
     assert main([*FAST, f"run.dir={run_dir}", "generator.backend=hf", "generator.replicas=2"]) == 0
