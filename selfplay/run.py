@@ -143,7 +143,7 @@ def start_workers(cfg: DictConfig, sources, policy: str, tokenizer: str):
     generators = [
         Generator.options(num_cpus=g.num_cpus, num_gpus=g.num_gpus, runtime_env={"env_vars": threads},
                           **on(p.generator_resource)).remote(
-            g.backend, policy, tokenizer, g, g.dtype or cfg.policy.dtype, cfg.run.seed)
+            g.backend, policy, tokenizer, g, g.dtype or cfg.policy.dtype, cfg.run.seed, p.colocate)
         for _ in range(g.replicas)
     ]
     device = "cuda" if s.num_gpus > 0 else "cpu"

@@ -172,6 +172,10 @@ def validate(cfg: DictConfig) -> None:
         need(value is None or value in DTYPE_NAMES, f"{key} must be one of {DTYPE_NAMES}, got '{value}'")
     need(cfg.placement.strategy in PLACEMENT_STRATEGIES,
          f"placement.strategy must be one of {PLACEMENT_STRATEGIES}, got '{cfg.placement.strategy}'")
+    need(cfg.placement.sleep_level in (1, 2), f"placement.sleep_level must be 1 or 2, got {cfg.placement.sleep_level}")
+    need(not cfg.placement.colocate or cfg.generator.backend != "vllm" or cfg.generator.num_gpus > 0,
+         "placement.colocate=true with generator.backend=vllm needs GPUs (generator.num_gpus > 0): vLLM's sleep "
+         "mode frees GPU memory and does nothing on a CPU")
     need(cfg.generator.tensor_parallel >= 1, f"generator.tensor_parallel must be >= 1, got {cfg.generator.tensor_parallel}")
     need(cfg.generator.tensor_parallel == 1 or cfg.generator.backend == "vllm",
          "generator.tensor_parallel > 1 needs generator.backend=vllm")

@@ -132,6 +132,8 @@ def with_capacity(needs: list[Need], cfg: DictConfig, gpu_bytes: float, cpu_byte
     """Each need with the memory its device gives it: its share of a GPU (vLLM: gpu_memory_utilization of it),
     or the host's memory (shared by every CPU actor: checked on their sum, ``problems``)."""
     shares = {"learner rank": cfg.train.num_gpus, "generator": cfg.generator.num_gpus, "scorer": cfg.scorer.num_gpus}
+    if cfg.placement.colocate:  # the generators sleep while the learner trains: it has the whole device then
+        shares["learner rank"] = 1.0
     for need in needs:
         if need.device == "cuda":
             share = min(shares[need.role], 1.0)
@@ -143,13 +145,26 @@ def with_capacity(needs: list[Need], cfg: DictConfig, gpu_bytes: float, cpu_byte
     return needs
 
 
-def problems(needs: list[Need], cpu_bytes: float) -> list[str]:
-    """What cannot fit, each with what to change; empty when the plan fits."""
+RESIDENT = ("weights", "adapters", "gradients", "optimizer", "reference")  # what a learner keeps between steps
+
+
+def problems(needs: list[Need], cfg: DictConfig, gpu_bytes: float, cpu_bytes: float) -> list[str]:
+    """What cannot fit, each with what to change; empty when the plan fits.  Colocated (``placement.colocate``),
+    the learner's resident states stay on the GPU while the generators run beside them."""
     out = []
     for need in needs:
         if need.device == "cuda" and need.total > need.capacity:
             out.append(f"a {need.role} needs {size(need.total)} on its GPU, which gives it "
                        f"{size(need.capacity)} ({describe(need.parts)}): {need.fix}")
+    if cfg.placement.colocate:
+        learner = next(n for n in needs if n.role == "learner rank")
+        resident = sum(v for k, v in learner.parts.items() if k in RESIDENT)
+        engine = cfg.generator.gpu_memory_utilization * gpu_bytes
+        if learner.device == "cuda" and resident + engine > gpu_bytes:
+            out.append(f"colocated, a learner rank keeps {size(resident)} on its GPU while the generators run there "
+                       f"with {size(engine)} (generator.gpu_memory_utilization={cfg.generator.gpu_memory_utilization}"
+                       f" of {size(gpu_bytes)}): lower generator.gpu_memory_utilization, raise train.world_size or "
+                       "set train.cpu_offload=true")
     on_cpu = sum(n.count * n.total for n in needs if n.device == "cpu") + sum(
         n.count * sum(n.cpu_parts.values()) for n in needs)
     if on_cpu > cpu_bytes:
@@ -198,7 +213,7 @@ def plan(cfg: DictConfig, policy: str, scorer: str) -> tuple[list[Need], list[st
     gpu, cpu = device_memory(cfg)
     needs = with_capacity([learner_need(cfg, shapes["policy"]), generator_need(cfg, shapes["policy"]),
                            scorer_need(cfg, shapes["scorer"])], cfg, gpu, cpu)
-    return needs, problems(needs, cpu)
+    return needs, problems(needs, cfg, gpu, cpu)
 
 
 def table(needs: list[Need]) -> str:

@@ -272,6 +272,11 @@ class PlacementConfig:
     generator_resource: Optional[str] = None
     scorer_resource: Optional[str] = None
     learner_resource: Optional[str] = None
+    # Colocated: generators and learner share the GPUs (e.g. generator.num_gpus=0.5 train.num_gpus=0.5); the
+    # generators sleep while the learner trains.  sleep_level 1: weights to host memory, KV cache dropped;
+    # 2: weights dropped too, put back by the weight sync that follows waking.  vLLM needs a GPU for it.
+    colocate: bool = False
+    sleep_level: int = 1
 
 
 @dataclass
@@ -302,23 +307,10 @@ class Config:
 
 
 GENERATOR_BACKENDS = ("vllm", "hf")
-
-
-
-
-
-
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
-
-
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # policy.dtype, generator.dtype
-
-
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
-
-
 LR_SCHEDULES = ("constant", "linear", "cosine")
-
 
 # ``algo=NAME`` on the command line selects an algorithm with its defaults: ``algo.name=NAME``.
 SHORTHANDS = {"algo": "algo.name"}

@@ -6,6 +6,7 @@
         generate K responses per prompt from pi_{t-1}
         score them (K x K preference log-odds per prompt; multi-objective: S = v^T (r_i - r_j) / tau)
         build the algorithm's batch (+ memory replay) and train pi_t from pi_{t-1} (or pi_0)
+            (colocated: the generators sleep meanwhile)
         send pi_t's weights to the generators, in place
         evaluate pi_t against pi_0 and pi_{t-1} on held-out prompts (multi-objective: over a grid of
             directions, with each policy's Pareto front)
@@ -30,7 +31,8 @@ from selfplay.core.checkpoint import append_metrics, atomic_write_json, iteratio
 from selfplay.loop.evaluation import eval_path, evaluate, iteration_record, load_eval, summary_line
 from selfplay.loop.judges import Judge
 from selfplay.loop.plan import Oracle, Prompts
-from selfplay.loop.stages import Workers, generate, iteration_seed, sample_eval, sync_weights, take_prompts, train
+from selfplay.loop.stages import (Workers, generate, generators_asleep, iteration_seed, sample_eval, sync_weights,
+                                  take_prompts, train)
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ def selfplay(cfg: DictConfig, workers: Workers, judge: Judge, prompts: Prompts, 
         with stage("score", times):
             verdict = judge.judge(workers, rollout.prompts, rollout.grouped(rollout.texts), rollout.directions, cfg)
             rollout = replace(rollout, scores=verdict.scores, rewards=verdict.rewards)
-        with stage("train", times):
+        with generators_asleep(workers, cfg, times), stage("train", times):  # colocated: the learner has the GPUs
             train_stats = train(workers, rollout, cfg, t)
         with stage("sync", times):
             buckets = sync_weights(workers, cfg)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import logging
 import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -88,6 +91,27 @@ def train(workers: Workers, rollout: Batch, cfg: DictConfig, t: int) -> dict:
     refs = [workers.learner.train_epoch(e, t) for e in range(cfg.train.epochs)]  # a list of ranks' refs each
     epochs = gather([ref for ranks in refs for ref in ranks], "train", cfg.run.progress)  # an actor runs its calls in order
     return {**stats, **epochs[-len(refs[-1])]}  # rank 0's last epoch
+
+
+@contextmanager
+def generators_asleep(workers: Workers, cfg: DictConfig, times: dict[str, float]) -> Iterator[None]:
+    """Colocated mode (``placement.colocate``): the generators sleep while the block runs, so the learner has the
+    devices, and wake after it; ``sleep_s`` / ``wake_s`` go into ``times``.  At level 2 their weights are gone
+    until the weight sync, which must come next.  Without colocation, nothing."""
+    if not cfg.placement.colocate:
+        yield
+        return
+    names = [f"generator {i}" for i in range(len(workers.generators))]
+    start = time.perf_counter()
+    wait_named([g.sleep.remote(cfg.placement.sleep_level) for g in workers.generators], names, cfg.sync.timeout_s,
+               "sleep")
+    times["sleep_s"] = round(time.perf_counter() - start, 3)
+    try:
+        yield
+    finally:
+        start = time.perf_counter()
+        wait_named([g.wake_up.remote() for g in workers.generators], names, cfg.sync.timeout_s, "wake up")
+        times["wake_s"] = round(time.perf_counter() - start, 3)
 
 
 def sync_weights(workers: Workers, cfg: DictConfig) -> int:

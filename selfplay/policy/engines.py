@@ -10,6 +10,10 @@ for the same seed, ``generator.batch_size`` and ``generator.replicas``.
 Weights arrive in place, in buckets of Hugging Face-named tensors (``load_bucket``, then ``finish_sync``;
 ``selfplay.policy.weight_sync``); the engine is never restarted.  ``engine_starts`` counts the
 starts (one per generator per run).
+
+In colocated mode (``placement.colocate``) the engine sleeps while the learner trains (``sleep``, then
+``wake_up``): level 1 moves the weights to host memory and drops the KV cache, level 2 drops the weights as
+well, which only the weight sync that follows waking puts back (and it resets the prefix cache).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ class VLLMGenerator:
 
     def __init__(self, model: str, tokenizer: str, dtype: str, gpu_memory_utilization: float,
                  enforce_eager: bool, max_model_len: int, seed: int, chunked_prefill: bool = False,
-                 tensor_parallel: int = 1):
+                 tensor_parallel: int = 1, sleep_mode: bool = False):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from vllm import LLM
@@ -41,7 +45,7 @@ class VLLMGenerator:
         self.llm = LLM(model=resolve(model), tokenizer=resolve(tokenizer), dtype=dtype, seed=seed,
                        enforce_eager=enforce_eager, gpu_memory_utilization=gpu_memory_utilization,
                        max_model_len=max_model_len, enable_chunked_prefill=chunked_prefill,
-                       tensor_parallel_size=tensor_parallel)
+                       tensor_parallel_size=tensor_parallel, enable_sleep_mode=sleep_mode)
         self.tensor_parallel = tensor_parallel
         self.engine_starts = 1
         self.eos_id = self.llm.get_tokenizer().eos_token_id
@@ -90,6 +94,13 @@ class VLLMGenerator:
         """After the last bucket: drop the prefix cache, whose KV entries came from the old weights."""
         self.llm.reset_prefix_cache()
 
+    def sleep(self, level: int) -> None:
+        """vLLM's sleep mode (the engine must have been started with ``sleep_mode``): frees the device memory."""
+        self.llm.sleep(level=level)
+
+    def wake_up(self) -> None:
+        self.llm.wake_up()
+
 
 class HFGenerator:
     """transformers' generate, batched; faster than vLLM for tiny models on CPU."""
@@ -99,6 +110,8 @@ class HFGenerator:
         self.tokenizer = load_tokenizer(tokenizer)
         self.batch_size = batch_size
         self.engine_starts = 1
+        self.asleep: dict[int, torch.Size] = {}  # level 2: each dropped tensor's shape, by id
+        self.home = torch.device("cpu")
 
     @torch.no_grad()
     def generate(self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float,
@@ -138,11 +151,36 @@ class HFGenerator:
     def finish_sync(self) -> None:
         pass
 
+    def _checkpoint_tensors(self) -> list[torch.Tensor]:
+        """The weights a checkpoint (and the weight sync) carries, each once (tied weights share one)."""
+        unique = {id(t): t for t in self.model.state_dict(keep_vars=True).values()}
+        return list(unique.values())
 
-def make_generator(backend: str, model: str, tokenizer: str, cfg, dtype: str, seed: int):
+    def sleep(self, level: int) -> None:
+        """Level 1: the weights to host memory (where they already are on a CPU).  Level 2: drop them; buffers
+        outside the checkpoint (rotary frequencies) stay, since the weight sync does not carry them."""
+        self.home = next(self.model.parameters()).device
+        if level == 1:
+            self.model.to("cpu")
+            return
+        for t in self._checkpoint_tensors():
+            self.asleep[id(t)] = t.shape
+            t.data = torch.empty(0, dtype=t.dtype, device=t.device)
+
+    def wake_up(self) -> None:
+        """Back on the model's device; after level 2 the weights are uninitialised until the next sync."""
+        for t in self._checkpoint_tensors():
+            if id(t) in self.asleep:
+                t.data = torch.empty(self.asleep[id(t)], dtype=t.dtype, device=t.device)
+        self.asleep.clear()
+        self.model.to(self.home)
+
+
+def make_generator(backend: str, model: str, tokenizer: str, cfg, dtype: str, seed: int, sleep_mode: bool = False):
+    """``sleep_mode``: the engine will sleep and wake (colocated mode); vLLM has to be started for it."""
     if backend == "vllm":
         return VLLMGenerator(model, tokenizer, dtype, cfg.gpu_memory_utilization, cfg.enforce_eager,
-                             cfg.max_model_len, seed, cfg.chunked_prefill, cfg.tensor_parallel)
+                             cfg.max_model_len, seed, cfg.chunked_prefill, cfg.tensor_parallel, sleep_mode)
     if backend == "hf":
         return HFGenerator(model, tokenizer, dtype, cfg.batch_size, seed)
     raise ValueError(f"unknown generator backend '{backend}' (vllm | hf)")

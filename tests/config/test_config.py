@@ -128,6 +128,8 @@ def test_wrong_type_names_key(arg, key):
         ("algo.beta=-1", "algo.beta must be > 0"),
         ("algo.name=ppo", "algo.name must be one of ('gpo', 'sppo', 'dpo', 'ipo', 'simpo', 'dpa'), got 'ppo'"),
         ("generator.temperature=-0.5", "generator.temperature must be >= 0"),
+        ("placement.sleep_level=3", "placement.sleep_level must be 1 or 2, got 3"),
+        ("placement.colocate=true", "placement.colocate=true with generator.backend=vllm needs GPUs"),
     ],
 )
 def test_validation_errors(arg, needle):

@@ -45,6 +45,29 @@ def test_generator_needs_by_hand():
     assert need.count == 2
 
 
+def test_colocated_learner_gets_the_whole_gpu_but_must_leave_the_generators_theirs():
+    """Colocated, the generators sleep while the learner trains, so its capacity is the whole GPU (not its
+    share); its resident states (16 MB here) stay beside the generators' reservation while they run."""
+    from selfplay.config.memory import problems, with_capacity
+
+    base = ["train.num_gpus=0.5", "generator.num_gpus=0.5", "scorer.num_gpus=0.1", "generator.backend=vllm"]
+
+    def check(extra: list[str], gpu_bytes: float) -> tuple[float, list[str]]:
+        cfg = load_config(base + extra)
+        needs = with_capacity([learner_need(cfg, SHAPE), generator_need(cfg, SHAPE)], cfg, gpu_bytes, 64 * GB)
+        return needs[0].capacity, problems(needs, cfg, gpu_bytes, 64 * GB)
+
+    assert check([], 1 * GB)[0] == 0.5 * GB
+    assert check(["placement.colocate=true"], 1 * GB) == (1 * GB, [])
+    # 16 MB of learner states + 0.9 x 100 MB of vLLM reservation > 100 MB
+    capacity, found = check(["placement.colocate=true", "generator.gpu_memory_utilization=0.9",
+                             "generator.max_model_len=8", "train.micro_batch_size=1"], 100e6)
+    assert capacity == 100e6
+    assert found == ["colocated, a learner rank keeps 16 MB on its GPU while the generators run there with 90 MB "
+                     "(generator.gpu_memory_utilization=0.9 of 100 MB): lower generator.gpu_memory_utilization, "
+                     "raise train.world_size or set train.cpu_offload=true"]
+
+
 @pytest.fixture(scope="module")
 def llama_8b(world, tmp_path_factory):
     """An 8B Llama's Hugging Face config (Llama-3-8B's shape) with the world's tokenizer: no weights."""

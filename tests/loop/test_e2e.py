@@ -107,6 +107,19 @@ def test_sharded_learner_run_resumes_with_one_rank(hf_run, tmp_path):
     assert read_metrics(run_dir)[1]["train"]["world_size"] == 1
 
 
+def test_colocated_run_sleeping_at_level_2_matches_the_plain_run(hf_run, tmp_path):
+    """placement.colocate with sleep level 2: the generators drop their weights while the learner trains and get
+    them back only from the weight sync after waking; every metric equals the plain run's, and the metrics
+    line has the sleep and wake times."""
+    run_dir = tmp_path / "run"
+    assert main([*FAST, "iter=2", f"run.dir={run_dir}", "generator.backend=hf", "placement.colocate=true",
+                 "placement.sleep_level=2"]) == 0
+    colocated = read_metrics(run_dir)
+    assert [without_timings(r) for r in colocated] == [without_timings(r) for r in read_metrics(hf_run)]
+    assert all(r["sleep_s"] >= 0 and r["wake_s"] >= 0 for r in colocated)
+    assert "sleep_s" not in read_metrics(hf_run)[0]
+
+
 def test_existing_run_dir_is_not_overwritten(hf_run, capsys):
     before = (hf_run / "metrics.jsonl").read_text()
     assert main([*FAST, "iter=2", f"run.dir={hf_run}", "generator.backend=hf"]) == 2

@@ -1,5 +1,5 @@
 """GPU-only checks (``python -m pytest -m gpu`` on a GPU machine; the README's test command excludes them):
-the learner in bf16 on a GPU, and bucketed sync into a vLLM engine on the GPU."""
+the learner in bf16 on a GPU, bucketed sync into a vLLM engine on the GPU, and its sleep mode."""
 
 from __future__ import annotations
 
@@ -47,3 +47,23 @@ def test_vllm_on_the_gpu_synced_in_buckets_generates_like_a_fresh_engine(world, 
     fresh = Generator.options(num_gpus=1).remote("vllm", str(tmp_path / "target"), world.tokenizer, cfg, "float32", 0)
     assert after == greedy(fresh, world)
     ray.kill(fresh)
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_vllm_sleeps_and_wakes_on_the_gpu(world, ray_cluster, level):
+    """Colocated mode: after a sleep and a wake at level 1, and at level 2 followed by a full bucketed sync (the
+    loop's order), the engine generates greedily what it did before."""
+    import ray
+
+    from actors.generator import Generator
+
+    cfg = OmegaConf.structured(GeneratorConfig)
+    gen = Generator.options(num_gpus=1).remote("vllm", world.policy, world.tokenizer, cfg, "float32", 0, True)
+    before = greedy(gen, world)
+    ray.get(gen.sleep.remote(level))
+    ray.get(gen.wake_up.remote())
+    if level == 2:
+        ray.get([gen.load_bucket.remote(ray.put(b)) for b in buckets_of(load_causal_lm(world.policy), 200_000)])
+        ray.get(gen.finish_sync.remote())
+    assert greedy(gen, world) == before
+    ray.kill(gen)

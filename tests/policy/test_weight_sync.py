@@ -48,9 +48,7 @@ def test_pack_round_trips_every_dtype_and_refuses_a_mismatch():
 
 
 def buckets_of(model: torch.nn.Module, bucket_bytes: int) -> list[Bucket]:
-    state = model.state_dict()
-    plan = plan_buckets([TensorMeta(n, t.dtype, tuple(t.shape)) for n, t in state.items()], bucket_bytes)
-    return [pack(b, state.__getitem__) for b in plan]
+    return buckets_of_state(model.state_dict(), bucket_bytes)
 
 
 def test_hf_generator_loads_buckets_in_place(tiny_policy):
@@ -114,3 +112,39 @@ def test_vllm_generator_synced_in_buckets_generates_like_a_fresh_engine(world, r
     ray.kill(fresh)
     assert after == expected
     assert after != before
+
+
+def test_hf_generator_sleeping_at_level_2_holds_no_weights_until_a_sync(world):
+    """Colocated mode, level 2: sleep frees every checkpoint tensor (none is left holding memory), waking gives
+    them back uninitialised at their shapes, and one full sync restores the greedy output exactly; the
+    rotary buffers, which no checkpoint carries, survive.  Level 1 keeps the weights."""
+    from selfplay.core.lm import encode_prompt, load_tokenizer
+
+    gen = HFGenerator(world.policy, world.tokenizer, "float32", batch_size=8, seed=0)
+    tok = load_tokenizer(world.tokenizer)
+    prompts = [encode_prompt(tok, [{"role": "user", "content": c}]) for c in ("Tell me about apples.", "What is bread?")]
+
+    def greedy_ids() -> list[list[int]]:
+        return [g[0].response_ids for g in gen.generate(prompts, 1, 0.0, 1.0, 12, 0)]
+
+    before = greedy_ids()
+    weights = {n: t.clone() for n, t in gen.model.state_dict().items()}
+    gen.sleep(1)
+    gen.wake_up()
+    assert greedy_ids() == before
+
+    rotary = {n: b.clone() for n, b in gen.model.named_buffers() if n not in weights}
+    assert rotary  # the rotary frequencies: a buffer outside the checkpoint
+    gen.sleep(2)
+    assert all(t.numel() == 0 for t in gen.model.state_dict().values())
+    gen.wake_up()
+    assert {n: tuple(t.shape) for n, t in gen.model.state_dict().items()} == {n: tuple(t.shape) for n, t in weights.items()}
+    for b in buckets_of_state(weights, bucket_bytes=200_000):
+        gen.load_bucket(b)
+    assert greedy_ids() == before
+    assert all(torch.equal(b, dict(gen.model.named_buffers())[n]) for n, b in rotary.items())
+
+
+def buckets_of_state(state: dict[str, torch.Tensor], bucket_bytes: int) -> list[Bucket]:
+    plan = plan_buckets([TensorMeta(n, t.dtype, tuple(t.shape)) for n, t in state.items()], bucket_bytes)
+    return [pack(b, state.__getitem__) for b in plan]
