@@ -182,8 +182,6 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.sync.bucket_mb > 0, f"sync.bucket_mb must be > 0, got {cfg.sync.bucket_mb}")
     need(cfg.sync.timeout_s > 0, f"sync.timeout_s must be > 0, got {cfg.sync.timeout_s}")
     need(cfg.train.lora.rank >= 0, f"train.lora.rank must be >= 0, got {cfg.train.lora.rank}")
-    need(cfg.train.lora.rank == 0 or cfg.train.world_size == 1,
-         "train.lora.rank > 0 needs train.world_size=1 (LoRA on a sharded learner is not supported yet)")
     need(cfg.train.world_size >= 1, f"train.world_size must be >= 1, got {cfg.train.world_size}")
     need(cfg.train.batch_size % cfg.train.world_size == 0,
          f"train.batch_size ({cfg.train.batch_size}) must be a multiple of train.world_size ({cfg.train.world_size}): "

@@ -88,8 +88,8 @@ def learner_need(cfg: DictConfig, policy: ModelShape) -> Need:
     t, n = cfg.train, policy.params
     w = BYTES[cfg.policy.dtype]
     if t.lora.rank > 0:  # frozen base; gradients and moments for the adapters; pi_0 is the base (no copy)
-        a = policy.lora_params(t.lora.rank, list(t.lora.target_modules))
-        states = {"weights": w * n, "adapters": 4 * a, "gradients": 4 * a, "optimizer": 8 * a}
+        a = policy.lora_params(t.lora.rank, list(t.lora.target_modules)) / t.world_size
+        states = {"weights": w * n / t.world_size, "adapters": 4 * a, "gradients": 4 * a, "optimizer": 8 * a}
     else:
         states = {"weights": w * n / t.world_size, "gradients": w * n / t.world_size,
                   "optimizer": 8 * n / t.world_size}

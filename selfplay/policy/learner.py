@@ -22,7 +22,8 @@ from selfplay.core.batch import Batch
 from selfplay.core.checkpoint import atomic_dir
 from selfplay.core.lm import load_causal_lm, load_tokenizer, response_batch, sequence_logprobs
 from selfplay.core.optim import lr_multiplier
-from selfplay.policy.lora import ADAPTER_DIR, add_adapters, hf_tensors, reset_adapters, trainable_parameters
+from selfplay.policy.lora import (ADAPTER_DIR, adapter_state, add_adapters, hf_tensors, reset_adapters,
+                                  trainable_parameters)
 from selfplay.policy.parallel import Sharded, Single, share
 from selfplay.policy.weight_sync import Bucket, TensorMeta, pack, plan_buckets
 
@@ -39,7 +40,7 @@ class Learner:
         self.lora = train.lora.rank > 0
         if self.lora:  # the base is pi_0; a resumed run's adapter is in its checkpoint (``model``)
             resumed = model if model != self.initial else None
-            self.model = self.placement.wrap(add_adapters(load_causal_lm(self.initial, dtype), train.lora, resumed))
+            self.model = self.placement.wrap(add_adapters(load_causal_lm(self.initial, dtype), train.lora, seed, resumed))
         else:
             self.model = self.placement.wrap(load_causal_lm(model, dtype))
         self.tokenizer = load_tokenizer(tokenizer)
@@ -93,9 +94,9 @@ class Learner:
         return math.ceil(len(batch) / self.train_cfg.batch_size)
 
     def restore_initial(self) -> None:
-        """Reset the weights to pi_0 (``initial``); with LoRA, the adapters to their start."""
+        """Reset the weights to pi_0 (``initial``); with LoRA, every adapter's B to 0 (the base again)."""
         if self.lora:
-            reset_adapters(self.placement.unwrap(self.model), self.seed)
+            reset_adapters(self.placement.unwrap(self.model))
         else:
             self.placement.load_full_state_dict(self.model, load_causal_lm(self.initial, self.dtype).state_dict())
 
@@ -172,7 +173,7 @@ class Learner:
         merged with its adapter), so that callers materialise one at a time."""
         model = self.placement.unwrap(self.model)
         if self.lora:
-            return hf_tensors(model)
+            return hf_tensors(model, self.placement.full_tensor)
         return {n: (t, lambda t=t: self.placement.full_tensor(t)) for n, t in model.state_dict().items()}
 
     def plan_sync(self, bucket_bytes: int) -> int:
@@ -190,15 +191,21 @@ class Learner:
     def save(self, path: str | Path) -> None:
         """A Hugging Face checkpoint (safetensors, config, tokenizer), written atomically; with shards, the full
         weights gathered to rank 0, which writes it (every rank must call)."""
-        if self.lora:  # the merged model, and the adapter alone in iter_N/adapter/
-            state = {n: f() for n, (_, f) in self._exported().items()}
+        model = self.placement.unwrap(self.model)
+        leader = self.placement.rank == 0
+        if self.lora:  # the merged model, and the adapter alone in iter_N/adapter/ (each tensor whole on rank 0)
+            state = {}
+            for name, (_, whole) in self._exported().items():
+                t = whole()
+                if leader:
+                    state[name] = t.cpu()
+            adapters = adapter_state(model, self.placement.full_tensor)
         else:
             state = self.placement.full_state_dict(self.model)
-        if self.placement.rank != 0:
+        if not leader:
             return
-        model = self.placement.unwrap(self.model)
         with atomic_dir(path) as tmp:
             (model.get_base_model() if self.lora else model).save_pretrained(tmp, state_dict=state)
             if self.lora:
-                model.save_pretrained(Path(tmp) / ADAPTER_DIR)
+                model.save_pretrained(Path(tmp) / ADAPTER_DIR, state_dict=adapters)
             self.tokenizer.save_pretrained(tmp)
