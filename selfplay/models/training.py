@@ -88,6 +88,11 @@ PROBE_ROWS = 1024  # rows the initial probe is fitted on (a sample of the traini
 PROBE_RIDGE = 1e-3  # ridge penalty of the probe, relative to the mean squared feature norm
 
 
+# The ridge of the GPM head's start (init_gpm_head), relative to the states' mean variance: not small, so the
+# head reads directions where the pair difference is large outright, not only relative to states that barely vary.
+GPM_INIT_RIDGE = 0.1
+
+
 WARMUP_SHARE = 0.1  # of the steps, with the learning rate rising linearly
 
 
@@ -125,13 +130,28 @@ def init_gpm_head(model: GPM, tokenizer: PreTrainedTokenizerBase, pairs: list[Pr
         A w = mu B w,  A = E[(h_chosen - h_rejected)(h_chosen - h_rejected)^T],  B = E[h h^T] + r I,
 
     over the last-token states of up to PROBE_ROWS pairs drawn with ``seed`` (B uncentred, because the
-    embedding normalises W h itself; r = PROBE_RIDGE x the mean of its diagonal), each row scaled to the mean
+    embedding normalises W h itself; r = GPM_INIT_RIDGE x the mean of its diagonal), each row scaled to the mean
     norm of the random rows it replaces.  mu is the share of |W h|^2 that the pair difference makes up along w.
+    Rows 2l and 2l+1 (largest mu first) form block l of R; where the probe pairs' mean score s(chosen >
+    rejected) in a block is negative, its two rows are swapped, which negates that block's scores.  The scale
+    gate, if any, starts uniform (its prompt head at zero, so lambda = 1/k for every prompt).
 
     Why: where a pair's responses share most of their text, a random head's embedding v = normalise(W h) is a
     common part c plus a small difference d, and on a preference cycle the gradient that grows d is second
-    order in d (docs/methods.md §8): from a random head some fits never leave s = 0.  Along these rows d
-    dominates from the first step (|W d| / |W h| about 0.9 on the cyclic data, against 0.05 at random).
+    order in d (docs/methods.md §8): from a random head some fits never leave s = 0.  Along these rows d is a
+    larger share from the first step (|W d| / |W h| 0.23 on medium cyclic data, against 0.03 at random).
+    Why the orientation: an eigenvector's sign and a block's row order are arbitrary, and a block whose three
+    cycle classes lie in the plane in the wrong rotational order scores the cycle backwards (probe accuracy
+    0.42-0.46 on four of five seeds of one large cyclic set).  Turning it round means passing through s = 0,
+    the saddle again: those fits left it at steps 100-150 or never; oriented, all five leave it by step 40.
+    Why this ridge: with a small one (1e-3) the top directions are those where the states barely vary
+    (|W d| / |W h| 0.65 at the start), and the backbone's first updates add variance there: within about 30
+    steps the ratio was 0.06 and the fit back at the saddle, some leaving it only after 130 steps.  Which
+    fit is slow is chaotic in r (one fit left at steps 30 / 70 / never for r = 1e-3 / 0.1 / 1, another at
+    130 / 65 / 35); at r = 0.1 the slowest fit we traced left by step 70.
+    Why the uniform gate: a random prompt head gives every prompt its own random block weights and can mute
+    the block that carries the difference (one gated large fit stayed at log 2 until step 110; with
+    lambda = 1/k from the start it left by step 35).
     """
     sample = random.Random(seed).sample(pairs, min(PROBE_ROWS, len(pairs)))
     prompts = [p.prompt for p in sample]
@@ -139,13 +159,22 @@ def init_gpm_head(model: GPM, tokenizer: PreTrainedTokenizerBase, pairs: list[Pr
                       batch_size).double()
     diff = h[:len(sample)] - h[len(sample):]
     a, b = diff.T @ diff / len(diff), h.T @ h / len(h)
-    b = b + PROBE_RIDGE * b.diagonal().mean() * torch.eye(b.shape[0], dtype=b.dtype)
+    b = b + GPM_INIT_RIDGE * b.diagonal().mean() * torch.eye(b.shape[0], dtype=b.dtype)
     # B = L L^T turns A w = mu B w into the symmetric (L^-1 A L^-T) u = mu u, with w = L^-T u
     l_inv = torch.linalg.inv(torch.linalg.cholesky(b))
     _, u = torch.linalg.eigh(l_inv @ a @ l_inv.T)  # eigenvalues ascending
     rows = model.value_head.weight
     w = (l_inv.T @ u[:, -rows.shape[0]:].flip(-1)).T  # (2k, hidden), largest mu first
-    rows.copy_((w / w.norm(dim=1, keepdim=True) * rows.norm(dim=1).mean()).to(rows.dtype))
+    w = w / w.norm(dim=1, keepdim=True) * rows.norm(dim=1).mean()
+    # Orient each block so that the probe pairs' mean score in it is >= 0: swapping a block's two rows negates it.
+    v = torch.nn.functional.normalize(h @ w.T, dim=-1)
+    chosen, rejected = v[:len(sample)], v[len(sample):]
+    block_mean = (chosen[:, 0::2] * rejected[:, 1::2] - chosen[:, 1::2] * rejected[:, 0::2]).mean(0)  # (k,)
+    for block in torch.nonzero(block_mean < 0).flatten().tolist():
+        w[[2 * block, 2 * block + 1]] = w[[2 * block + 1, 2 * block]]
+    rows.copy_(w.to(rows.dtype))
+    if model.prompt_head is not None:  # the scale gate starts uniform: lambda = 1/k for every prompt
+        model.prompt_head.weight.zero_()
 
 
 @torch.no_grad()

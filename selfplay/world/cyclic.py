@@ -67,36 +67,37 @@ BODY_WORDS = (3, 8)  # min, max on-topic words in a response body
 N_PROMPTS = 256  # the world prompts responses are drawn for (all 96 one-topic prompts and 160 two-topic ones)
 
 # The training budget shared by every model kind (see ``fit``): AdamW over the whole model (backbone and
-# heads), 64 pairs a step at a constant learning rate LR.  The GPM's value head starts on the difference
-# subspace of the training pairs (``init_gpm_head``), not at random.  Why all three:
+# heads), STEPS steps of 64 pairs at a constant learning rate LR.  The GPM's value head starts on the
+# difference subspace of the training pairs, each block oriented to score them the right way round, the gate
+# uniform (``init_gpm_head``), not at random.  Why:
 #
 # In a pair both responses share their body, and the marker word moves the final hidden state little next
 # to the body (chosen - rejected about 0.6 against a spread of about 8 over bodies).  From a random head the
 # embedding is a common part c plus a small class part d, and s(i, j) = <R c, d_j - d_i> + <R d_i, d_j>.
 # Summed over a balanced cycle the first-order (transitive) term's gradient cancels, so what grows d is
-# second order in d: s = 0 is a saddle that a fit leaves only if its random start had enough of d.  At
-# lr 1e-3 about one fit in five never left it or settled on two of three edges; tau 16 did not help, and
-# lr 3e-4 still left 3 of 35 fits on no_truthfulness below 0.75 (one at loss log 2 for all 300 steps).
-# Started on the directions where d is the largest share of the state (generalized eigenvectors,
-# ``init_gpm_head``), |W d| / |W h| is about 0.9 at the first step against 0.05 at random.
+# second order in d: s = 0 is a saddle that a fit leaves only if its start had enough of d, and the time it
+# takes grows like exp(integral of the lr), against minibatch noise that Adam's normalisation lets into every
+# step.  What sets that start and that time:
 #
-# The head start does not last: the backbone's first updates move its states off the directions the head
-# was fitted to, and within 30 steps |W d| / |W h| is back near 0.06 (0.76 -> 0.06 on one medium fit, with a
-# warm-up too), the loss at log 2.  Every fit then leaves the saddle by growing d from that small remainder,
-# which took 23-117 steps at 32 pairs and lr 3e-4 and grows like exp(integral of the lr): a schedule that
-# decays linearly to 0 has spent half its learning rate by step 90 and leaves a late fit too little to get
-# out (two of 35 medium fits ended at 0.51 and 0.62 on one machine; with a 10% warm-up one at 0.667 on
-# another, which leaves the saddle at step 93 without it).  A constant rate keeps the whole budget for the
-# escape, but at 32 pairs a step one medium fit in 175 still stayed at log 2 for 300 steps.
+# - the difference subspace: from a random head, lr 3e-4 left 3 of 35 fits on no_truthfulness below 0.75;
+#   with a ridge of a tenth of the states' mean variance (GPM_INIT_RIDGE), not 1e-3: the directions where the
+#   states barely vary read d best at the start (|W d| / |W h| 0.65) but the backbone's first updates add
+#   variance there, and within 30 steps the ratio was 0.06 and the fit back at the saddle;
+# - the orientation: an eigenvector's sign and a block's row order are arbitrary, and about half the blocks
+#   started with their three classes in the wrong rotational order, scoring the cycle backwards (probe
+#   accuracy 0.42-0.46).  Turning round passes through s = 0, the saddle again: at 150 steps of 64 pairs
+#   12 of 150 large fits never got out (0.40-0.83 held out);
+# - the uniform gate: a random prompt head weights each prompt's blocks at random and can mute the one that
+#   carries d (an oriented gated large fit stayed at log 2 until step 110, by step 35 with lambda = 1/k);
+# - the batch and the schedule: 64 pairs halve the noise's variance against 32 (the ten slowest medium fits
+#   at 32 pairs left the saddle at steps 23-117 or never; at 64, by step 72), and a constant rate keeps the
+#   whole budget for the escape (a linear decay to 0 has spent half its integral by mid-run: two of 35
+#   medium fits then ended at 0.51 and 0.62).  Higher learning rates did not help (6e-4 and 1e-3 left a gated
+#   fit at log 2 for 100 steps), nor a 10x rate for the heads alone, nor 30 steps of the heads alone first.
 #
-# The batch shortens the escape, the learning rate does not: near the saddle the gradient that grows d is
-# small next to the noise of a 32-pair sample, and Adam's step is the gradient over its root mean square,
-# noise included, so the escape direction gets a small share of each step.  64 pairs halve the noise's
-# variance: the ten fits of the two slowest medium cells (k = 3 + gate on no_truthfulness, k = 2 + gate on
-# no_instruction_following, seeds 0-4; escapes at 23-117 steps with 32 pairs, one never) all left the saddle
-# at steps 22-72 and ended at 0.983-1.000, whereas lr 5e-4 at 32 pairs left two of them at log 2.
-# 150 steps of 64 pairs cost about what 300 of 32 did (a step of 64 takes 1.7 times one of 32 here).
-STEPS = 150
+# With all four, the slowest fits we traced (the slowest cells of the earlier budgets) left the saddle by
+# step 70; 120 steps leave 50 more.
+STEPS = 120
 BATCH_SIZE = 64
 LR = 3e-4
 SCHEDULE = "constant"  # after no warm-up (WARMUP_RATIO); see above

@@ -85,16 +85,17 @@ def test_written_datasets_load_as_trl_pairs(tmp_path):
 
 
 # One GPM fit per small instance (two on no_helpfulness, whose seeds 0 and 4 stalled at lr 1e-3) and two per
-# larger size, k = 2..4, with and without the gate, over seeds 0-4.  The medium ones are where fits stayed at
-# the saddle: no_instruction_following without the warm-up, and no_truthfulness k = 3 + gate seed 2 for all
-# 300 steps at 32 pairs a step (it leaves at step 72 with 64).  bench/cyclic.py's table (README, "The cyclic
-# benchmark") has every one of these cells >= 0.95 on all five seeds on this machine kind; see there for
-# the minimum.
+# larger size, k = 2..4, with and without the gate, over seeds 0-4.  They are where fits stayed at the saddle
+# before the head was oriented and the gate started uniform: no_truthfulness medium k = 3 + gate seed 2 for
+# 300 steps at 32 pairs a step; no_honesty large k = 4 seed 0 for all 150 steps at 64 (its block began
+# backwards), no_instruction_following large k = 3 + gate seed 0 until step 110 (oriented, random gate).
+# bench/cyclic.py's table (README, "The cyclic benchmark") has every cell >= 0.95 on all five seeds on this
+# machine kind; see there for the minimum.
 GPM_CASES = [("tone", "small", 0, 2, False), ("no_instruction_following", "small", 1, 2, True),
              ("no_honesty", "small", 2, 3, False), ("no_truthfulness", "small", 3, 3, True),
              ("no_helpfulness", "small", 4, 4, True), ("no_helpfulness", "small", 0, 2, False),
              ("no_instruction_following", "medium", 1, 4, True), ("no_truthfulness", "medium", 2, 3, True),
-             ("no_truthfulness", "large", 2, 2, False), ("tone", "large", 3, 4, False)]
+             ("no_honesty", "large", 0, 4, False), ("no_instruction_following", "large", 0, 3, True)]
 
 
 @pytest.mark.parametrize(("name", "size", "seed", "k", "gate"), GPM_CASES)
