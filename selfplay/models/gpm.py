@@ -44,9 +44,14 @@ def score_matrix(v: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     return a - a.T  # exactly skew-symmetric in floating point, with an exact zero diagonal
 
 
+def block_scores(v_i: torch.Tensor, v_j: torch.Tensor) -> torch.Tensor:
+    """Each block's term of s(y_i > y_j | x) before its eigenvalue, row by row, for v_i, v_j (B, 2k).  Returns (B, k)."""
+    return v_i[:, 0::2] * v_j[:, 1::2] - v_i[:, 1::2] * v_j[:, 0::2]
+
+
 def pair_scores(v_i: torch.Tensor, v_j: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """s(y_i > y_j | x) row by row for v_i, v_j (B, 2k) and lam (B, k).  Returns (B,)."""
-    return (lam * (v_i[:, 0::2] * v_j[:, 1::2] - v_i[:, 1::2] * v_j[:, 0::2])).sum(-1)
+    return (lam * block_scores(v_i, v_j)).sum(-1)
 
 
 class GPM(PreferenceModel):

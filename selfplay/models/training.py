@@ -16,7 +16,7 @@ from selfplay.data.attributes import AttributeRow
 from selfplay.data.pairs import PreferencePair
 from selfplay.models.backbone import PreferenceModel, batched, device_of, encode_responses, last_token
 from selfplay.models.losses import masked_mse_loss
-from selfplay.models.gpm import GPM
+from selfplay.models.gpm import GPM, block_scores
 from selfplay.models.multi_objective import MultiObjectiveRewardModel
 
 
@@ -168,8 +168,7 @@ def init_gpm_head(model: GPM, tokenizer: PreTrainedTokenizerBase, pairs: list[Pr
     w = w / w.norm(dim=1, keepdim=True) * rows.norm(dim=1).mean()
     # Orient each block so that the probe pairs' mean score in it is >= 0: swapping a block's two rows negates it.
     v = torch.nn.functional.normalize(h @ w.T, dim=-1)
-    chosen, rejected = v[:len(sample)], v[len(sample):]
-    block_mean = (chosen[:, 0::2] * rejected[:, 1::2] - chosen[:, 1::2] * rejected[:, 0::2]).mean(0)  # (k,)
+    block_mean = block_scores(v[:len(sample)], v[len(sample):]).mean(0)  # (k,)
     for block in torch.nonzero(block_mean < 0).flatten().tolist():
         w[[2 * block, 2 * block + 1]] = w[[2 * block + 1, 2 * block]]
     rows.copy_(w.to(rows.dtype))
