@@ -47,6 +47,13 @@ class Learner:
     def weight_bucket(self, i: int):
         return self.learner.weight_bucket(i)
 
+    def connect_generators(self, transport: str, client, engine_ranks: int, bucket_bytes: int, dtype) -> None:
+        address = self.address() if self.rank == 0 else None  # where the NCCL group meets: rank 0 sends
+        self.learner.connect_generators(transport, client, engine_ranks, bucket_bytes, address, dtype)
+
+    def send_weights(self) -> int:
+        return self.learner.send_weights()
+
     def save(self, path: str) -> None:
         self.learner.save(path)
 
@@ -94,6 +101,13 @@ class LearnerGroup:
     def weight_bucket(self, i: int) -> list:
         """Bucket i, full tensors packed on rank 0 (the first ref); the other ranks help gather it."""
         return [r.weight_bucket.remote(i) for r in self.ranks]
+
+    def connect_generators(self, transport: str, client, engine_ranks: int, bucket_bytes: int, dtype) -> list:
+        """vLLM's native weight transfer (``selfplay.policy.weight_transfer``): every rank joins, rank 0 sends."""
+        return [r.connect_generators.remote(transport, client, engine_ranks, bucket_bytes, dtype) for r in self.ranks]
+
+    def send_weights(self) -> list:
+        return [r.send_weights.remote() for r in self.ranks]
 
     def save(self, path: str) -> list:
         return [r.save.remote(path) for r in self.ranks]

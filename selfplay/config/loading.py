@@ -26,6 +26,7 @@ from selfplay.config.schema import (
     MIXED_PRECISION,
     PLACEMENT_STRATEGIES,
     SHORTHANDS,
+    SYNC_TRANSPORTS,
     Config,
     ConfigError,
 )
@@ -181,6 +182,16 @@ def validate(cfg: DictConfig) -> None:
          "generator.tensor_parallel > 1 needs generator.backend=vllm")
     need(cfg.sync.bucket_mb > 0, f"sync.bucket_mb must be > 0, got {cfg.sync.bucket_mb}")
     need(cfg.sync.timeout_s > 0, f"sync.timeout_s must be > 0, got {cfg.sync.timeout_s}")
+    transport = cfg.sync.transport
+    need(transport in SYNC_TRANSPORTS, f"sync.transport must be one of {SYNC_TRANSPORTS}, got '{transport}'")
+    need(transport == "object_store" or (cfg.generator.backend == "vllm" and cfg.generator.num_gpus > 0
+                                         and cfg.train.num_gpus > 0),
+         f"sync.transport={transport} is vLLM's GPU-to-GPU weight transfer: it needs generator.backend=vllm and "
+         "GPUs for the generators and the learner (generator.num_gpus > 0, train.num_gpus > 0); use object_store")
+    need(transport != "ipc" or cfg.placement.colocate,
+         "sync.transport=ipc shares GPU memory between processes on one GPU: it needs placement.colocate=true")
+    need(transport != "nccl" or not cfg.placement.colocate,
+         "sync.transport=nccl cannot join two processes on one GPU: with placement.colocate=true use ipc")
     need(cfg.train.lora.rank >= 0, f"train.lora.rank must be >= 0, got {cfg.train.lora.rank}")
     need(cfg.train.world_size >= 1, f"train.world_size must be >= 1, got {cfg.train.world_size}")
     need(cfg.train.batch_size % cfg.train.world_size == 0,

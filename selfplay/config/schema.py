@@ -171,6 +171,8 @@ class SyncConfig:
 
     bucket_mb: float = 256.0  # whole layers packed per transfer, up to this size (a larger layer goes alone)
     timeout_s: float = 600.0  # per bucket; the error names the generator (or learner rank) that did not answer
+    # object_store (any device, across nodes) | nccl (GPU to GPU) | ipc (colocated, same GPU): vLLM's own transfer
+    transport: str = "object_store"
 
 
 @dataclass
@@ -311,6 +313,7 @@ MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # policy.dtype, generator.dtype
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 LR_SCHEDULES = ("constant", "linear", "cosine")
+SYNC_TRANSPORTS = ("object_store", "nccl", "ipc")
 
 # ``algo=NAME`` on the command line selects an algorithm with its defaults: ``algo.name=NAME``.
 SHORTHANDS = {"algo": "algo.name"}

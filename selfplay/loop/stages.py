@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from actors.group import gather, leader, wait, wait_named
+from actors.generator import GeneratorsClient
+from actors.group import gather, leader, wait_named
 from selfplay.algorithms.examples import draw_replay
 from selfplay.algorithms.registry import get_algorithm
 from selfplay.core.batch import Batch
@@ -114,11 +115,31 @@ def generators_asleep(workers: Workers, cfg: DictConfig, times: dict[str, float]
         times["wake_s"] = round(time.perf_counter() - start, 3)
 
 
+def connect_weight_transfer(workers: Workers, cfg: DictConfig) -> None:
+    """``sync.transport=nccl|ipc``: the learner ranks and the generators meet once, for vLLM's native weight
+    transfer (``selfplay.policy.weight_transfer``); the object store needs nothing."""
+    if cfg.sync.transport == "object_store":
+        return
+    client = GeneratorsClient(workers.generators, cfg.generator.tensor_parallel, cfg.sync.timeout_s)
+    dtype = getattr(torch, cfg.generator.dtype or cfg.policy.dtype)
+    ranks = workers.learner.connect_generators(cfg.sync.transport, client,
+                                               len(workers.generators) * cfg.generator.tensor_parallel,
+                                               int(cfg.sync.bucket_mb * 2**20), dtype)
+    wait_named(ranks, [f"learner rank {r}" for r in range(len(ranks))], 2 * cfg.sync.timeout_s,
+               "weight transfer rendezvous")
+
+
 def sync_weights(workers: Workers, cfg: DictConfig) -> int:
     """Learner -> every generator, in buckets of whole layers (``selfplay.policy.weight_sync``) through the object
     store, loaded in place; bucket i + 1 is gathered and packed while the generators load bucket i.  Each bucket
     is bounded by ``sync.timeout_s``, whose error names the generator that did not answer.  Returns the number
-    of buckets."""
+    of buckets.  With ``sync.transport=nccl|ipc``, learner rank 0 streams them to the generators itself over
+    vLLM's transfer (each of its calls to them bounded the same way)."""
+    if cfg.sync.transport != "object_store":
+        ranks = workers.learner.send_weights()
+        # start, update and finish are each bounded inside; this bounds a broadcast that a dead generator left
+        return wait_named(ranks, [f"learner rank {r}" for r in range(len(ranks))], 3 * cfg.sync.timeout_s,
+                          "weight sync")[0]
     names = [f"generator {i}" for i in range(len(workers.generators))]
     n = leader(workers.learner.plan_sync(int(cfg.sync.bucket_mb * 2**20)))
     parts = workers.learner.weight_bucket(0)  # rank 0's packed bucket first; the other ranks help gather it

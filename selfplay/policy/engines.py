@@ -36,7 +36,7 @@ class VLLMGenerator:
 
     def __init__(self, model: str, tokenizer: str, dtype: str, gpu_memory_utilization: float,
                  enforce_eager: bool, max_model_len: int, seed: int, chunked_prefill: bool = False,
-                 tensor_parallel: int = 1, sleep_mode: bool = False):
+                 tensor_parallel: int = 1, sleep_mode: bool = False, weight_transfer: str | None = None):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from vllm import LLM
@@ -45,7 +45,8 @@ class VLLMGenerator:
         self.llm = LLM(model=resolve(model), tokenizer=resolve(tokenizer), dtype=dtype, seed=seed,
                        enforce_eager=enforce_eager, gpu_memory_utilization=gpu_memory_utilization,
                        max_model_len=max_model_len, enable_chunked_prefill=chunked_prefill,
-                       tensor_parallel_size=tensor_parallel, enable_sleep_mode=sleep_mode)
+                       tensor_parallel_size=tensor_parallel, enable_sleep_mode=sleep_mode,
+                       **({"weight_transfer_config": {"backend": weight_transfer}} if weight_transfer else {}))
         self.tensor_parallel = tensor_parallel
         self.engine_starts = 1
         self.eos_id = self.llm.get_tokenizer().eos_token_id
@@ -93,6 +94,21 @@ class VLLMGenerator:
     def finish_sync(self) -> None:
         """After the last bucket: drop the prefix cache, whose KV entries came from the old weights."""
         self.llm.reset_prefix_cache()
+
+    # vLLM's native weight transfer (``sync.transport=nccl|ipc``, ``selfplay.policy.weight_transfer``): the
+    # learner's rank 0 drives these four through ``GeneratorsClient``.
+    def init_weight_transfer_engine(self, init_info: dict) -> None:
+        self.llm.init_weight_transfer_engine({"init_info": init_info})
+
+    def start_weight_update(self) -> None:
+        self.llm.start_weight_update()
+
+    def update_weights(self, update_info: dict | list) -> None:
+        self.llm.update_weights({"update_info": update_info})
+
+    def finish_weight_update(self) -> None:
+        self.llm.finish_weight_update()
+        self.finish_sync()
 
     def sleep(self, level: int) -> None:
         """vLLM's sleep mode (the engine must have been started with ``sleep_mode``): frees the device memory."""
@@ -176,11 +192,16 @@ class HFGenerator:
         self.model.to(self.home)
 
 
-def make_generator(backend: str, model: str, tokenizer: str, cfg, dtype: str, seed: int, sleep_mode: bool = False):
-    """``sleep_mode``: the engine will sleep and wake (colocated mode); vLLM has to be started for it."""
+def make_generator(backend: str, model: str, tokenizer: str, cfg, dtype: str, seed: int, sleep_mode: bool = False,
+                   weight_transfer: str | None = None):
+    """``sleep_mode``: the engine will sleep and wake (colocated mode); vLLM has to be started for it.
+    ``weight_transfer``: vLLM's native weight-transfer backend (nccl | ipc), None for the object store."""
     if backend == "vllm":
         return VLLMGenerator(model, tokenizer, dtype, cfg.gpu_memory_utilization, cfg.enforce_eager,
-                             cfg.max_model_len, seed, cfg.chunked_prefill, cfg.tensor_parallel, sleep_mode)
+                             cfg.max_model_len, seed, cfg.chunked_prefill, cfg.tensor_parallel, sleep_mode,
+                             weight_transfer)
+    if weight_transfer:
+        raise ValueError(f"weight transfer over {weight_transfer} needs generator.backend=vllm, got '{backend}'")
     if backend == "hf":
         return HFGenerator(model, tokenizer, dtype, cfg.batch_size, seed)
     raise ValueError(f"unknown generator backend '{backend}' (vllm | hf)")

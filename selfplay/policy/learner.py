@@ -22,8 +22,14 @@ from selfplay.core.batch import Batch
 from selfplay.core.checkpoint import atomic_dir
 from selfplay.core.lm import load_causal_lm, load_tokenizer, response_batch, sequence_logprobs
 from selfplay.core.optim import lr_multiplier
-from selfplay.policy.lora import (ADAPTER_DIR, adapter_state, add_adapters, hf_tensors, reset_adapters,
-                                  trainable_parameters)
+from selfplay.policy.lora import (
+    ADAPTER_DIR,
+    adapter_state,
+    add_adapters,
+    hf_tensors,
+    reset_adapters,
+    trainable_parameters,
+)
 from selfplay.policy.parallel import Sharded, Single, share
 from selfplay.policy.weight_sync import Bucket, TensorMeta, pack, plan_buckets
 
@@ -53,6 +59,7 @@ class Learner:
         self.optimizer, self.torch_optimizer = self.placement.optimizer(opt)
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.sync_buckets: list[list[TensorMeta]] = []
+        self.transfer = None  # vLLM's trainer-side weight-transfer engine, once connected
 
     def _tensors(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ids, attn, mask = response_batch(batch.row_prompt_ids(), batch.response_ids, self.tokenizer.pad_token_id)
@@ -187,6 +194,30 @@ class Learner:
         ranks, which take part in the gathering (every rank must call, in the same order)."""
         exported = self._exported()
         return pack(self.sync_buckets[i], lambda name: exported[name][1](), keep=self.placement.rank == 0)
+
+    def connect_generators(self, transport: str, client, engine_ranks: int, bucket_bytes: int, address: str | None,
+                           dtype: torch.dtype | None) -> None:
+        """Rendezvous with the generators for vLLM's native weight transfer (``sync.transport=nccl|ipc``,
+        ``selfplay.policy.weight_transfer``): every rank at once; ``client`` reaches the generators (used by rank 0
+        only), ``dtype`` is the one they serve."""
+        from selfplay.policy.weight_transfer import learner_source, trainer_engine
+
+        metas = [TensorMeta(n, t.dtype, tuple(t.shape)) for n, (t, _) in self._exported().items()]
+        wholes = lambda: {n: whole for n, (_, whole) in self._exported().items()}  # noqa: E731
+        on_gpu = torch.cuda.is_available()  # the transfer reads from the GPU, also when the shards sit on the CPU
+        device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else self.placement.device
+        source = learner_source(metas, wholes, device, dtype)
+        self.transfer = trainer_engine(transport, self.placement.rank, client, source, engine_ranks, bucket_bytes,
+                                       address)
+        self.transfer_buffers = math.ceil(sum(m.nbytes for m in metas) / bucket_bytes)
+
+    def send_weights(self) -> int:
+        """The current weights to every generator over the connected transport (every rank must call); returns
+        the number of packed buffers they travelled in (about: the bytes over ``sync.bucket_mb``)."""
+        if self.transfer is None:
+            raise RuntimeError("send_weights before connect_generators: sync.transport=nccl|ipc connects first")
+        self.transfer.send_weights()
+        return self.transfer_buffers
 
     def save(self, path: str | Path) -> None:
         """A Hugging Face checkpoint (safetensors, config, tokenizer), written atomically; with shards, the full

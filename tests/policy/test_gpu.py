@@ -1,5 +1,6 @@
 """GPU-only checks (``python -m pytest -m gpu`` on a GPU machine; the README's test command excludes them):
-the learner in bf16 on a GPU, bucketed sync into a vLLM engine on the GPU, and its sleep mode."""
+the learner in bf16 on a GPU, bucketed sync into a vLLM engine on the GPU, its sleep mode, and vLLM's IPC weight
+transfer."""
 
 from __future__ import annotations
 
@@ -67,3 +68,28 @@ def test_vllm_sleeps_and_wakes_on_the_gpu(world, ray_cluster, level):
         ray.get(gen.finish_sync.remote())
     assert greedy(gen, world) == before
     ray.kill(gen)
+
+
+def test_vllm_on_the_gpu_gets_the_learners_weights_over_ipc(world, ray_cluster, tmp_path):
+    """``sync.transport=ipc`` (colocated: the learner and the engine on one GPU): after vLLM's IPC weight transfer
+    from a learner holding other weights, the engine generates greedily what an engine started from them does.
+    (NCCL needs the two on different GPUs; its protocol runs on CPU in test_weight_transfer.)"""
+    import ray
+
+    from actors.generator import Generator, GeneratorsClient
+    from tests.policy.test_weight_transfer import learner_of
+
+    cfg = OmegaConf.merge(OmegaConf.structured(GeneratorConfig), {"gpu_memory_utilization": 0.3})
+    perturbed_world_policy(world, tmp_path / "target")
+    gen = Generator.options(num_gpus=0.5).remote("vllm", world.policy, world.tokenizer, cfg, "float32", 0, False,
+                                                 "ipc")
+    learner = learner_of(str(tmp_path / "target"), world.tokenizer)
+    assert learner.placement.device.type == "cuda"
+    learner.connect_generators("ipc", GeneratorsClient([gen], 1, 300.0), 1, 2**20, None, torch.float32)
+    learner.send_weights()
+    after = greedy(gen, world)
+    ray.kill(gen)
+    fresh = Generator.options(num_gpus=0.5).remote("vllm", str(tmp_path / "target"), world.tokenizer, cfg, "float32",
+                                                   0)
+    assert after == greedy(fresh, world)
+    ray.kill(fresh)
