@@ -17,6 +17,8 @@ The estimates (bytes):
 - generator: its weights over ``generator.tensor_parallel`` devices; on a GPU vLLM takes
   ``generator.gpu_memory_utilization`` of it and the weights must fit in that with room for a KV cache.
 - scorer: its weights in float32 and the activations of ``scorer.batch_size`` sequences.
+- with ``sync.transport=nccl|ipc``, learner and generator each hold vLLM's two transfer buffers of
+  ``sync.bucket_mb`` on the GPU.
 """
 
 from __future__ import annotations
@@ -84,6 +86,14 @@ class Need:
         return sum(self.parts.values())
 
 
+def transfer_buffers(cfg: DictConfig) -> dict[str, float]:
+    """vLLM's weight transfer (``sync.transport=nccl|ipc``) packs into two buffers of ``sync.bucket_mb`` on each
+    side, on the GPU; the object store's buckets sit in host memory."""
+    if cfg.sync.transport == "object_store":
+        return {}
+    return {"transfer buffers": 2 * cfg.sync.bucket_mb * 2**20}
+
+
 def learner_need(cfg: DictConfig, policy: ModelShape) -> Need:
     t, n = cfg.train, policy.params
     w = BYTES[cfg.policy.dtype]
@@ -103,7 +113,7 @@ def learner_need(cfg: DictConfig, policy: ModelShape) -> Need:
         activations = act_bytes * s * seqs * h * (policy.layers + 17)
     else:
         activations = act_bytes * 17 * s * seqs * h * policy.layers
-    parts = {"activations": activations + 4 * s * seqs * policy.vocab}
+    parts = {"activations": activations + 4 * s * seqs * policy.vocab, **transfer_buffers(cfg)}
     if t.cpu_offload and device == "cuda":
         parts["gathered blocks"] = 2 * w * n / policy.layers
         return Need("learner rank", t.world_size, device, parts, cpu_parts=states, fix=LEARNER_FIX)
@@ -117,7 +127,8 @@ def generator_need(cfg: DictConfig, policy: ModelShape) -> Need:
     weights = w * policy.params / g.tensor_parallel
     kv_per_token = 2 * policy.layers * policy.kv_heads * policy.head_dim * w / g.tensor_parallel
     return Need("generator", g.replicas * g.tensor_parallel, "cuda" if g.num_gpus > 0 else "cpu",
-                {"weights": weights, "KV cache (one full sequence)": kv_per_token * g.max_model_len},
+                {"weights": weights, "KV cache (one full sequence)": kv_per_token * g.max_model_len,
+                 **transfer_buffers(cfg)},
                 fix="raise generator.tensor_parallel or generator.gpu_memory_utilization, or serve generator.dtype=bfloat16")
 
 

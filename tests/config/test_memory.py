@@ -45,6 +45,15 @@ def test_generator_needs_by_hand():
     assert need.count == 2
 
 
+def test_vllms_weight_transfer_adds_its_two_buffers_on_each_side():
+    gpus = ["generator.num_gpus=1", "train.num_gpus=1", "sync.bucket_mb=128"]
+    for need in (learner_need(load_config(gpus), SHAPE), generator_need(load_config(gpus), SHAPE)):
+        assert "transfer buffers" not in need.parts  # the object store's buckets are in host memory
+    nccl = load_config([*gpus, "sync.transport=nccl"])
+    for need in (learner_need(nccl, SHAPE), generator_need(nccl, SHAPE)):
+        assert need.parts["transfer buffers"] == 2 * 128 * 2**20
+
+
 def test_colocated_learner_gets_the_whole_gpu_but_must_leave_the_generators_theirs():
     """Colocated, the generators sleep while the learner trains, so its capacity is the whole GPU (not its
     share); its resident states (16 MB here) stay beside the generators' reservation while they run."""
