@@ -14,26 +14,25 @@ from omegaconf import DictConfig
 from selfplay.core.batch import Batch
 from selfplay.core.checkpoint import EVAL_DIR
 from selfplay.core.lm import prompt_text
+from selfplay.core.win_rates import pairwise_blocks, win_rate_report
 from selfplay.loop.plan import Oracle, Prompts
 from selfplay.loop.stages import Workers
 
 
-def block_win_rate(prob: torch.Tensor, a: slice, b: slice) -> float:
-    """Mean P(y_i > y_j) over i in block a, j in block b of one prompt's probability matrix."""
-    return prob[a, b].mean().item()
-
-
-def win_rates(probs: list[torch.Tensor], n: int) -> dict[str, float]:
-    """Each prob matrix orders responses [current (n), initial (n), previous (n)].
-
-    Returns the scorer's ``vs_initial`` and ``vs_previous``: the mean over prompts of the
-    mean over the n x n sample pairs.
-    """
+def win_rates(probs: list[torch.Tensor], n: int, lengths: list[list[int]], clusters: list[int], seed: int,
+              prefix: str = "") -> dict:
+    """Each unit's probability matrix orders its responses [current (n), initial (n), previous (n)], and so do
+    its ``lengths``.  The win rates of current against initial and against previous (the mean over units of the
+    mean over the n x n sample pairs), their length-controlled forms, and a 95% bootstrap interval for each over
+    the prompts (``clusters``: each unit's prompt), seeded (``selfplay.core.win_rates``)."""
     cur, init, prev = slice(0, n), slice(n, 2 * n), slice(2 * n, 3 * n)
-    return {
-        "vs_initial": sum(block_win_rate(p, cur, init) for p in probs) / len(probs),
-        "vs_previous": sum(block_win_rate(p, cur, prev) for p in probs) / len(probs),
-    }
+    size = torch.tensor(lengths, dtype=torch.float64)  # (U, 3n)
+    out = {}
+    for name, other in (("vs_initial", init), ("vs_previous", prev)):
+        diff = size[:, cur, None] - size[:, None, other]
+        out.update(win_rate_report(pairwise_blocks(probs, cur, other), diff, torch.tensor(clusters), seed,
+                                   f"{prefix}win_rate_{name}"))
+    return out
 
 
 def evaluate(workers: Workers, judge, prompts: Prompts, current: dict, initial: dict, previous: dict,
@@ -42,8 +41,11 @@ def evaluate(workers: Workers, judge, prompts: Prompts, current: dict, initial: 
     win rates, the mean response length, the judge's fronts if any; with an oracle, the same by the oracle."""
     n, vs = cfg.eval.samples, prompts.eval_directions
     joint = [c + i + p for c, i, p in zip(current["responses"], initial["responses"], previous["responses"])]
+    joint_lengths = [c + i + p for c, i, p in zip(current["lengths"], initial["lengths"], previous["lengths"])]
+    clusters = judge.prompt_of_units(len(joint))
     verdict = judge.judge(workers, prompts.eval, joint, vs, cfg)
-    out = {f"win_rate_{k}": v for k, v in win_rates(verdict.probabilities(), n).items()}
+    out = {"eval_prompts": max(clusters) + 1,
+           **win_rates(verdict.probabilities(), n, joint_lengths, clusters, cfg.run.seed)}
     lengths = [x for g in current["lengths"] for x in g]
     out["mean_response_length"] = sum(lengths) / len(lengths)
     out.update(judge.fronts(verdict.rewards, vs, n, current["lengths"]))
@@ -51,7 +53,7 @@ def evaluate(workers: Workers, judge, prompts: Prompts, current: dict, initial: 
         return out
     oracle_probs, labels = judge.oracle(oracle, [prompt_text(p) for p in prompts.eval], joint, vs)
     out.update(judge.fronts(labels, vs, n, None, prefix="oracle_"))
-    out.update({f"oracle_win_rate_{k}": v for k, v in win_rates(oracle_probs, n).items()})
+    out.update(win_rates(oracle_probs, n, joint_lengths, clusters, cfg.run.seed, prefix="oracle_"))
     return out
 
 
@@ -80,11 +82,18 @@ def iteration_record(t: int, result: dict, train_stats: dict, rollout: Batch, en
     }
 
 
+def rate(r: dict, key: str) -> str:
+    """``0.777 ± 0.030 (lc 0.702)``: the win rate, the half-width of its 95% interval, the length-controlled one."""
+    lo, hi = r[f"{key}_ci"]
+    return f"{r[key]:.3f} ± {(hi - lo) / 2:.3f} (lc {r['lc_' + key]:.3f})"
+
+
 def summary_line(r: dict) -> str:
-    oracle = (f" | oracle vs init {r['oracle_win_rate_vs_initial']:.3f} vs prev {r['oracle_win_rate_vs_previous']:.3f}"
+    oracle = (f" | oracle vs init {rate(r, 'oracle_win_rate_vs_initial')} vs prev {rate(r, 'oracle_win_rate_vs_previous')}"
               if "oracle_win_rate_vs_initial" in r else "")
     stages = " ".join(f"{k[:-2]} {v:.1f}s" for k, v in r.items() if k.endswith("_s") and k != "generate_tokens_per_s")
     loss = "skipped" if r["train_loss"] is None else f"{r['train_loss']:.4f}"
     front = f" | hypervolume {r['hypervolume']:.0f} (initial {r['initial_hypervolume']:.0f})" if "hypervolume" in r else ""
-    return (f"iter {r['iteration']}: win rate vs init {r['win_rate_vs_initial']:.3f} vs prev {r['win_rate_vs_previous']:.3f}"
-            f"{oracle}{front} | length {r['mean_response_length']:.1f} | loss {loss} | {stages}")
+    return (f"iter {r['iteration']}: win rate vs init {rate(r, 'win_rate_vs_initial')} "
+            f"vs prev {rate(r, 'win_rate_vs_previous')}{oracle}{front} | length {r['mean_response_length']:.1f} "
+            f"| loss {loss} | {stages}")

@@ -58,6 +58,10 @@ class PreferenceJudge:
               directions: Optional[list[Direction]], cfg: DictConfig) -> Judgement:
         return Judgement(score(workers.scorer.score, prompts, responses, cfg, "score"))
 
+    def prompt_of_units(self, units: int) -> list[int]:
+        """The held-out prompt each evaluation unit comes from: here each unit is one prompt."""
+        return list(range(units))
+
     def fronts(self, rewards: list[torch.Tensor], directions: Optional[list[Direction]], n: int,
                lengths: Optional[list[list[int]]], prefix: str = "") -> dict:
         return {}
@@ -96,6 +100,11 @@ class DirectionalJudge:
               directions: Optional[list[Direction]], cfg: DictConfig) -> Judgement:
         rewards = score(workers.scorer.rewards, [strip(p) for p in prompts], responses, cfg, "rewards")
         return Judgement([self.steering.scores(r, v) for r, v in zip(rewards, directions)], rewards)
+
+    def prompt_of_units(self, units: int) -> list[int]:
+        """The held-out prompt each evaluation unit comes from: a prompt's units are its grid directions, in a
+        row (``Steering.evaluation_units``)."""
+        return [u // len(self.steering.grid) for u in range(units)]
 
     def fronts(self, rewards: list[torch.Tensor], directions: Optional[list[Direction]], n: int,
                lengths: Optional[list[list[int]]], prefix: str = "") -> dict:

@@ -48,7 +48,9 @@ def test_vllm_run_writes_checkpoints_and_metrics(world, ray_cluster, tmp_path):
     for r in records:
         for key in ("win_rate_vs_initial", "win_rate_vs_previous", "oracle_win_rate_vs_initial",
                     "oracle_win_rate_vs_previous"):
-            assert 0.0 <= r[key] <= 1.0
+            lo, hi = r[f"{key}_ci"]  # 95% over the held-out prompts
+            assert 0.0 <= lo <= r[key] <= hi <= 1.0 and 0.0 <= r[f"lc_{key}"] <= 1.0
+        assert r["eval_prompts"] == 16  # the smoke preset's eval.prompts
         assert r["mean_response_length"] > 0 and r["train_loss"] >= 0
         assert all(r[f"{s}_s"] >= 0 for s in ("generate", "score", "train", "sync", "eval"))
         assert r["engine_starts"] == 1  # weights were loaded in place, never by restarting the engine

@@ -9,7 +9,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfplay.loop.evaluation import block_win_rate, win_rates
+from selfplay.core.win_rates import pairwise_blocks
+from selfplay.loop.evaluation import win_rates
+
+
+def rates(probs: list[torch.Tensor], n: int) -> dict[str, float]:
+    """The two point estimates (equal lengths, one unit a prompt)."""
+    out = win_rates(probs, n, [[10] * 3 * n for _ in probs], list(range(len(probs))), seed=0)
+    assert out["lc_win_rate_vs_initial"] == pytest.approx(out["win_rate_vs_initial"], abs=1e-9)  # equal lengths
+    lo, hi = out["win_rate_vs_initial_ci"]
+    assert lo <= out["win_rate_vs_initial"] + 1e-12 and out["win_rate_vs_initial"] <= hi + 1e-12
+    return {"vs_initial": out["win_rate_vs_initial"], "vs_previous": out["win_rate_vs_previous"]}
 
 
 def skew_consistent(logits: torch.Tensor) -> torch.Tensor:
@@ -24,7 +34,7 @@ def test_n1_single_prompt():
          [0.7, 0.4, 0.5]]
     vs_initial = P[0, 1] = 0.8, vs_previous = P[0, 2] = 0.3."""
     p = torch.tensor([[0.5, 0.8, 0.3], [0.2, 0.5, 0.6], [0.7, 0.4, 0.5]])
-    wr = win_rates([p], n=1)
+    wr = rates([p], n=1)
     assert wr == {"vs_initial": pytest.approx(0.8), "vs_previous": pytest.approx(0.3)}
 
 
@@ -40,10 +50,10 @@ def test_n2_block_means_and_prompt_average():
     b = torch.full((6, 6), 9.0)
     b[0:2, 2:4] = 0.25
     b[0:2, 4:6] = torch.tensor([[0.1, 0.2], [0.3, 0.4]])
-    wr = win_rates([a, b], n=2)
+    wr = rates([a, b], n=2)
     assert wr["vs_initial"] == pytest.approx(0.45)
     assert wr["vs_previous"] == pytest.approx(0.375)
-    assert block_win_rate(a, slice(0, 2), slice(2, 4)) == pytest.approx(0.65)
+    assert pairwise_blocks([a, b], slice(0, 2), slice(2, 4)).mean(dim=(1, 2)).tolist() == pytest.approx([0.65, 0.25])
 
 
 def test_identical_policies_win_half():
@@ -55,7 +65,7 @@ def test_identical_policies_win_half():
     r = torch.randn(n, generator=g)
     scores = torch.cat([r, r, r])  # the same three responses in all three blocks
     p = skew_consistent(scores[:, None].expand(3 * n, 3 * n))
-    wr = win_rates([p], n=n)
+    wr = rates([p], n=n)
     assert wr["vs_initial"] == pytest.approx(0.5, abs=1e-6)
     assert wr["vs_previous"] == pytest.approx(0.5, abs=1e-6)
 
@@ -65,7 +75,7 @@ def test_dominating_policy_wins_more():
     n = 2
     r = torch.tensor([2.0, 2.0, 0.0, 0.0, 1.0, 1.0])
     p = torch.sigmoid(r[:, None] - r[None, :])
-    wr = win_rates([p], n=n)
+    wr = rates([p], n=n)
     assert wr["vs_initial"] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
     assert wr["vs_previous"] == pytest.approx(torch.sigmoid(torch.tensor(1.0)).item())
     assert wr["vs_initial"] > wr["vs_previous"] > 0.5
