@@ -163,6 +163,7 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.data.eval_size >= 1, "data.eval_size must be >= 1")
     need(1 <= cfg.eval.prompts, "eval.prompts must be >= 1")
     need(cfg.eval.samples >= 1, "eval.samples must be >= 1")
+    need(cfg.log.samples >= 0, f"log.samples must be >= 0, got {cfg.log.samples}")
     need(cfg.train.epochs >= 1, "train.epochs must be >= 1")
     need(cfg.train.batch_size >= 1 and cfg.train.micro_batch_size >= 1, "train.batch_size and train.micro_batch_size must be >= 1")
     need(cfg.train.batch_size % cfg.train.micro_batch_size == 0,

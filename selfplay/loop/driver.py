@@ -10,7 +10,7 @@
         send pi_t's weights to the generators, in place
         evaluate pi_t against pi_0 and pi_{t-1} on held-out prompts (multi-objective: over a grid of
             directions, with each policy's Pareto front)
-        checkpoint, then append the metrics line (the commit point of iteration t)
+        checkpoint, then append the metrics line (the commit point of iteration t); then the loggers
 
 The driver owns the control flow; actors only hold resources (see ``actors``).
 """
@@ -27,7 +27,8 @@ from typing import Iterator, Optional
 from omegaconf import DictConfig
 
 from actors.group import leader, wait
-from selfplay.core.checkpoint import append_metrics, atomic_write_json, iteration_dir
+from selfplay.core.checkpoint import append_metrics, atomic_write_json, iteration_dir, read_metrics
+from selfplay.core.loggers import Loggers
 from selfplay.loop.evaluation import eval_path, evaluate, iteration_record, load_eval, summary_line
 from selfplay.loop.judges import Judge
 from selfplay.loop.plan import Oracle, Prompts
@@ -50,7 +51,8 @@ def selfplay(cfg: DictConfig, workers: Workers, judge: Judge, prompts: Prompts, 
     if start == 0:
         atomic_write_json(eval_path(run_dir, 0), sample_eval(workers, prompts, cfg))
     initial, previous = load_eval(run_dir, 0), load_eval(run_dir, start)
-    records = []
+    loggers = Loggers(run_dir, cfg, read_metrics(run_dir) if start else [])  # TensorBoard, W&B, MLflow
+    records, began = [], time.perf_counter()
     for t in range(start + 1, cfg.iter + 1):
         times: dict[str, float] = {}
         rollout = take_prompts(prompts, judge, cfg, t)
@@ -76,8 +78,17 @@ def selfplay(cfg: DictConfig, workers: Workers, judge: Judge, prompts: Prompts, 
         record = iteration_record(t, result, train_stats, rollout, engine_starts, buckets, times)
         append_metrics(run_dir, record)  # commit point: iteration t is complete
         judge.plot(run_dir)
-        log.info(summary_line(record))
-        print(summary_line(record), flush=True)
+        loggers.iteration(record)
+        line = f"{summary_line(record)} | ETA {eta(time.perf_counter() - began, t - start, cfg.iter - t)}"
+        log.info(line)
+        print(line, flush=True)
         records.append(record)
         previous = current
+    loggers.close()
     return records
+
+
+def eta(elapsed: float, done: int, left: int) -> str:
+    """The time ``left`` more iterations take at the mean pace of the ``done`` ones so far."""
+    seconds = round(elapsed / done * left)
+    return f"{seconds // 3600}h {seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m {seconds % 60:02d}s"

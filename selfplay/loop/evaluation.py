@@ -44,8 +44,12 @@ def evaluate(workers: Workers, judge, prompts: Prompts, current: dict, initial: 
     joint_lengths = [c + i + p for c, i, p in zip(current["lengths"], initial["lengths"], previous["lengths"])]
     clusters = judge.prompt_of_units(len(joint))
     verdict = judge.judge(workers, prompts.eval, joint, vs, cfg)
-    out = {"eval_prompts": max(clusters) + 1,
-           **win_rates(verdict.probabilities(), n, joint_lengths, clusters, cfg.run.seed)}
+    probs = verdict.probabilities()
+    out = {"eval_prompts": max(clusters) + 1, **win_rates(probs, n, joint_lengths, clusters, cfg.run.seed)}
+    # the first held-out units' first responses of pi_0 and pi_t, with P(pi_t's > pi_0's)
+    samples = [{"prompt": prompt_text(prompts.eval[u]), "initial": joint[u][n], "current": joint[u][0],
+                "p_scorer": probs[u][0, n].item()} for u in range(min(cfg.log.samples, len(joint)))]
+    out["samples"] = samples
     lengths = [x for g in current["lengths"] for x in g]
     out["mean_response_length"] = sum(lengths) / len(lengths)
     out.update(judge.fronts(verdict.rewards, vs, n, current["lengths"]))
@@ -54,6 +58,8 @@ def evaluate(workers: Workers, judge, prompts: Prompts, current: dict, initial: 
     oracle_probs, labels = judge.oracle(oracle, [prompt_text(p) for p in prompts.eval], joint, vs)
     out.update(judge.fronts(labels, vs, n, None, prefix="oracle_"))
     out.update(win_rates(oracle_probs, n, joint_lengths, clusters, cfg.run.seed, prefix="oracle_"))
+    for u, sample in enumerate(samples):
+        sample["p_oracle"] = float(oracle_probs[u][0, n])
     return out
 
 

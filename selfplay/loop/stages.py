@@ -91,7 +91,10 @@ def train(workers: Workers, rollout: Batch, cfg: DictConfig, t: int) -> dict:
     stats = leader(workers.learner.begin_iteration(batch))
     refs = [workers.learner.train_epoch(e, t) for e in range(cfg.train.epochs)]  # a list of ranks' refs each
     epochs = gather([ref for ranks in refs for ref in ranks], "train", cfg.run.progress)  # an actor runs its calls in order
-    return {**stats, **epochs[-len(refs[-1])]}  # rank 0's last epoch
+    leader_epochs = epochs[::len(refs[-1])]  # rank 0's, in order
+    # the last epoch's means; every optimizer step's loss and gradient norm, over all the epochs
+    return {**stats, **leader_epochs[-1], **{k: [x for e in leader_epochs for x in e[k]]
+                                             for k in ("step_losses", "step_grad_norms")}}
 
 
 @contextmanager

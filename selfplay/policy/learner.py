@@ -173,7 +173,8 @@ class Learner:
         if not all(math.isfinite(x) for x in losses):
             raise FloatingPointError(f"non-finite training loss in iteration {iteration}, epoch {epoch}: {losses}")
         return {"loss": sum(losses) / len(losses), "grad_norm": sum(grad_norms) / len(grad_norms),
-                "lr": lrs[-1], **{k: v / len(batch) for k, v in metric_sums.items()}, "step_losses": losses}
+                "lr": lrs[-1], **{k: v / len(batch) for k, v in metric_sums.items()}, "step_losses": losses,
+                "step_grad_norms": grad_norms}
 
     def _exported(self) -> dict[str, tuple[torch.Tensor, Callable[[], torch.Tensor]]]:
         """Hugging Face names -> (the tensor as held, a function giving it whole: gathered from the shards, or

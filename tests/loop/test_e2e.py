@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
@@ -313,3 +314,19 @@ def test_gpo_along_a_fixed_direction(world, ray_cluster, tmp_path):
                  "directions.fixed=[0.8,-0.6]", "directions.grid_size=2"]) == 0
     r = read_metrics(run_dir)[0]
     assert 0 <= r["win_rate_vs_initial"] <= 1 and len(r["front"]) == 2 and r["train"]["num_examples"] > 0
+
+
+def test_tensorboard_holds_exactly_the_metrics_lines_numbers(hf_run):
+    """TensorBoard's own event reader, on the run's RUN/tb/: every scalar of every metrics line at its
+    iteration (float32, as TensorBoard stores them), the last iteration included, and each optimizer step."""
+    from selfplay.core.loggers import scalars
+    from tests.core.test_loggers import tensorboard_scalars
+
+    events = tensorboard_scalars(hf_run)
+    records = read_metrics(hf_run)
+    for r in records:
+        for name, value in scalars(r):
+            assert (r["iteration"], np.float32(value)) in events[name], (name, r["iteration"])
+    losses = [x for r in records for x in r["train"]["step_losses"]]
+    assert [v for _, v in events["train_step/loss"]] == [np.float32(x) for x in losses]
+    assert [s for s, _ in events["train_step/loss"]] == list(range(1, len(losses) + 1))
