@@ -24,7 +24,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("selfplay.config",),
     ("actors",),
     ("selfplay.loop",),
-    ("selfplay.run", "selfplay.train_pm", "selfplay.eval_pm", "selfplay.generate", "selfplay.plan"),  # entry points
+    ("selfplay.run", "selfplay.train_pm", "selfplay.eval_pm", "selfplay.generate", "selfplay.plan",
+     "selfplay.report"),  # entry points
 ]
 # The library proper never touches Ray, the actors or the loop: it runs in a plain process (tests, a notebook).
 NO_RAY = ("selfplay.core", "selfplay.data", "selfplay.models", "selfplay.algorithms", "selfplay.steering",

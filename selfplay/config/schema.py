@@ -1,5 +1,5 @@
 """The run's structured config schema: every key, its type and its default (the embedded world's keys in
-``selfplay.config.world_schema``).
+``selfplay.config.embedded``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
-from selfplay.config.world_schema import WorldConfig
+from selfplay.config.embedded import WorldConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -248,6 +248,7 @@ class LogConfig:
     wandb: WandbSettings = field(default_factory=WandbSettings)
     mlflow: MlflowSettings = field(default_factory=MlflowSettings)
     samples: int = 3  # held-out prompts whose pi_0 and pi_t responses are shown each iteration
+    report: bool = True  # rewrite RUN/report.html (and report_files/) after each iteration
 
 
 @dataclass

@@ -10,7 +10,8 @@
         send pi_t's weights to the generators, in place
         evaluate pi_t against pi_0 and pi_{t-1} on held-out prompts (multi-objective: over a grid of
             directions, with each policy's Pareto front)
-        checkpoint, then append the metrics line (the commit point of iteration t); then the loggers
+        checkpoint, then append the metrics line (the commit point of iteration t); then the loggers and
+            the report
 
 The driver owns the control flow; actors only hold resources (see ``actors``).
 """
@@ -29,11 +30,21 @@ from omegaconf import DictConfig
 from actors.group import leader, wait
 from selfplay.core.checkpoint import append_metrics, atomic_write_json, iteration_dir, read_metrics
 from selfplay.core.loggers import Loggers
+from selfplay.core.report import REPORT
+from selfplay.core.report import write as write_report
 from selfplay.loop.evaluation import eval_path, evaluate, iteration_record, load_eval, summary_line
 from selfplay.loop.judges import Judge
 from selfplay.loop.plan import Oracle, Prompts
-from selfplay.loop.stages import (Workers, generate, generators_asleep, iteration_seed, sample_eval, sync_weights,
-                                  take_prompts, train)
+from selfplay.loop.stages import (
+    Workers,
+    generate,
+    generators_asleep,
+    iteration_seed,
+    sample_eval,
+    sync_weights,
+    take_prompts,
+    train,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +90,8 @@ def selfplay(cfg: DictConfig, workers: Workers, judge: Judge, prompts: Prompts, 
         append_metrics(run_dir, record)  # commit point: iteration t is complete
         judge.plot(run_dir)
         loggers.iteration(record)
+        if cfg.log.report:
+            report(run_dir)
         line = f"{summary_line(record)} | ETA {eta(time.perf_counter() - began, t - start, cfg.iter - t)}"
         log.info(line)
         print(line, flush=True)
@@ -86,6 +99,15 @@ def selfplay(cfg: DictConfig, workers: Workers, judge: Judge, prompts: Prompts, 
         previous = current
     loggers.close()
     return records
+
+
+def report(run_dir: Path) -> None:
+    """RUN/report.html rewritten; like a logger, a failure here warns and the run goes on."""
+    try:
+        write_report({run_dir.name: run_dir}, run_dir / REPORT)
+    except Exception as e:  # noqa: BLE001 - the iteration is committed; the report can be written again
+        log.warning("the report was not written: %s: %s (python -m selfplay.report %s)", type(e).__name__, e,
+                    run_dir)
 
 
 def eta(elapsed: float, done: int, left: int) -> str:

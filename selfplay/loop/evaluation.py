@@ -95,8 +95,8 @@ def rate(r: dict, key: str) -> str:
 
 
 def summary_line(r: dict) -> str:
-    oracle = (f" | oracle vs init {rate(r, 'oracle_win_rate_vs_initial')} vs prev {rate(r, 'oracle_win_rate_vs_previous')}"
-              if "oracle_win_rate_vs_initial" in r else "")
+    oracle = (f" | oracle vs init {rate(r, 'oracle_win_rate_vs_initial')} "
+              f"vs prev {rate(r, 'oracle_win_rate_vs_previous')}" if "oracle_win_rate_vs_initial" in r else "")
     stages = " ".join(f"{k[:-2]} {v:.1f}s" for k, v in r.items() if k.endswith("_s") and k != "generate_tokens_per_s")
     loss = "skipped" if r["train_loss"] is None else f"{r['train_loss']:.4f}"
     front = f" | hypervolume {r['hypervolume']:.0f} (initial {r['initial_hypervolume']:.0f})" if "hypervolume" in r else ""
