@@ -28,23 +28,22 @@ RATES = (("win_rate_vs_initial", "vs pi_0"), ("win_rate_vs_previous", "vs pi_{t-
 
 
 def _figure(width: float = 6.4, height: float = 3.6):
-    import matplotlib
+    """A figure and its axes, without pyplot's global state: the run writes the report from a thread of its own."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=(width, height), layout="tight")
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
 
-    return plt, plt.subplots(figsize=(width, height))
 
-
-def _png(plt, fig) -> bytes:
+def _png(fig) -> bytes:
     from matplotlib.ticker import MaxNLocator
 
     for ax in fig.axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations
     buffer = io.BytesIO()
-    fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
     return buffer.getvalue()
 
 
@@ -61,25 +60,25 @@ def _band(ax, records: list[dict], key: str, label: str, color, style: str = "-"
 
 
 def win_rate_plot(records: list[dict], key: str, title: str) -> bytes:
-    plt, (fig, ax) = _figure()
+    fig, ax = _figure()
     for prefix, who, color in (("", "scorer", "tab:blue"), ("oracle_", "oracle", "tab:orange")):
         _band(ax, records, f"{prefix}{key}", who, color)
         _band(ax, records, f"lc_{prefix}{key}", f"{who}, length-controlled", color, "--")
     ax.axhline(0.5, color="grey", lw=0.8)
     ax.set(xlabel="iteration", ylabel="win rate", title=f"win rate {title} (95% bands over prompts)")
     ax.legend(fontsize=8)
-    return _png(plt, fig)
+    return _png(fig)
 
 
 def series_plot(records: list[dict], key: str, ylabel: str, title: str) -> bytes:
-    plt, (fig, ax) = _figure()
+    fig, ax = _figure()
     ax.plot([r["iteration"] for r in records], [r.get(key, float("nan")) for r in records], marker="o")
     ax.set(xlabel="iteration", ylabel=ylabel, title=title)
-    return _png(plt, fig)
+    return _png(fig)
 
 
 def stage_plot(records: list[dict]) -> bytes:
-    plt, (fig, ax) = _figure()
+    fig, ax = _figure()
     iterations, bottom = [r["iteration"] for r in records], [0.0] * len(records)
     for stage in STAGES:
         seconds = [r.get(f"{stage}_s", 0.0) for r in records]
@@ -88,19 +87,26 @@ def stage_plot(records: list[dict]) -> bytes:
             bottom = [b + s for b, s in zip(bottom, seconds)]
     ax.set(xlabel="iteration", ylabel="seconds", title="stage times")
     ax.legend(fontsize=8)
-    return _png(plt, fig)
+    return _png(fig)
 
 
 def overlay_plot(runs: dict[str, list[dict]], key: str) -> bytes:
     """Several runs' win rates vs pi_0 (the oracle's when every run has one, else the scorer's)."""
-    plt, (fig, ax) = _figure()
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = _figure()
+    import matplotlib
+
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, records) in enumerate(runs.items()):
         _band(ax, records, key, name, colors[i % len(colors)])
     ax.axhline(0.5, color="grey", lw=0.8)
     ax.set(xlabel="iteration", ylabel="win rate", title=f"{key} by run (95% bands)")
     ax.legend(fontsize=8)
-    return _png(plt, fig)
+    return _png(fig)
+
+
+def stage_seconds(r: dict) -> float:
+    """An iteration's seconds: the sum of its stages' (``generate_s``, ...)."""
+    return sum(r.get(f"{stage}_s", 0.0) for stage in STAGES)
 
 
 def rate_text(r: dict, key: str) -> str:
@@ -124,7 +130,7 @@ def comparison_rows(runs: dict[str, list[dict]]) -> tuple[list[str], list[list[s
     rows = []
     for name, records in runs.items():
         last = records[-1]
-        seconds = sum(v for r in records for k, v in r.items() if k.endswith("_s") and isinstance(v, (int, float)))
+        seconds = sum(stage_seconds(r) for r in records)
         rows.append([name, str(last["iteration"]), rate_text(last, "win_rate_vs_initial"),
                      number(last, "lc_win_rate_vs_initial"),
                      rate_text(last, "oracle_win_rate_vs_initial"),

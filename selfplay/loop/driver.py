@@ -113,4 +113,6 @@ def report(run_dir: Path) -> None:
 def eta(elapsed: float, done: int, left: int) -> str:
     """The time ``left`` more iterations take at the mean pace of the ``done`` ones so far."""
     seconds = round(elapsed / done * left)
-    return f"{seconds // 3600}h {seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m {seconds % 60:02d}s"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h {seconds // 60 % 60:02d}m"
+    return f"{seconds // 60}m {seconds % 60:02d}s"
