@@ -89,3 +89,34 @@ def test_the_report_is_rewritten_atomically_each_iteration(two_runs):
     page = (two_runs / "dpo" / "report.html").read_text()
     assert "<td>2</td>" in page and not list((two_runs / "dpo").glob("*.tmp-*"))
     assert not list((two_runs / "dpo" / "report_files").glob("*.tmp-*"))
+
+
+def test_a_directional_runs_report_has_its_hypervolume_and_fronts(tmp_path):
+    """From metrics lines alone (no Ray): a DPA run's hypervolume per iteration and its pareto.png beside."""
+    import json
+
+    from selfplay.core.report import write
+
+    run = tmp_path / "dpa"
+    run.mkdir()
+    lines = [{"iteration": t, "win_rate_vs_initial": 0.5 + t / 20, "win_rate_vs_initial_ci": [0.4, 0.7],
+              "lc_win_rate_vs_initial": 0.52, "win_rate_vs_previous": 0.55, "mean_response_length": 20.0 + t,
+              "train_loss": 0.3, "hypervolume": 1000.0 * t, "generate_s": 2.0, "train_s": 1.0,
+              "generate_tokens_per_s": 100.0} for t in (1, 2, 3)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (run / "pareto.png").write_bytes(_tiny_png())
+    write({"dpa": run}, run / "report.html")
+    page = (run / "report.html").read_text()
+    assert 'src="report_files/hypervolume.png"' in page and 'src="report_files/pareto.png"' in page
+    assert (run / "report_files" / "pareto.png").read_bytes() == _tiny_png()
+    assert "<td>0.650 ± 0.150</td>" in page and "<td>0.520</td>" in page  # iteration 3: rate ± half-width, lc
+
+
+def _tiny_png() -> bytes:
+    import io
+
+    from matplotlib.figure import Figure
+
+    buffer = io.BytesIO()
+    Figure(figsize=(1, 1)).savefig(buffer, format="png")
+    return buffer.getvalue()
