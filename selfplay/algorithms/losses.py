@@ -57,3 +57,35 @@ def sft_loss(logps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     (prompt and system-prompt tokens masked; EOS counted in |y*|).  Inputs (B,); returns (B,).
     """
     return -logps / lengths
+
+
+def categorical_kl(q_logits: torch.Tensor, p_logits: torch.Tensor) -> torch.Tensor:
+    """KL(q || p) = sum_k q_k (log q_k - log p_k) between the categoricals softmax(q_logits) and softmax(p_logits),
+    the regulariser of seed 000 eqs. 8, 13 and 14 (posterior against prior).  Inputs (B, C); returns (B,)."""
+    log_q, log_p = F.log_softmax(q_logits, dim=-1), F.log_softmax(p_logits, dim=-1)
+    return (log_q.exp() * (log_q - log_p)).sum(-1)
+
+
+def lpc_dpo_loss(h_w: torch.Tensor, h_l: torch.Tensor, kl: torch.Tensor, beta: float, lam: float) -> torch.Tensor:
+    """LPC-DPO, seed 000 eq. 8, one posterior sample z:
+
+        -log sigma( beta (h_w(z) - h_l(z)) ) + lambda KL(q || p)
+
+    ``h_*(z)`` = log pi_theta(y_*|x, z) - log pi_ref(y_*|x) (the reference is not conditioned on z).
+    Inputs (B,); returns (B,)."""
+    return dpo_loss(h_w, h_l, beta) + lam * kl
+
+
+def lpc_ipo_loss(h_w: torch.Tensor, h_l: torch.Tensor, kl: torch.Tensor, tau: float, lam: float) -> torch.Tensor:
+    """LPC-IPO, seed 000 eq. 14: ( h_w(z) - h_l(z) - 1/(2 tau) )^2 + lambda KL(q || p).  Inputs (B,); returns (B,)."""
+    return ipo_loss(h_w, h_l, tau) + lam * kl
+
+
+def lpc_simpo_loss(logp_w: torch.Tensor, logp_l: torch.Tensor, len_w: torch.Tensor, len_l: torch.Tensor,
+                   kl: torch.Tensor, beta: float, gamma: float, lam: float) -> torch.Tensor:
+    """LPC-SimPO, seed 000 eq. 13:
+
+        -log sigma( beta/|y_w| logp_theta(y_w|x, z) - beta/|y_l| logp_theta(y_l|x, z) - gamma ) + lambda KL(q || p)
+
+    Inputs (B,); returns (B,)."""
+    return simpo_loss(logp_w, logp_l, len_w, len_l, beta, gamma) + lam * kl

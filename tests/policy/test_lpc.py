@@ -1,0 +1,129 @@
+"""Latent Preference Coding's parts (seed 000 sec. 3): the mixture, the KL term, the z-conditioned policy, the
+losses, the heads' checkpoint."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from selfplay.algorithms.losses import (categorical_kl, dpo_loss, ipo_loss, lpc_dpo_loss, lpc_ipo_loss,
+                                        lpc_simpo_loss, simpo_loss)
+from selfplay.core.lm import load_causal_lm, response_batch, sequence_logprobs
+from selfplay.policy.lpc import (LatentCodes, conditioned_logprobs, final_states, gumbel_softmax, last_positions, load,
+                                 mixing_weight, mixture, save)
+
+
+def test_the_mixture_is_the_posteriors_sample_at_g_0_and_the_priors_at_g_1():
+    p, q = torch.randn(4, 8), torch.randn(4, 8)
+    g = torch.Generator().manual_seed(3)
+    from_prior, from_posterior = gumbel_softmax(p, 0.5, g), gumbel_softmax(q, 0.5, g)
+    assert torch.equal(mixture(p, q, 0.0, 0.5, torch.Generator().manual_seed(3)), from_posterior)
+    assert torch.equal(mixture(p, q, 1.0, 0.5, torch.Generator().manual_seed(3)), from_prior)
+    half = mixture(p, q, 0.25, 0.5, torch.Generator().manual_seed(3))
+    assert torch.allclose(half, 0.25 * from_prior + 0.75 * from_posterior)
+    assert torch.allclose(half.sum(-1), torch.ones(4))
+
+
+def test_g_rises_linearly_over_the_steps():
+    assert [mixing_weight(s, 5) for s in range(5)] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert mixing_weight(0, 1) == 1.0
+
+
+def test_the_kl_term_by_hand():
+    """q = softmax([0, ln 3]) = (1/4, 3/4), p uniform: KL = 1/4 ln(1/2) + 3/4 ln(3/2) = 0.130812..."""
+    q = torch.tensor([[0.0, math.log(3.0)], [1.0, 2.0]])
+    p = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
+    kl = categorical_kl(q, p)
+    assert kl[0].item() == pytest.approx(0.25 * math.log(0.5) + 0.75 * math.log(1.5), abs=1e-7)
+    assert kl[1].item() == pytest.approx(0.0, abs=1e-7)
+    assert categorical_kl(torch.randn(3, 1), torch.randn(3, 1)).abs().max().item() < 1e-7  # one code: always 0
+
+
+def test_the_lpc_losses_are_their_pair_loss_plus_lambda_kl():
+    h_w, h_l, kl = torch.tensor([0.3, -0.2]), torch.tensor([0.1, 0.4]), torch.tensor([0.5, 2.0])
+    lens = torch.tensor([3.0, 5.0])
+    assert torch.allclose(lpc_dpo_loss(h_w, h_l, kl, 0.1, 0.05), dpo_loss(h_w, h_l, 0.1) + 0.05 * kl)
+    assert torch.allclose(lpc_ipo_loss(h_w, h_l, kl, 0.01, 0.05), ipo_loss(h_w, h_l, 0.01) + 0.05 * kl)
+    assert torch.allclose(lpc_simpo_loss(h_w, h_l, lens, lens, kl, 2.0, 1.0, 0.05),
+                          simpo_loss(h_w, h_l, lens, lens, 2.0, 1.0) + 0.05 * kl)
+    assert lpc_dpo_loss(h_w, h_l, kl, 0.1, 0.05)[0].item() == pytest.approx(
+        -math.log(1 / (1 + math.exp(-0.1 * 0.2))) + 0.025, abs=1e-6)
+
+
+@pytest.fixture
+def pair(tiny_policy):
+    from selfplay.core.lm import load_tokenizer
+
+    model = load_causal_lm(tiny_policy, "float32").eval()
+    prompts = [[5, 6, 7], [8, 9, 10, 11]]
+    responses = [[20, 21, 22, 2], [23, 24, 2]]
+    ids, attn, mask = response_batch(prompts, responses, load_tokenizer(tiny_policy).pad_token_id)
+    return model, ids, attn, mask
+
+
+def test_with_one_zero_code_lpc_dpo_is_dpo(pair):
+    """A single code at the origin: z = 0 whatever the networks say, KL(q || p) = 0, and LPC-DPO's loss is DPO's."""
+    model, ids, attn, mask = pair
+    codes = LatentCodes(model.config.hidden_size, 1)
+    with torch.no_grad():
+        codes.codebook.zero_()
+    states = final_states(model, ids, attn)
+    prompt_end, last = last_positions(mask, attn)
+    rows = torch.arange(len(ids))
+    h_x, h_xy = states[rows, prompt_end], states[rows, last]
+    prior, posterior = codes.prior_logits(h_x), codes.posterior_logits(h_xy, h_xy.flip(0))
+    z = codes.embed(mixture(prior, posterior, 0.3, 1.0, torch.Generator().manual_seed(0)))
+    conditioned = conditioned_logprobs(model, states, ids, mask, z)
+    plain = sequence_logprobs(model, ids, attn, mask)
+    assert torch.allclose(conditioned, plain, rtol=0, atol=1e-6)
+    ref = plain.detach() - 0.5
+    kl = categorical_kl(posterior, prior)
+    assert torch.equal(kl, torch.zeros(2))
+    lpc = lpc_dpo_loss(conditioned[:1] - ref[:1], conditioned[1:] - ref[1:], kl[:1], 0.1, 0.05)
+    assert torch.allclose(lpc, dpo_loss(plain[:1] - ref[:1], plain[1:] - ref[1:], 0.1), rtol=0, atol=1e-6)
+
+
+def test_z_moves_only_the_response_tokens_log_probs(pair):
+    """log pi(y|x, z) sums log softmax(LMHead(h + z)) over response tokens alone: by hand from the head."""
+    model, ids, attn, mask = pair
+    states = final_states(model, ids, attn)
+    z = torch.randn(2, model.config.hidden_size)
+    got = conditioned_logprobs(model, states, ids, mask, z)
+    logps = torch.log_softmax(model.lm_head(states + z[:, None]), dim=-1)
+    expected = [sum(logps[i, t - 1, ids[i, t]] for t in range(ids.shape[1]) if mask[i, t]) for i in range(2)]
+    assert torch.allclose(got, torch.stack(expected), atol=1e-5)
+    assert not torch.allclose(got, sequence_logprobs(model, ids, attn, mask), atol=1e-3)
+    assert last_positions(mask, attn)[0].tolist() == [2, 3] and last_positions(mask, attn)[1].tolist() == [6, 6]
+
+
+def test_gradients_reach_the_codebook_and_both_networks(pair):
+    model, ids, attn, mask = pair
+    codes = LatentCodes(model.config.hidden_size, 4)
+    states = final_states(model, ids, attn)
+    prompt_end, last = last_positions(mask, attn)
+    rows = torch.arange(2)
+    prior = codes.prior_logits(states[rows, prompt_end])
+    posterior = codes.posterior_logits(states[rows, last], states[rows, last].flip(0))
+    z = codes.embed(mixture(prior, posterior, 0.5, 1.0, torch.Generator().manual_seed(1)))
+    logps = conditioned_logprobs(model, states, ids, mask, z)
+    lpc_dpo_loss(logps[:1], logps[1:], categorical_kl(posterior, prior)[:1], 0.1, 0.05).sum().backward()
+    for name, p in codes.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_the_heads_round_trip_and_a_bad_checkpoint_is_named(tmp_path):
+    codes = LatentCodes(16, 5, mlp_hidden=8)
+    save(codes, tmp_path)
+    again = load(tmp_path)
+    assert (again.hidden, again.codes, again.width) == (16, 5, 8)
+    for (name, a), (_, b) in zip(codes.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), name
+    (tmp_path / "lpc.json").write_text('{"hidden": 16, "codes": 6, "mlp_hidden": 8}')
+    with pytest.raises(ValueError, match="lpc.safetensors does not match .*lpc.json"):
+        load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="has no LPC heads \\(lpc.safetensors, lpc.json missing\\)"):
+        load(tmp_path / "nothing")
+    with pytest.raises(ValueError, match="at least one code"):
+        LatentCodes(16, 0)
