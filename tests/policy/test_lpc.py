@@ -8,11 +8,27 @@ import math
 import pytest
 import torch
 
-from selfplay.algorithms.losses import (categorical_kl, dpo_loss, ipo_loss, lpc_dpo_loss, lpc_ipo_loss,
-                                        lpc_simpo_loss, simpo_loss)
+from selfplay.algorithms.losses import (
+    categorical_kl,
+    dpo_loss,
+    ipo_loss,
+    lpc_dpo_loss,
+    lpc_ipo_loss,
+    lpc_simpo_loss,
+    simpo_loss,
+)
 from selfplay.core.lm import load_causal_lm, response_batch, sequence_logprobs
-from selfplay.policy.lpc import (LatentCodes, conditioned_logprobs, final_states, gumbel_softmax, last_positions, load,
-                                 mixing_weight, mixture, save)
+from selfplay.policy.lpc import (
+    LatentCodes,
+    conditioned_logprobs,
+    final_states,
+    gumbel_softmax,
+    last_positions,
+    load,
+    mixing_weight,
+    mixture,
+    save,
+)
 
 
 def test_the_mixture_is_the_posteriors_sample_at_g_0_and_the_priors_at_g_1():
