@@ -9,6 +9,9 @@ sharing its backbone.
   tokens (eq. 11), with h_x and h_{x,y} (the last prompt token's and the last token's final states) from the same
   backbone pass, so a pair costs two backbone passes, as in DPO.
 - ``save`` / ``load``: the heads beside a Hugging Face checkpoint, ``lpc.safetensors`` and ``lpc.json``.
+- ``logit_bias``: serving z.  Without a bias in the LM head, LMHead(h + z) = W h + W z, so adding z to every
+  final state equals adding the vector W z to every position's logits: an engine with no hook for z (vLLM)
+  serves it as a per-request logit bias (``SamplingParams(logit_bias=...)``, which vLLM clamps to +-100).
 """
 
 from __future__ import annotations
@@ -120,3 +123,23 @@ def load(directory: str | Path) -> LatentCodes:
     except RuntimeError as e:
         raise ValueError(f"{directory / WEIGHTS} does not match {directory / SETTINGS}: {e}") from e
     return codes
+
+
+VLLM_BIAS_LIMIT = 100.0  # vLLM clamps each logit bias to [-100, 100]
+
+
+def logit_bias(model: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """W z for the LM head's weight W: (d,) or (B, d) -> (V,) or (B, V), the logits' shift that adding z to the
+    final state makes.  Refused for a head with a bias (its identity with LMHead(h + z) fails there) and where
+    the shift leaves vLLM's +-100 (it would be clamped, and the policy served would not be the one trained)."""
+    head = model.get_output_embeddings()
+    if getattr(head, "bias", None) is not None:
+        raise ValueError("LPC serves z as the logit bias W z, which equals LMHead(h + z) only for an LM head "
+                         "without a bias; this model's head has one")
+    bias = z.to(head.weight.dtype) @ head.weight.T
+    peak = bias.abs().max().item()
+    if peak > VLLM_BIAS_LIMIT:
+        raise ValueError(f"W z reaches {peak:.1f}, beyond vLLM's logit-bias range of +-{VLLM_BIAS_LIMIT:g}: "
+                         "the engine would clamp it and serve another policy")
+    return bias
+

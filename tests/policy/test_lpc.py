@@ -143,3 +143,52 @@ def test_the_heads_round_trip_and_a_bad_checkpoint_is_named(tmp_path):
         load(tmp_path / "nothing")
     with pytest.raises(ValueError, match="at least one code"):
         LatentCodes(16, 0)
+
+
+def test_vllm_with_the_logit_bias_w_z_gives_the_log_probs_of_the_state_shifted_by_z(world):
+    """The serving identity: on a fixed prompt and z, vLLM's next-token log-probs (after its logits processors)
+    with logit_bias = W z equal the transformers forward with z added to the final state, within 1e-4."""
+    import os
+
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    from vllm import LLM, SamplingParams
+
+    from selfplay.core.lm import encode_prompt, load_tokenizer
+    from selfplay.policy.lpc import logit_bias
+
+    model = load_causal_lm(world.policy, "float32").eval()
+    prompt = encode_prompt(load_tokenizer(world.tokenizer), [{"role": "user", "content": "Tell me about apples."}])
+    z = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        bias = logit_bias(model, z)
+        ids = torch.tensor([prompt])
+        states = final_states(model, ids, torch.ones_like(ids))
+        expected = torch.log_softmax(model.lm_head(states[0, -1] + z), dim=-1)
+    assert 1.0 < bias.abs().max().item() < 100.0  # a shift that matters, inside vLLM's clamp
+    llm = LLM(model=world.policy, tokenizer=world.tokenizer, dtype="float32", enforce_eager=True, seed=0,
+              max_model_len=256, logprobs_mode="processed_logprobs", max_logprobs=-1)
+    params = SamplingParams(max_tokens=1, temperature=1.0, logprobs=-1,
+                            logit_bias={i: float(b) for i, b in enumerate(bias.tolist())})
+    out = llm.generate([{"prompt_token_ids": prompt}], params, use_tqdm=False)[0].outputs[0].logprobs[0]
+    got = torch.tensor([out[i].logprob for i in range(len(expected))])
+    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
+    plain = torch.log_softmax(model.lm_head(states[0, -1]), dim=-1)
+    assert (got - plain.detach()).abs().max() > 0.5  # the bias did move them
+
+
+def test_a_head_with_a_bias_or_a_shift_beyond_vllms_clamp_is_refused():
+    from selfplay.policy.lpc import logit_bias
+
+    class Model(torch.nn.Module):
+        def __init__(self, bias: bool):
+            super().__init__()
+            self.head = torch.nn.Linear(4, 6, bias=bias)
+
+        def get_output_embeddings(self):
+            return self.head
+
+    with pytest.raises(ValueError, match="only for an LM head without a bias; this model's head has one"):
+        logit_bias(Model(True), torch.ones(4))
+    with pytest.raises(ValueError, match="beyond vLLM's logit-bias range of \\+-100"):
+        logit_bias(Model(False), torch.full((4,), 1e4))
