@@ -14,8 +14,9 @@ class Generator:
                  weight_transfer: str | None = None):
         self.engine = make_generator(backend, model, tokenizer, cfg, dtype, seed, sleep_mode, weight_transfer)
 
-    def generate(self, prompt_ids, n, temperature, top_p, max_new_tokens, seed):
-        return self.engine.generate(prompt_ids, n, temperature, top_p, max_new_tokens, seed)
+    def generate(self, prompt_ids, n, temperature, top_p, max_new_tokens, seed, codes=None):
+        extra = {} if codes is None else {"codes": codes}  # LPC's z per prompt
+        return self.engine.generate(prompt_ids, n, temperature, top_p, max_new_tokens, seed, **extra)
 
     def load_bucket(self, bucket) -> None:
         self.engine.load_bucket(bucket)

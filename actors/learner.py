@@ -29,11 +29,11 @@ class Learner:
         return f"{ray.util.get_node_ip_address()}:{port}"
 
     def setup(self, address: str | None, model: str, tokenizer: str, dtype: str, train, algo, seed: int,
-              initial: str | None) -> None:
+              initial: str | None, iterations: int = 1) -> None:
         placement = (Single(train.mixed_precision) if self.world_size == 1 else
                      Sharded(self.rank, self.world_size, address, train.mixed_precision, train.cpu_offload,
                              train.activation_checkpointing))
-        self.learner = LearnerImpl(model, tokenizer, dtype, train, algo, seed, initial, placement)
+        self.learner = LearnerImpl(model, tokenizer, dtype, train, algo, seed, initial, placement, iterations)
 
     def begin_iteration(self, batch):
         return self.learner.begin_iteration(batch)
@@ -46,6 +46,9 @@ class Learner:
 
     def weight_bucket(self, i: int):
         return self.learner.weight_bucket(i)
+
+    def prompt_codes(self, prompt_ids, inference: str, seed: int):
+        return self.learner.prompt_codes(prompt_ids, inference, seed)
 
     def connect_generators(self, transport: str, client, engine_ranks: int, bucket_bytes: int, dtype) -> None:
         address = self.address() if self.rank == 0 else None  # where the NCCL group meets: rank 0 sends
@@ -69,9 +72,10 @@ class LearnerGroup:
     @classmethod
     def start(cls, train, model: str, tokenizer: str, dtype: str, algo, seed: int, initial: str | None,
               env_vars: dict[str, str], strategy: str = "PACK", resources: dict[str, float] | None = None,
-              ) -> "LearnerGroup":
+              iterations: int = 1) -> "LearnerGroup":
         """``train.world_size`` ranks, in one placement group (one bundle each, placed by ``strategy``) when there
-        are several; ``resources``: custom Ray resources each rank needs (node affinity)."""
+        are several; ``resources``: custom Ray resources each rank needs (node affinity); ``iterations``: the
+        run's (LPC's g may rise over them)."""
         n, resources = train.world_size, dict(resources or {})
         options = {"num_cpus": train.num_cpus, "num_gpus": train.num_gpus, "runtime_env": {"env_vars": env_vars},
                    "resources": resources}
@@ -84,7 +88,8 @@ class LearnerGroup:
             address = ranks[0].address.remote()
         else:
             group, ranks, address = None, [Learner.options(**options).remote(0, 1)], None
-        ready = [r.setup.remote(address, model, tokenizer, dtype, train, algo, seed, initial) for r in ranks]
+        ready = [r.setup.remote(address, model, tokenizer, dtype, train, algo, seed, initial, iterations)
+                 for r in ranks]
         return cls(ranks, ready, group)
 
     def begin_iteration(self, batch) -> list:
@@ -101,6 +106,10 @@ class LearnerGroup:
     def weight_bucket(self, i: int) -> list:
         """Bucket i, full tensors packed on rank 0 (the first ref); the other ranks help gather it."""
         return [r.weight_bucket.remote(i) for r in self.ranks]
+
+    def prompt_codes(self, prompt_ids: list[list[int]], inference: str, seed: int) -> list:
+        """LPC: z per prompt from the prior (one rank: LPC runs unsharded)."""
+        return [r.prompt_codes.remote(prompt_ids, inference, seed) for r in self.ranks]
 
     def connect_generators(self, transport: str, client, engine_ranks: int, bucket_bytes: int, dtype) -> list:
         """vLLM's native weight transfer (``selfplay.policy.weight_transfer``): every rank joins, rank 0 sends."""

@@ -153,7 +153,7 @@ def start_workers(cfg: DictConfig, sources, policy: str, tokenizer: str):
         s.kind, sources.scorer, s.batch_size, s.k, s.tau, sources.scorer_tokenizer, device)
     rank_threads = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // t.world_size))}
     learner = LearnerGroup.start(t, policy, tokenizer, cfg.policy.dtype, algo, cfg.run.seed, sources.policy,
-                                 rank_threads, p.strategy, on(p.learner_resource).get("resources", {}))
+                                 rank_threads, p.strategy, on(p.learner_resource).get("resources", {}), cfg.iter)
     workers = Workers(generators, scorer, learner)
     try:
         wait([a.__ray_ready__.remote() for a in workers.actors()] + learner.ready)  # surface start-up errors now

@@ -21,7 +21,8 @@ import torch
 from omegaconf import DictConfig
 
 from selfplay.algorithms.examples import ALL, BEST_OF_N, build_dpa, build_gpo, build_pairs, build_sppo
-from selfplay.algorithms.losses import dpo_loss, ipo_loss, sft_loss, simpo_loss, square_loss
+from selfplay.algorithms.losses import (dpo_loss, ipo_loss, lpc_dpo_loss, lpc_ipo_loss, lpc_simpo_loss, sft_loss,
+                                        simpo_loss, square_loss)
 from selfplay.algorithms.selection import PAIR_STRATEGIES
 from selfplay.core.batch import Batch
 
@@ -34,6 +35,7 @@ class LossInputs:
     ref_logps: torch.Tensor | None  # the reference's, cached at the start of the iteration
     targets: torch.Tensor
     lengths: torch.Tensor  # |y|, EOS included
+    kl: torch.Tensor | None = None  # LPC: KL(q || p) per example (E,); None without LPC
 
 
 # (inputs, algo config) -> (per-example losses (E,), metrics: name -> mean over the E examples)
@@ -56,24 +58,37 @@ def pair_metrics(r_w: torch.Tensor, r_l: torch.Tensor) -> dict[str, float]:
             "chosen_reward": r_w.mean().item(), "rejected_reward": r_l.mean().item()}
 
 
+def lpc_metrics(x: LossInputs) -> dict[str, float]:
+    return {} if x.kl is None else {"lpc_kl": x.kl.detach().mean().item()}
+
+
 def dpo_objective(x: LossInputs, cfg: DictConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """DPO; with LPC (``x.kl``), LPC-DPO (seed 000 eq. 8) on the z-conditioned log-probs."""
     h = x.logps - x.ref_logps
-    return dpo_loss(h[:, 0], h[:, 1], cfg.beta), pair_metrics(cfg.beta * h[:, 0], cfg.beta * h[:, 1])
+    loss = (dpo_loss(h[:, 0], h[:, 1], cfg.beta) if x.kl is None
+            else lpc_dpo_loss(h[:, 0], h[:, 1], x.kl, cfg.beta, cfg.lpc.lam))
+    return loss, {**pair_metrics(cfg.beta * h[:, 0], cfg.beta * h[:, 1]), **lpc_metrics(x)}
 
 
 def ipo_objective(x: LossInputs, cfg: DictConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """``ipo_loss`` on each response's log-ratio averaged over its tokens (``algo.length_normalize``, TRL's
-    IPO, the form the IPO authors confirmed to TRL), or summed over them; rewards are those log-ratios."""
+    IPO, the form the IPO authors confirmed to TRL), or summed over them; rewards are those log-ratios.  With
+    LPC, LPC-IPO (seed 000 eq. 14)."""
     h = x.logps - x.ref_logps
     if cfg.length_normalize:
         h = h / x.lengths
-    return ipo_loss(h[:, 0], h[:, 1], cfg.tau), pair_metrics(h[:, 0], h[:, 1])
+    loss = (ipo_loss(h[:, 0], h[:, 1], cfg.tau) if x.kl is None
+            else lpc_ipo_loss(h[:, 0], h[:, 1], x.kl, cfg.tau, cfg.lpc.lam))
+    return loss, {**pair_metrics(h[:, 0], h[:, 1]), **lpc_metrics(x)}
 
 
 def simpo_objective(x: LossInputs, cfg: DictConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """SimPO; with LPC, LPC-SimPO (seed 000 eq. 13)."""
     r = cfg.beta * x.logps / x.lengths  # SimPO's implicit reward
-    loss = simpo_loss(x.logps[:, 0], x.logps[:, 1], x.lengths[:, 0], x.lengths[:, 1], cfg.beta, cfg.gamma)
-    return loss, pair_metrics(r[:, 0], r[:, 1])
+    args = (x.logps[:, 0], x.logps[:, 1], x.lengths[:, 0], x.lengths[:, 1])
+    loss = (simpo_loss(*args, cfg.beta, cfg.gamma) if x.kl is None
+            else lpc_simpo_loss(*args, x.kl, cfg.beta, cfg.gamma, cfg.lpc.lam))
+    return loss, {**pair_metrics(r[:, 0], r[:, 1]), **lpc_metrics(x)}
 
 
 def sft_objective(x: LossInputs, cfg: DictConfig) -> tuple[torch.Tensor, dict[str, float]]:
@@ -152,3 +167,27 @@ def check_algo(cfg: DictConfig) -> None:
         raise ValueError(f"algo.replay is the replay share of the fine-tuning data, in [0, 1), got {cfg.replay}")
     if "init" in algo.params and cfg.init not in INITS:
         raise ValueError(f"algo.init must be one of {INITS}, got '{cfg.init}'")
+    check_lpc(cfg)
+
+
+LPC_ALGORITHMS = ("dpo", "ipo", "simpo")  # seed 000 eqs. 8, 14, 13
+LPC_SCHEDULES = ("iteration", "run")  # what g rises over
+LPC_INFERENCE = ("mean", "sample")
+
+
+def check_lpc(cfg: DictConfig) -> None:
+    lpc = cfg.lpc
+    if lpc.codes < 0:
+        raise ValueError(f"algo.lpc.codes is the codebook's size (0: off), got {lpc.codes}")
+    if lpc.codes and cfg.name not in LPC_ALGORITHMS:
+        raise ValueError(f"algo.lpc applies to the pair losses {'/'.join(LPC_ALGORITHMS)}, not to {cfg.name}")
+    if lpc.lam < 0:
+        raise ValueError(f"algo.lpc.lam weighs KL(q || p) and must be >= 0, got {lpc.lam}")
+    if not lpc.gumbel_tau > 0:
+        raise ValueError(f"algo.lpc.gumbel_tau must be > 0, got {lpc.gumbel_tau}")
+    if lpc.mlp_hidden is not None and lpc.mlp_hidden < 1:
+        raise ValueError(f"algo.lpc.mlp_hidden must be >= 1 (or unset), got {lpc.mlp_hidden}")
+    if lpc.g_over not in LPC_SCHEDULES:
+        raise ValueError(f"algo.lpc.g_over must be one of {LPC_SCHEDULES}, got '{lpc.g_over}'")
+    if lpc.inference not in LPC_INFERENCE:
+        raise ValueError(f"algo.lpc.inference must be one of {LPC_INFERENCE}, got '{lpc.inference}'")

@@ -112,6 +112,18 @@ def _algo_default(key: str) -> Any:
 
 
 @dataclass
+class LpcSettings:
+    """Latent Preference Coding (seed 000) on dpo / ipo / simpo: ``codes`` > 0 turns it on (docs/methods.md §6)."""
+
+    codes: int = 0  # C, the codebook's size (seed 000 finds 32-64 best); 0: off
+    lam: float = 0.05  # lambda, the weight of KL(q || p)
+    mlp_hidden: Optional[int] = None  # the prior's and posterior's hidden width; None: the policy's hidden size
+    gumbel_tau: float = 1.0  # the Gumbel-softmax temperature
+    g_over: str = "iteration"  # g rises 0 -> 1 over each iteration's training | over the whole run
+    inference: str = "mean"  # z at generation: the prior's expected code (mean) | one drawn from it (sample)
+
+
+@dataclass
 class AlgoConfig:
     """The algorithm and its hyperparameters; an unset key is its algorithm's default (``ALGORITHM_DEFAULTS``)."""
 
@@ -132,6 +144,7 @@ class AlgoConfig:
     reference: Optional[str] = _algo_default("reference")
     replay: Optional[float] = _algo_default("replay")  # DPA: share of the fine-tuning data from data.replay
     init: Optional[str] = _algo_default("init")  # DPA: each iteration starts from sft (pi_0; seed 003) | previous
+    lpc: LpcSettings = field(default_factory=LpcSettings)
 
 
 @dataclass

@@ -41,8 +41,11 @@ def iteration_seed(cfg: DictConfig, t: int, salt: int) -> int:
 
 def generate(workers: Workers, prompt_ids: list[list[int]], n: int, temperature: float, cfg: DictConfig,
              seed: int, desc: str) -> list[list]:
-    """Shard prompts over the generator replicas (a few chunks each, for the progress bar)."""
+    """Shard prompts over the generator replicas (a few chunks each, for the progress bar).  With LPC, each prompt's
+    z comes from the policy's prior first (``algo.lpc.inference``) and travels with it."""
     g = cfg.generator
+    codes = (leader(workers.learner.prompt_codes(prompt_ids, cfg.algo.lpc.inference, seed)) if cfg.algo.lpc.codes
+             else None)
     chunks = max(1, len(workers.generators) * 4)
     size = -(-len(prompt_ids) // chunks)
     refs = []
@@ -50,7 +53,8 @@ def generate(workers: Workers, prompt_ids: list[list[int]], n: int, temperature:
         actor = workers.generators[c % len(workers.generators)]
         # Seed offsets follow the global prompt index, so sharding does not change the samples.
         refs.append(actor.generate.remote(prompt_ids[start:start + size], n, temperature, g.top_p,
-                                          g.max_new_tokens, seed + start * n))
+                                          g.max_new_tokens, seed + start * n,
+                                          None if codes is None else codes[start:start + size]))
     return [group for part in gather(refs, desc, cfg.run.progress) for group in part]
 
 

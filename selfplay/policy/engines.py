@@ -23,9 +23,11 @@ import os
 import time
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from selfplay.core.batch import Sample
 from selfplay.core.lm import load_causal_lm, load_tokenizer, resolve
+from selfplay.policy.lpc import logit_bias
 from selfplay.policy.weight_sync import Bucket
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,16 @@ class VLLMGenerator:
         self.llm.wake_up()
 
 
+class AddBias(LogitsProcessor):
+    """Adds row i's bias (V,) to row i's next-token scores: LPC's W z (``selfplay.policy.lpc.logit_bias``)."""
+
+    def __init__(self, biases: torch.Tensor):
+        self.biases = biases
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return scores + self.biases[:, :scores.shape[-1]].to(scores.dtype)
+
+
 class HFGenerator:
     """transformers' generate, batched; faster than vLLM for tiny models on CPU."""
 
@@ -131,12 +143,16 @@ class HFGenerator:
 
     @torch.no_grad()
     def generate(self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float,
-                 max_new_tokens: int, seed: int) -> list[list[Sample]]:
+                 max_new_tokens: int, seed: int, codes: torch.Tensor | None = None) -> list[list[Sample]]:
+        """``codes``: LPC's z per prompt (P, d), added to the final state at every step as the logit bias W z."""
         tok = self.tokenizer
         flat_prompts = [ids for ids in prompt_ids for _ in range(n)]
+        biases = (None if codes is None
+                  else logit_bias(self.model, codes.to(self.model.dtype), None).repeat_interleave(n, 0))
         samples: list[Sample] = []
         for start in range(0, len(flat_prompts), self.batch_size):
             chunk = flat_prompts[start:start + self.batch_size]
+            shift = [] if biases is None else [AddBias(biases[start:start + len(chunk)])]
             # Left-pad so generation continues every prompt from its last token.
             width = max(len(p) for p in chunk)
             ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in chunk])
@@ -145,7 +161,8 @@ class HFGenerator:
             out = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=temperature > 0,
                                       temperature=temperature if temperature > 0 else None, top_p=top_p,
                                       max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
-                                      pad_token_id=tok.pad_token_id, top_k=None)
+                                      pad_token_id=tok.pad_token_id, top_k=None,
+                                      logits_processor=LogitsProcessorList(shift))
             for row in out[:, width:].tolist():
                 if tok.eos_token_id in row:
                     row = row[:row.index(tok.eos_token_id) + 1]

@@ -17,11 +17,13 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from selfplay.algorithms.losses import categorical_kl
 from selfplay.algorithms.registry import LossInputs, get_algorithm
 from selfplay.core.batch import Batch
 from selfplay.core.checkpoint import atomic_dir
-from selfplay.core.lm import load_causal_lm, load_tokenizer, response_batch, sequence_logprobs
+from selfplay.core.lm import load_causal_lm, load_tokenizer, pad_sequences, response_batch, sequence_logprobs
 from selfplay.core.optim import lr_multiplier
+from selfplay.policy import lpc
 from selfplay.policy.lora import (
     ADAPTER_DIR,
     adapter_state,
@@ -30,16 +32,18 @@ from selfplay.policy.lora import (
     reset_adapters,
     trainable_parameters,
 )
+from selfplay.policy.lpc import LatentCodes
 from selfplay.policy.parallel import Sharded, Single, share
 from selfplay.policy.weight_sync import Bucket, TensorMeta, pack, plan_buckets
 
 
 class Learner:
     def __init__(self, model: str, tokenizer: str, dtype: str, train: DictConfig, algo: DictConfig, seed: int,
-                 initial: str | None = None, placement: Single | Sharded | None = None):
+                 initial: str | None = None, placement: Single | Sharded | None = None, iterations: int = 1):
         """``model``: the weights to train from; ``initial``: the run's pi_0 (default ``model``), loaded
         when the algorithm's reference is the initial policy; ``placement``: one process (default) or this
-        rank's place in a sharded group (``selfplay.policy.parallel``)."""
+        rank's place in a sharded group (``selfplay.policy.parallel``); ``iterations``: the run's, over which
+        LPC's g rises with ``algo.lpc.g_over=run``."""
         self.train_cfg, self.algo_cfg, self.seed = train, algo, seed
         self.dtype, self.initial = dtype, initial or model
         self.placement = placement or Single(train.mixed_precision)
@@ -51,10 +55,19 @@ class Learner:
             self.model = self.placement.wrap(load_causal_lm(model, dtype))
         self.tokenizer = load_tokenizer(tokenizer)
         self.algorithm = get_algorithm(algo.name)
+        self.iterations = iterations
+        # LPC's heads (seed 000): a resumed run's from its checkpoint, else new (seeded by run.seed)
+        self.codes: LatentCodes | None = None
+        if algo.lpc.codes:
+            torch.manual_seed(seed)
+            self.codes = (lpc.load(model) if lpc.has_heads(model) else
+                          LatentCodes(self.model.config.hidden_size, algo.lpc.codes, algo.lpc.mlp_hidden))
+            self.codes.to(self.placement.device)
         self.reference_model: torch.nn.Module | None = None
         self.batch: Batch | None = None
         # One optimizer for the run: accelerate keeps a reference to every optimizer it prepares.
-        params = trainable_parameters(self.model) if self.lora else self.model.parameters()
+        params = list(trainable_parameters(self.model) if self.lora else self.model.parameters())
+        params += list(self.codes.parameters()) if self.codes is not None else []
         opt = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
         self.optimizer, self.torch_optimizer = self.placement.optimizer(opt)
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
@@ -133,10 +146,50 @@ class Learner:
         return {"num_examples": float(len(batch)), "num_sequences": float(len(batch.response_ids)),
                 "optimizer_steps": float(total), "world_size": self.placement.world_size}
 
-    def _loss_inputs(self, part: Batch, logps: torch.Tensor) -> LossInputs:
+    def _loss_inputs(self, part: Batch, logps: torch.Tensor, kl: torch.Tensor | None) -> LossInputs:
         dev, shape = logps.device, (len(part), part.group)
         ref = None if part.ref_logps is None else part.ref_logps.to(dev).view(shape)
-        return LossInputs(logps.view(shape), ref, part.targets.to(dev).view(shape), part.lengths().to(dev).view(shape))
+        return LossInputs(logps.view(shape), ref, part.targets.to(dev).view(shape), part.lengths().to(dev).view(shape),
+                          kl)
+
+    def _policy_logprobs(self, part: Batch, g: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """log pi_theta(y|x) of every row; with LPC (pairs, chosen first), log pi_theta(y|x, z) with one z per pair
+        from the mixture of the prior's and the posterior's Gumbel-softmax samples at weight g (seed 000
+        eq. 12), and KL(q || p) per pair, from the same backbone pass (``selfplay.policy.lpc``)."""
+        ids, attn, mask = self._tensors(part)
+        if self.codes is None:
+            return sequence_logprobs(self.model, ids, attn, mask), None
+        states = lpc.final_states(self.model, ids, attn)
+        prompt_end, last = lpc.last_positions(mask, attn)
+        rows, d = torch.arange(len(ids), device=ids.device), states.shape[-1]
+        h_x, h_xy = states[rows, prompt_end].view(-1, 2, d)[:, 0], states[rows, last].view(-1, 2, d)
+        prior = self.codes.prior_logits(h_x)
+        posterior = self.codes.posterior_logits(h_xy[:, 0], h_xy[:, 1])
+        z = self.codes.embed(lpc.mixture(prior, posterior, g, self.algo_cfg.lpc.gumbel_tau, gen))
+        logps = lpc.conditioned_logprobs(self.model, states, ids, mask, z.repeat_interleave(2, dim=0))
+        return logps, categorical_kl(posterior, prior)
+
+    @torch.no_grad()
+    def prompt_codes(self, prompt_ids: list[list[int]], inference: str, seed: int) -> torch.Tensor:
+        """LPC: z for each prompt, from the prior given the prompt alone (``lpc.prompt_codes``); (P, d) on the CPU."""
+        self.model.eval()
+        out, gen = [], torch.Generator().manual_seed(seed)
+        for start in range(0, len(prompt_ids), self.train_cfg.micro_batch_size):
+            part = prompt_ids[start:start + self.train_cfg.micro_batch_size]
+            ids, attn = pad_sequences(part, self.tokenizer.pad_token_id)
+            ids, attn = ids.to(self.placement.device), attn.to(self.placement.device)
+            states = lpc.final_states(self.model, ids, attn)
+            h_x = states[torch.arange(len(part), device=ids.device), attn.sum(dim=1) - 1]
+            out.append(lpc.prompt_codes(self.codes, h_x, inference, gen).float().cpu())
+        return torch.cat(out)
+
+    def _mixing_weight(self, step: int, steps: int, iteration: int) -> float:
+        """LPC's g at optimizer step ``step`` of ``steps`` in this iteration: rising 0 -> 1 over the iteration's
+        training (``algo.lpc.g_over=iteration``) or over the whole run's (``run``)."""
+        within = lpc.mixing_weight(step, steps)
+        if self.algo_cfg.lpc.g_over == "iteration":
+            return within
+        return min(1.0, (iteration - 1 + within) / self.iterations)
 
     def train_epoch(self, epoch: int, iteration: int) -> dict[str, float]:
         """One pass over the cached batch in a seeded order; gradient accumulation over micro-batches.  With
@@ -145,6 +198,7 @@ class Learner:
         cfg, batch = self.train_cfg, self.batch
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration * 1_009 + epoch)
         order = torch.randperm(len(batch), generator=gen).tolist()
+        steps = cfg.epochs * self.steps_per_epoch(batch)  # this iteration's optimizer steps, for LPC's g
         self.model.train()
         losses, grad_norms, lrs = [], [], []
         metric_sums: dict[str, float] = {}
@@ -154,8 +208,9 @@ class Learner:
             step_loss = 0.0
             for part_rows in self._micro_batches(step_examples):
                 part = batch.select(part_rows or step_examples[:1])
-                logps = sequence_logprobs(self.model, *self._tensors(part))
-                per_example, metrics = self.algorithm.objective(self._loss_inputs(part, logps), self.algo_cfg)
+                g = self._mixing_weight(epoch * self.steps_per_epoch(batch) + start // cfg.batch_size, steps, iteration)
+                logps, kl = self._policy_logprobs(part, g, gen)
+                per_example, metrics = self.algorithm.objective(self._loss_inputs(part, logps, kl), self.algo_cfg)
                 # an empty share still runs forward and backward (the shards' collectives), with weight 0
                 loss = per_example.sum() / len(step_examples) * (1.0 if part_rows else 0.0)
                 self.placement.backward(loss)
@@ -163,6 +218,8 @@ class Learner:
                 for k, v in metrics.items():
                     metric_sums[k] = metric_sums.get(k, 0.0) + v * len(part_rows)
             grad_norms.append(self.placement.clip(self.model, cfg.max_grad_norm))
+            if self.codes is not None:
+                torch.nn.utils.clip_grad_norm_(self.codes.parameters(), cfg.max_grad_norm)
             lrs.append(self.scheduler.get_last_lr()[0])
             self.optimizer.step()
             self.scheduler.step()
@@ -240,4 +297,6 @@ class Learner:
             (model.get_base_model() if self.lora else model).save_pretrained(tmp, state_dict=state)
             if self.lora:
                 model.save_pretrained(Path(tmp) / ADAPTER_DIR, state_dict=adapters)
+            if self.codes is not None:  # LPC's heads beside the policy: lpc.safetensors, lpc.json
+                lpc.save(self.codes, tmp)
             self.tokenizer.save_pretrained(tmp)

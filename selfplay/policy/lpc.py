@@ -33,7 +33,7 @@ class LatentCodes(nn.Module):
             raise ValueError(f"LPC needs at least one code, got {codes}")
         width = mlp_hidden or hidden
         self.hidden, self.codes, self.width = hidden, codes, width
-        self.codebook = nn.Parameter(torch.randn(codes, hidden) * hidden ** -0.5)
+        self.codebook = nn.Parameter(torch.zeros(codes, hidden))  # z = 0 at the start: pi(.|x, z) is the policy
         self.prior = nn.Sequential(nn.Linear(hidden, width), nn.GELU(), nn.Linear(width, codes))
         self.posterior = nn.Sequential(nn.Linear(2 * hidden, width), nn.GELU(), nn.Linear(width, codes))
 
@@ -97,6 +97,21 @@ def last_positions(loss_mask: torch.Tensor, attention_mask: torch.Tensor) -> tup
     return first_response - 1, attention_mask.sum(dim=1) - 1
 
 
+def prompt_codes(codes: LatentCodes, h_x: torch.Tensor, inference: str, generator: torch.Generator) -> torch.Tensor:
+    """z for generation, from the prior given the prompt alone (seed 000 sec. 3.2): ``mean``, the prior's
+    expected code sum_k p_k e_k; ``sample``, one code e_k drawn from p.  (P, d) -> (P, d)."""
+    p = torch.softmax(codes.prior_logits(h_x), dim=-1)
+    if inference == "mean":
+        return codes.embed(p)
+    k = torch.multinomial(p.cpu(), 1, generator=generator).squeeze(-1).to(p.device)
+    return codes.codebook[k]
+
+
+def has_heads(directory: str | Path) -> bool:
+    """Whether ``directory`` (a checkpoint) holds LPC heads."""
+    return (Path(directory) / SETTINGS).exists()
+
+
 def save(codes: LatentCodes, directory: str | Path) -> None:
     """``lpc.safetensors`` (codebook and both MLPs) and ``lpc.json`` (their sizes) into ``directory``."""
     from safetensors.torch import save_file
@@ -128,18 +143,19 @@ def load(directory: str | Path) -> LatentCodes:
 VLLM_BIAS_LIMIT = 100.0  # vLLM clamps each logit bias to [-100, 100]
 
 
-def logit_bias(model: nn.Module, z: torch.Tensor) -> torch.Tensor:
+def logit_bias(model: nn.Module, z: torch.Tensor, limit: float | None = VLLM_BIAS_LIMIT) -> torch.Tensor:
     """W z for the LM head's weight W: (d,) or (B, d) -> (V,) or (B, V), the logits' shift that adding z to the
     final state makes.  Refused for a head with a bias (its identity with LMHead(h + z) fails there) and where
-    the shift leaves vLLM's +-100 (it would be clamped, and the policy served would not be the one trained)."""
+    the shift leaves ``limit`` (vLLM's +-100: it would clamp it and serve another policy than the one trained;
+    None where nothing clamps)."""
     head = model.get_output_embeddings()
     if getattr(head, "bias", None) is not None:
         raise ValueError("LPC serves z as the logit bias W z, which equals LMHead(h + z) only for an LM head "
                          "without a bias; this model's head has one")
     bias = z.to(head.weight.dtype) @ head.weight.T
     peak = bias.abs().max().item()
-    if peak > VLLM_BIAS_LIMIT:
-        raise ValueError(f"W z reaches {peak:.1f}, beyond vLLM's logit-bias range of +-{VLLM_BIAS_LIMIT:g}: "
+    if limit is not None and peak > limit:
+        raise ValueError(f"W z reaches {peak:.1f}, beyond vLLM's logit-bias range of +-{limit:g}: "
                          "the engine would clamp it and serve another policy")
     return bias
 

@@ -330,3 +330,19 @@ def test_tensorboard_holds_exactly_the_metrics_lines_numbers(hf_run):
     losses = [x for r in records for x in r["train"]["step_losses"]]
     assert [v for _, v in events["train_step/loss"]] == [np.float32(x) for x in losses]
     assert [s for s, _ in events["train_step/loss"]] == list(range(1, len(losses) + 1))
+
+
+def test_an_lpc_run_trains_and_serves_its_codes(world, ray_cluster, tmp_path):
+    """DPO + LPC on the world (transformers generators: z per prompt from the prior, as the logit bias W z):
+    it trains (the KL term in the metrics), and iter_N/ holds the heads beside the policy; vLLM is refused."""
+    run_dir = tmp_path / "run"
+    assert main([*FAST, "iter=1", f"run.dir={run_dir}", "algo=dpo", "algo.lpc.codes=4", "generator.backend=hf"]) == 0
+    record = read_metrics(run_dir)[0]
+    assert record["train"]["lpc_kl"] >= 0 and 0 <= record["win_rate_vs_initial"] <= 1
+    assert (run_dir / "iter_1" / "lpc.safetensors").exists() and (run_dir / "iter_1" / "model.safetensors").exists()
+
+
+def test_lpc_with_the_vllm_backend_is_refused_before_any_work(tmp_path, capsys):
+    assert_refused(["algo=dpo", "algo.lpc.codes=4", "generator.backend=vllm"],
+                   "algo.lpc serves each prompt's z as a logit bias, so far with the transformers backend only",
+                   tmp_path, capsys)

@@ -192,3 +192,69 @@ def test_a_head_with_a_bias_or_a_shift_beyond_vllms_clamp_is_refused():
         logit_bias(Model(True), torch.ones(4))
     with pytest.raises(ValueError, match="beyond vLLM's logit-bias range of \\+-100"):
         logit_bias(Model(False), torch.full((4,), 1e4))
+
+
+def lpc_learner(policy: str, model: str | None = None, algo: str = "dpo", **lpc_settings):
+    from omegaconf import OmegaConf
+
+    from selfplay.config.loading import load_config
+    from selfplay.config.schema import TrainConfig
+    from selfplay.policy.learner import Learner
+
+    cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), {"lr": 1e-2, "epochs": 1, "batch_size": 4,
+                                                             "micro_batch_size": 2})
+    overrides = [f"algo={algo}", "generator.backend=hf", *(f"algo.lpc.{k}={v}" for k, v in lpc_settings.items())]
+    return Learner(model or policy, policy, "float32", cfg, load_config(overrides).algo, seed=0, initial=policy)
+
+
+def test_a_learner_with_one_zero_code_takes_dpos_step(tiny_policy):
+    """One optimizer step over the whole batch: z = 0 (the one code starts at the origin), KL = 0, so the
+    policy's gradient, its loss and its new weights are DPO's."""
+    from tests.policy.test_learner import pair_batch
+
+    plain, coded = lpc_learner(tiny_policy), lpc_learner(tiny_policy, codes=1)
+    with torch.no_grad():
+        coded.codes.codebook.zero_()
+    stats = []
+    for learner in (plain, coded):
+        learner.begin_iteration(pair_batch("initial"))
+        stats.append(learner.train_epoch(0, iteration=1))
+    assert stats[1]["step_losses"] == pytest.approx(stats[0]["step_losses"], rel=0, abs=1e-6)
+    assert stats[1]["lpc_kl"] == 0.0
+    for (name, a), (_, b) in zip(plain.model.state_dict().items(), coded.model.state_dict().items()):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6), name
+
+
+@pytest.mark.parametrize("algo", ["dpo", "ipo", "simpo"])
+def test_lpc_trains_its_heads_and_they_come_back_from_the_checkpoint(tiny_policy, tmp_path, algo):
+    from tests.policy.test_learner import pair_batch
+
+    learner = lpc_learner(tiny_policy, algo=algo, codes=4)
+    before = {k: v.clone() for k, v in learner.codes.state_dict().items()}
+    learner.begin_iteration(pair_batch(None if algo == "simpo" else "initial"))
+    stats = learner.train_epoch(0, iteration=1)
+    assert all(math.isfinite(x) for x in stats["step_losses"]) and stats["lpc_kl"] >= 0
+    assert all(not torch.equal(before[k], v) for k, v in learner.codes.state_dict().items())  # every head trained
+    learner.save(tmp_path / "iter_1")
+    assert (tmp_path / "iter_1" / "lpc.safetensors").exists() and (tmp_path / "iter_1" / "config.json").exists()
+    resumed = lpc_learner(tiny_policy, model=str(tmp_path / "iter_1"), algo=algo, codes=4)
+    for k, v in learner.codes.state_dict().items():
+        assert torch.equal(resumed.codes.state_dict()[k], v), k
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["algo=dpo", "algo.lpc.codes=8", "generator.backend=hf", "train.world_size=2"], "set train.world_size=1"),
+    (["algo=gpo", "algo.lpc.codes=8"], "algo.lpc applies to the pair losses dpo/ipo/simpo, not to gpo"),
+    (["algo=sppo", "algo.lpc.codes=8"], "not to sppo"),
+    (["algo=dpa", "algo.lpc.codes=8", "scorer.kind=multi_objective"], "not to dpa"),
+    (["algo=dpo", "algo.lpc.codes=-1"], "algo.lpc.codes is the codebook's size \\(0: off\\), got -1"),
+    (["algo=dpo", "algo.lpc.codes=8", "algo.lpc.lam=-0.1"], "algo.lpc.lam weighs KL\\(q \\|\\| p\\) and must be >= 0"),
+    (["algo=dpo", "algo.lpc.codes=8", "algo.lpc.g_over=epoch"], "algo.lpc.g_over must be one of"),
+    (["algo=dpo", "algo.lpc.codes=8", "algo.lpc.gumbel_tau=0"], "algo.lpc.gumbel_tau must be > 0"),
+])
+def test_bad_lpc_settings_are_refused_before_any_work(overrides, message):
+    from selfplay.config.loading import load_config
+    from selfplay.config.schema import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides)
