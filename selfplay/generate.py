@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=1, help="responses per prompt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--lpc-inference", choices=("mean", "sample"), default="mean",
+                   help="a checkpoint with LPC heads: z from the prior's expected code, or a code drawn from it")
     return p
 
 
@@ -81,8 +83,14 @@ class Session:
         from selfplay.core.lm import load_tokenizer
         from selfplay.policy.engines import make_generator
 
+        from selfplay.policy import lpc
+
         self.args, self.names = args, names
         self.tokenizer = load_tokenizer(args.model)
+        # a checkpoint of an LPC run: its heads give each prompt's z (served as the logit bias W z)
+        self.codes = lpc.load(args.model) if lpc.has_heads(args.model) else None
+        if self.codes is not None and args.backend != "hf":
+            raise ValueError(f"{args.model} has LPC heads, whose z is served by --backend hf so far")
         self.engine = make_generator(args.backend, args.model, args.model, OmegaConf.structured(GeneratorConfig),
                                      args.dtype, args.seed)
 
@@ -99,7 +107,16 @@ class Session:
 
         a = self.args
         ids = [encode_prompt(self.tokenizer, self.messages(p, direction)) for p in prompts]
-        groups = self.engine.generate(ids, a.n, a.temperature, a.top_p, a.max_new_tokens, a.seed)
+        extra = {}
+        if self.codes is not None:
+            import torch
+
+            from selfplay.policy import lpc
+
+            with torch.no_grad():
+                h_x = lpc.prompt_states(self.engine.model, ids, self.tokenizer.pad_token_id)
+                extra["codes"] = lpc.prompt_codes(self.codes, h_x, a.lpc_inference, torch.Generator().manual_seed(a.seed))
+        groups = self.engine.generate(ids, a.n, a.temperature, a.top_p, a.max_new_tokens, a.seed, **extra)
         return [[s.text for s in g] for g in groups]
 
 

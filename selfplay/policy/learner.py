@@ -21,7 +21,7 @@ from selfplay.algorithms.losses import categorical_kl
 from selfplay.algorithms.registry import LossInputs, get_algorithm
 from selfplay.core.batch import Batch
 from selfplay.core.checkpoint import atomic_dir
-from selfplay.core.lm import load_causal_lm, load_tokenizer, pad_sequences, response_batch, sequence_logprobs
+from selfplay.core.lm import load_causal_lm, load_tokenizer, response_batch, sequence_logprobs
 from selfplay.core.optim import lr_multiplier
 from selfplay.policy import lpc
 from selfplay.policy.lora import (
@@ -175,11 +175,8 @@ class Learner:
         self.model.eval()
         out, gen = [], torch.Generator().manual_seed(seed)
         for start in range(0, len(prompt_ids), self.train_cfg.micro_batch_size):
-            part = prompt_ids[start:start + self.train_cfg.micro_batch_size]
-            ids, attn = pad_sequences(part, self.tokenizer.pad_token_id)
-            ids, attn = ids.to(self.placement.device), attn.to(self.placement.device)
-            states = lpc.final_states(self.model, ids, attn)
-            h_x = states[torch.arange(len(part), device=ids.device), attn.sum(dim=1) - 1]
+            h_x = lpc.prompt_states(self.model, prompt_ids[start:start + self.train_cfg.micro_batch_size],
+                                    self.tokenizer.pad_token_id)
             out.append(lpc.prompt_codes(self.codes, h_x, inference, gen).float().cpu())
         return torch.cat(out)
 

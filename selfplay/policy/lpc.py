@@ -107,6 +107,17 @@ def prompt_codes(codes: LatentCodes, h_x: torch.Tensor, inference: str, generato
     return codes.codebook[k]
 
 
+def prompt_states(model: nn.Module, prompt_ids: list[list[int]], pad_id: int) -> torch.Tensor:
+    """h_x for each prompt (its last token's final state), the prior's input: (P, d)."""
+    from selfplay.core.lm import pad_sequences
+
+    ids, attn = pad_sequences(prompt_ids, pad_id)
+    device = next(model.parameters()).device
+    ids, attn = ids.to(device), attn.to(device)
+    states = final_states(model, ids, attn)
+    return states[torch.arange(len(prompt_ids), device=device), attn.sum(dim=1) - 1]
+
+
 def has_heads(directory: str | Path) -> bool:
     """Whether ``directory`` (a checkpoint) holds LPC heads."""
     return (Path(directory) / SETTINGS).exists()

@@ -258,3 +258,25 @@ def test_bad_lpc_settings_are_refused_before_any_work(overrides, message):
 
     with pytest.raises(ConfigError, match=message):
         load_config(overrides)
+
+
+def test_selfplay_generate_serves_a_checkpoints_lpc_heads(tiny_policy, tmp_path, capsys):
+    """A checkpoint with LPC heads: ``selfplay.generate`` draws each prompt's z from its prior and generates under
+    it (greedy output differs from the same policy without the heads); vLLM is refused with one line."""
+    import shutil
+
+    from selfplay.generate import main as generate_main
+
+    learner = lpc_learner(tiny_policy, codes=4)
+    with torch.no_grad():
+        learner.codes.codebook.copy_(torch.randn(4, learner.codes.hidden, generator=torch.Generator().manual_seed(0)) * 3)
+    learner.save(tmp_path / "with")
+    shutil.copytree(tmp_path / "with", tmp_path / "without", ignore=shutil.ignore_patterns("lpc.*"))
+    args = ["Tell me about apples.", "--temperature", "0", "--max-new-tokens", "8"]
+    outputs = []
+    for name in ("with", "without"):
+        assert generate_main(["--model", str(tmp_path / name), *args]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] != outputs[1]
+    assert generate_main(["--model", str(tmp_path / "with"), "--backend", "vllm", *args]) == 2
+    assert "has LPC heads, whose z is served by --backend hf so far" in capsys.readouterr().err
