@@ -81,9 +81,8 @@ class Session:
 
         from selfplay.config.schema import GeneratorConfig
         from selfplay.core.lm import load_tokenizer
-        from selfplay.policy.engines import make_generator
-
         from selfplay.policy import lpc
+        from selfplay.policy.engines import make_generator
 
         self.args, self.names = args, names
         self.tokenizer = load_tokenizer(args.model)
@@ -115,7 +114,8 @@ class Session:
 
             with torch.no_grad():
                 h_x = lpc.prompt_states(self.engine.model, ids, self.tokenizer.pad_token_id)
-                extra["codes"] = lpc.prompt_codes(self.codes, h_x, a.lpc_inference, torch.Generator().manual_seed(a.seed))
+                draw = torch.Generator().manual_seed(a.seed)
+                extra["codes"] = lpc.prompt_codes(self.codes, h_x, a.lpc_inference, draw)
         groups = self.engine.generate(ids, a.n, a.temperature, a.top_p, a.max_new_tokens, a.seed, **extra)
         return [[s.text for s in g] for g in groups]
 

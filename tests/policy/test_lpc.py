@@ -269,7 +269,8 @@ def test_selfplay_generate_serves_a_checkpoints_lpc_heads(tiny_policy, tmp_path,
 
     learner = lpc_learner(tiny_policy, codes=4)
     with torch.no_grad():
-        learner.codes.codebook.copy_(torch.randn(4, learner.codes.hidden, generator=torch.Generator().manual_seed(0)) * 3)
+        g = torch.Generator().manual_seed(0)
+        learner.codes.codebook.copy_(torch.randn(4, learner.codes.hidden, generator=g) * 3)
     learner.save(tmp_path / "with")
     shutil.copytree(tmp_path / "with", tmp_path / "without", ignore=shutil.ignore_patterns("lpc.*"))
     args = ["Tell me about apples.", "--temperature", "0", "--max-new-tokens", "8"]
