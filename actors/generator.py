@@ -11,8 +11,9 @@ from selfplay.policy.engines import make_generator
 @ray.remote
 class Generator:
     def __init__(self, backend: str, model: str, tokenizer: str, cfg, dtype: str, seed: int, sleep_mode: bool = False,
-                 weight_transfer: str | None = None):
-        self.engine = make_generator(backend, model, tokenizer, cfg, dtype, seed, sleep_mode, weight_transfer)
+                 weight_transfer: str | None = None, code_bias: bool = False):
+        self.engine = make_generator(backend, model, tokenizer, cfg, dtype, seed, sleep_mode, weight_transfer,
+                                     code_bias)
 
     def generate(self, prompt_ids, n, temperature, top_p, max_new_tokens, seed, codes=None):
         extra = {} if codes is None else {"codes": codes}  # LPC's z per prompt
@@ -23,6 +24,9 @@ class Generator:
 
     def finish_sync(self) -> None:
         self.engine.finish_sync()
+
+    def set_code_table(self, table) -> None:
+        self.engine.set_code_table(table)
 
     def init_weight_transfer_engine(self, init_info: dict) -> None:
         self.engine.init_weight_transfer_engine(init_info)

@@ -50,6 +50,9 @@ class Learner:
     def prompt_codes(self, prompt_ids, inference: str, seed: int):
         return self.learner.prompt_codes(prompt_ids, inference, seed)
 
+    def code_table(self):
+        return self.learner.code_table()
+
     def connect_generators(self, transport: str, client, engine_ranks: int, bucket_bytes: int, dtype) -> None:
         address = self.address() if self.rank == 0 else None  # where the NCCL group meets: rank 0 sends
         self.learner.connect_generators(transport, client, engine_ranks, bucket_bytes, address, dtype)
@@ -108,8 +111,12 @@ class LearnerGroup:
         return [r.weight_bucket.remote(i) for r in self.ranks]
 
     def prompt_codes(self, prompt_ids: list[list[int]], inference: str, seed: int) -> list:
-        """LPC: z per prompt from the prior (one rank: LPC runs unsharded)."""
+        """LPC: each prompt's code weights from the prior (one rank: LPC runs unsharded)."""
         return [r.prompt_codes.remote(prompt_ids, inference, seed) for r in self.ranks]
+
+    def code_table(self) -> list:
+        """LPC: W E, each code's logit shift."""
+        return [r.code_table.remote() for r in self.ranks]
 
     def connect_generators(self, transport: str, client, engine_ranks: int, bucket_bytes: int, dtype) -> list:
         """vLLM's native weight transfer (``selfplay.policy.weight_transfer``): every rank joins, rank 0 sends."""

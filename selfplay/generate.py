@@ -115,7 +115,8 @@ class Session:
             with torch.no_grad():
                 h_x = lpc.prompt_states(self.engine.model, ids, self.tokenizer.pad_token_id)
                 draw = torch.Generator().manual_seed(a.seed)
-                extra["codes"] = lpc.prompt_codes(self.codes, h_x, a.lpc_inference, draw)
+                extra["codes"] = lpc.prompt_weights(self.codes, h_x, a.lpc_inference, draw)
+                self.engine.set_code_table(lpc.code_table(self.codes, self.engine.model))
         groups = self.engine.generate(ids, a.n, a.temperature, a.top_p, a.max_new_tokens, a.seed, **extra)
         return [[s.text for s in g] for g in groups]
 

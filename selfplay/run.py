@@ -130,7 +130,7 @@ def start_workers(cfg: DictConfig, sources, policy: str, tokenizer: str):
     from actors.group import wait
     from actors.learner import LearnerGroup
     from actors.scorer import Scorer
-    from selfplay.loop.stages import Workers, connect_weight_transfer
+    from selfplay.loop.stages import Workers, connect_weight_transfer, send_code_table
 
     threads = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}  # num_cpus=0 actors would get 1 thread
     g, s, t, algo = (OmegaConf.create(OmegaConf.to_container(c, resolve=True))
@@ -144,7 +144,7 @@ def start_workers(cfg: DictConfig, sources, policy: str, tokenizer: str):
         Generator.options(num_cpus=g.num_cpus, num_gpus=g.num_gpus, runtime_env={"env_vars": threads},
                           **on(p.generator_resource)).remote(
             g.backend, policy, tokenizer, g, g.dtype or cfg.policy.dtype, cfg.run.seed, p.colocate,
-            None if cfg.sync.transport == "object_store" else cfg.sync.transport)
+            None if cfg.sync.transport == "object_store" else cfg.sync.transport, cfg.algo.lpc.codes > 0)
         for _ in range(g.replicas)
     ]
     device = "cuda" if s.num_gpus > 0 else "cpu"
@@ -158,6 +158,7 @@ def start_workers(cfg: DictConfig, sources, policy: str, tokenizer: str):
     try:
         wait([a.__ray_ready__.remote() for a in workers.actors()] + learner.ready)  # surface start-up errors now
         connect_weight_transfer(workers, cfg)
+        send_code_table(workers, cfg)  # LPC: a resumed run's trained codes are served from the first generation
     except BaseException:
         stop_workers(workers)
         raise

@@ -195,8 +195,8 @@ def validate(cfg: DictConfig) -> None:
          "sync.transport=nccl cannot join two processes on one GPU: with placement.colocate=true use ipc")
     need(cfg.train.lora.rank >= 0, f"train.lora.rank must be >= 0, got {cfg.train.lora.rank}")
     if cfg.algo.lpc.codes:
-        need(cfg.generator.backend == "hf", "algo.lpc serves each prompt's z as a logit bias, so far with the "
-             "transformers backend only: set generator.backend=hf")
+        need(cfg.generator.tensor_parallel == 1, "algo.lpc's code bias runs in the generator's own process: "
+             "set generator.tensor_parallel=1")
         need(cfg.train.world_size == 1 and cfg.train.lora.rank == 0,
              "algo.lpc trains its heads beside one unsharded policy: set train.world_size=1 and train.lora.rank=0")
     need(cfg.train.world_size >= 1, f"train.world_size must be >= 1, got {cfg.train.world_size}")

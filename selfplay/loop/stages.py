@@ -42,7 +42,7 @@ def iteration_seed(cfg: DictConfig, t: int, salt: int) -> int:
 def generate(workers: Workers, prompt_ids: list[list[int]], n: int, temperature: float, cfg: DictConfig,
              seed: int, desc: str) -> list[list]:
     """Shard prompts over the generator replicas (a few chunks each, for the progress bar).  With LPC, each prompt's
-    z comes from the policy's prior first (``algo.lpc.inference``) and travels with it."""
+    code weights come from the policy's prior first (``algo.lpc.inference``) and travel with it."""
     g = cfg.generator
     codes = (leader(workers.learner.prompt_codes(prompt_ids, cfg.algo.lpc.inference, seed)) if cfg.algo.lpc.codes
              else None)
@@ -136,12 +136,24 @@ def connect_weight_transfer(workers: Workers, cfg: DictConfig) -> None:
                "weight transfer rendezvous")
 
 
+def send_code_table(workers: Workers, cfg: DictConfig) -> None:
+    """LPC: the generators get W E, each code's logit shift, from the learner (``selfplay.policy.lpc``)."""
+    if not cfg.algo.lpc.codes:
+        return
+    import ray
+
+    table = ray.put(leader(workers.learner.code_table()))
+    wait_named([g.set_code_table.remote(table) for g in workers.generators],
+               [f"generator {i}" for i in range(len(workers.generators))], cfg.sync.timeout_s, "LPC code table")
+
+
 def sync_weights(workers: Workers, cfg: DictConfig) -> int:
     """Learner -> every generator, in buckets of whole layers (``selfplay.policy.weight_sync``) through the object
     store, loaded in place; bucket i + 1 is gathered and packed while the generators load bucket i.  Each bucket
     is bounded by ``sync.timeout_s``, whose error names the generator that did not answer.  Returns the number
     of buckets.  With ``sync.transport=nccl|ipc``, learner rank 0 streams them to the generators itself over
     vLLM's transfer (each of its calls to them bounded the same way)."""
+    send_code_table(workers, cfg)
     if cfg.sync.transport != "object_store":
         ranks = workers.learner.send_weights()
         # start, update and finish are each bounded inside; this bounds a broadcast that a dead generator left

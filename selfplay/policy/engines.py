@@ -27,10 +27,46 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from selfplay.core.batch import Sample
 from selfplay.core.lm import load_causal_lm, load_tokenizer, resolve
-from selfplay.policy.lpc import logit_bias
 from selfplay.policy.weight_sync import Bucket
 
 log = logging.getLogger(__name__)
+
+
+CODE_WEIGHTS = "lpc_code_weights"  # SamplingParams.extra_args key: a request's LPC code weights c
+CODE_TABLE: dict[str, torch.Tensor] = {}  # "table": this process's engine's W E, (C, V)
+
+
+def code_bias_processor() -> type:
+    """LPC in vLLM: a v1 logits processor adding c @ W E to the logits of each request that carries code weights
+    c (``CODE_WEIGHTS``); W E is set by ``VLLMGenerator.set_code_table``.  A request brings C numbers, the
+    engine one (B, C) x (C, V) product a step: a dense per-request ``logit_bias`` of V entries cost 2.9-4.1x
+    the generation time (``bench/lpc_bias.py``)."""
+    from vllm.v1.sample.logits_processor import LogitsProcessor
+    from vllm.v1.sample.logits_processor.builtin import process_dict_updates
+
+    class CodeBias(LogitsProcessor):
+        def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool):
+            self.device = device
+            self.weights: dict[int, list[float]] = {}  # batch row -> c
+            self.rows: torch.Tensor | None = None
+            self.matrix: torch.Tensor | None = None
+
+        def is_argmax_invariant(self) -> bool:
+            return False
+
+        def update_state(self, batch_update) -> None:
+            if process_dict_updates(self.weights, batch_update,
+                                    lambda params, _, __: (params.extra_args or {}).get(CODE_WEIGHTS)):
+                self.rows = torch.tensor(list(self.weights), dtype=torch.long, device=self.device)
+                self.matrix = torch.tensor(list(self.weights.values()), dtype=torch.float32, device=self.device)
+
+        def apply(self, logits: torch.Tensor) -> torch.Tensor:
+            if self.weights:
+                table = CODE_TABLE["table"].to(logits.device)
+                logits[self.rows] += (self.matrix @ table[:, :logits.shape[-1]]).to(logits.dtype)
+            return logits
+
+    return CodeBias
 
 
 class VLLMGenerator:
@@ -38,7 +74,8 @@ class VLLMGenerator:
 
     def __init__(self, model: str, tokenizer: str, dtype: str, gpu_memory_utilization: float,
                  enforce_eager: bool, max_model_len: int, seed: int, chunked_prefill: bool = False,
-                 tensor_parallel: int = 1, sleep_mode: bool = False, weight_transfer: str | None = None):
+                 tensor_parallel: int = 1, sleep_mode: bool = False, weight_transfer: str | None = None,
+                 code_bias: bool = False):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from vllm import LLM
@@ -48,22 +85,25 @@ class VLLMGenerator:
                        enforce_eager=enforce_eager, gpu_memory_utilization=gpu_memory_utilization,
                        max_model_len=max_model_len, enable_chunked_prefill=chunked_prefill,
                        tensor_parallel_size=tensor_parallel, enable_sleep_mode=sleep_mode,
-                       **({"weight_transfer_config": {"backend": weight_transfer}} if weight_transfer else {}))
+                       **({"weight_transfer_config": {"backend": weight_transfer}} if weight_transfer else {}),
+                       **({"logits_processors": [code_bias_processor()]} if code_bias else {}))
         self.tensor_parallel = tensor_parallel
         self.engine_starts = 1
         self.eos_id = self.llm.get_tokenizer().eos_token_id
         log.info("vLLM engine started in %.1fs (start #%d)", time.perf_counter() - t, self.engine_starts)
 
     def generate(self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float,
-                 max_new_tokens: int, seed: int) -> list[list[Sample]]:
+                 max_new_tokens: int, seed: int, codes: torch.Tensor | None = None) -> list[list[Sample]]:
+        """``codes``: LPC's code weights per prompt (P, C), which ``CodeBias`` turns into c @ W E."""
         from vllm import SamplingParams
 
         requests, params = [], []
         for i, ids in enumerate(prompt_ids):
+            extra = None if codes is None else {CODE_WEIGHTS: codes[i].tolist()}
             for j in range(n):
                 requests.append({"prompt_token_ids": ids})
                 params.append(SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_new_tokens,
-                                             seed=seed + i * n + j, skip_special_tokens=True))
+                                             seed=seed + i * n + j, skip_special_tokens=True, extra_args=extra))
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         flat = []
         for out in outputs:
@@ -96,6 +136,10 @@ class VLLMGenerator:
     def finish_sync(self) -> None:
         """After the last bucket: drop the prefix cache, whose KV entries came from the old weights."""
         self.llm.reset_prefix_cache()
+
+    def set_code_table(self, table: torch.Tensor) -> None:
+        """LPC: W E (C, V) for ``CodeBias``, which runs in this process (the engine does, tensor_parallel = 1)."""
+        CODE_TABLE["table"] = table.float()
 
     # vLLM's native weight transfer (``sync.transport=nccl|ipc``, ``selfplay.policy.weight_transfer``): the
     # learner's rank 0 drives these four through ``GeneratorsClient``.
@@ -140,15 +184,16 @@ class HFGenerator:
         self.engine_starts = 1
         self.asleep: dict[int, torch.Size] = {}  # level 2: each dropped tensor's shape, by id
         self.home = torch.device("cpu")
+        self.code_table: torch.Tensor | None = None  # LPC: W E, (C, V)
 
     @torch.no_grad()
     def generate(self, prompt_ids: list[list[int]], n: int, temperature: float, top_p: float,
                  max_new_tokens: int, seed: int, codes: torch.Tensor | None = None) -> list[list[Sample]]:
-        """``codes``: LPC's z per prompt (P, d), added to the final state at every step as the logit bias W z."""
+        """``codes``: LPC's code weights c per prompt (P, C): each step's logits get c @ W E (``set_code_table``),
+        which is z = sum_k c_k e_k added to the final state."""
         tok = self.tokenizer
         flat_prompts = [ids for ids in prompt_ids for _ in range(n)]
-        biases = (None if codes is None
-                  else logit_bias(self.model, codes.to(self.model.dtype), None).repeat_interleave(n, 0))
+        biases = None if codes is None else (codes.float() @ self.code_table).repeat_interleave(n, 0)
         samples: list[Sample] = []
         for start in range(0, len(flat_prompts), self.batch_size):
             chunk = flat_prompts[start:start + self.batch_size]
@@ -184,6 +229,10 @@ class HFGenerator:
     def finish_sync(self) -> None:
         pass
 
+    def set_code_table(self, table: torch.Tensor) -> None:
+        """LPC: W E, each code's logit shift (C, V), from the learner after each training."""
+        self.code_table = table.float()
+
     def _checkpoint_tensors(self) -> list[torch.Tensor]:
         """The weights a checkpoint (and the weight sync) carries, each once (tied weights share one)."""
         unique = {id(t): t for t in self.model.state_dict(keep_vars=True).values()}
@@ -210,13 +259,14 @@ class HFGenerator:
 
 
 def make_generator(backend: str, model: str, tokenizer: str, cfg, dtype: str, seed: int, sleep_mode: bool = False,
-                   weight_transfer: str | None = None):
+                   weight_transfer: str | None = None, code_bias: bool = False):
     """``sleep_mode``: the engine will sleep and wake (colocated mode); vLLM has to be started for it.
-    ``weight_transfer``: vLLM's native weight-transfer backend (nccl | ipc), None for the object store."""
+    ``weight_transfer``: vLLM's native weight-transfer backend (nccl | ipc), None for the object store.
+    ``code_bias``: LPC's codes will be served (vLLM needs its logits processor for it)."""
     if backend == "vllm":
         return VLLMGenerator(model, tokenizer, dtype, cfg.gpu_memory_utilization, cfg.enforce_eager,
                              cfg.max_model_len, seed, cfg.chunked_prefill, cfg.tensor_parallel, sleep_mode,
-                             weight_transfer)
+                             weight_transfer, code_bias)
     if weight_transfer:
         raise ValueError(f"weight transfer over {weight_transfer} needs generator.backend=vllm, got '{backend}'")
     if backend == "hf":

@@ -171,14 +171,20 @@ class Learner:
 
     @torch.no_grad()
     def prompt_codes(self, prompt_ids: list[list[int]], inference: str, seed: int) -> torch.Tensor:
-        """LPC: z for each prompt, from the prior given the prompt alone (``lpc.prompt_codes``); (P, d) on the CPU."""
+        """LPC: each prompt's code weights c from the prior given the prompt alone (``lpc.prompt_weights``);
+        (P, C) on the CPU."""
         self.model.eval()
         out, gen = [], torch.Generator().manual_seed(seed)
         for start in range(0, len(prompt_ids), self.train_cfg.micro_batch_size):
             h_x = lpc.prompt_states(self.model, prompt_ids[start:start + self.train_cfg.micro_batch_size],
                                     self.tokenizer.pad_token_id)
-            out.append(lpc.prompt_codes(self.codes, h_x, inference, gen).float().cpu())
+            out.append(lpc.prompt_weights(self.codes, h_x, inference, gen).float().cpu())
         return torch.cat(out)
+
+    @torch.no_grad()
+    def code_table(self) -> torch.Tensor:
+        """LPC: W E, each code's logit shift (``lpc.code_table``); (C, V) float32 on the CPU."""
+        return lpc.code_table(self.codes, self.model).float().cpu()
 
     def _mixing_weight(self, step: int, steps: int, iteration: int) -> float:
         """LPC's g at optimizer step ``step`` of ``steps`` in this iteration: rising 0 -> 1 over the iteration's

@@ -9,9 +9,10 @@ sharing its backbone.
   tokens (eq. 11), with h_x and h_{x,y} (the last prompt token's and the last token's final states) from the same
   backbone pass, so a pair costs two backbone passes, as in DPO.
 - ``save`` / ``load``: the heads beside a Hugging Face checkpoint, ``lpc.safetensors`` and ``lpc.json``.
-- ``logit_bias``: serving z.  Without a bias in the LM head, LMHead(h + z) = W h + W z, so adding z to every
-  final state equals adding the vector W z to every position's logits: an engine with no hook for z (vLLM)
-  serves it as a per-request logit bias (``SamplingParams(logit_bias=...)``, which vLLM clamps to +-100).
+- serving z: without a bias in the LM head, LMHead(h + z) = W h + W z, so adding z to every final state equals
+  adding the vector W z to every position's logits (``logit_bias``).  With z = sum_k c_k e_k that is
+  c @ W E: the generators keep the C x V table W E (``code_table``, sent after each training) and each prompt
+  brings its C code weights (``prompt_weights``), so a request carries C numbers, not V.
 """
 
 from __future__ import annotations
@@ -97,14 +98,21 @@ def last_positions(loss_mask: torch.Tensor, attention_mask: torch.Tensor) -> tup
     return first_response - 1, attention_mask.sum(dim=1) - 1
 
 
-def prompt_codes(codes: LatentCodes, h_x: torch.Tensor, inference: str, generator: torch.Generator) -> torch.Tensor:
-    """z for generation, from the prior given the prompt alone (seed 000 sec. 3.2): ``mean``, the prior's
-    expected code sum_k p_k e_k; ``sample``, one code e_k drawn from p.  (P, d) -> (P, d)."""
+def prompt_weights(codes: LatentCodes, h_x: torch.Tensor, inference: str, generator: torch.Generator) -> torch.Tensor:
+    """The code weights c of z = sum_k c_k e_k for generation, from the prior given the prompt alone (seed 000
+    sec. 3.2): ``mean``, the prior itself (z its expected code); ``sample``, one code drawn from it (one-hot).
+    (P, d) -> (P, C)."""
     p = torch.softmax(codes.prior_logits(h_x), dim=-1)
     if inference == "mean":
-        return codes.embed(p)
-    k = torch.multinomial(p.cpu(), 1, generator=generator).squeeze(-1).to(p.device)
-    return codes.codebook[k]
+        return p
+    k = torch.multinomial(p.cpu(), 1, generator=generator).squeeze(-1)
+    return F.one_hot(k, codes.codes).to(p.dtype).to(p.device)
+
+
+def code_table(codes: LatentCodes, model: nn.Module) -> torch.Tensor:
+    """W E: each code's shift of the logits, (C, V).  A prompt with code weights c is served with the logit bias
+    c @ W E = W z; an engine keeps this table and gets C numbers a request, not V."""
+    return logit_bias(model, codes.codebook, limit=None)
 
 
 def prompt_states(model: nn.Module, prompt_ids: list[list[int]], pad_id: int) -> torch.Tensor:

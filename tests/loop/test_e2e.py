@@ -332,17 +332,20 @@ def test_tensorboard_holds_exactly_the_metrics_lines_numbers(hf_run):
     assert [s for s, _ in events["train_step/loss"]] == list(range(1, len(losses) + 1))
 
 
-def test_an_lpc_run_trains_and_serves_its_codes(world, ray_cluster, tmp_path):
-    """DPO + LPC on the world (transformers generators: z per prompt from the prior, as the logit bias W z):
-    it trains (the KL term in the metrics), and iter_N/ holds the heads beside the policy; vLLM is refused."""
+@pytest.mark.parametrize("backend", ["vllm", "hf"])
+def test_an_lpc_run_trains_and_serves_its_codes(world, ray_cluster, tmp_path, backend):
+    """DPO + LPC on the world, two iterations: each prompt's code weights from the prior, served as c @ W E (vLLM's
+    CodeBias processor; transformers' logits processor); it trains (the KL term in the metrics) and iter_N/ holds
+    the heads beside the policy."""
     run_dir = tmp_path / "run"
-    assert main([*FAST, "iter=1", f"run.dir={run_dir}", "algo=dpo", "algo.lpc.codes=4", "generator.backend=hf"]) == 0
-    record = read_metrics(run_dir)[0]
-    assert record["train"]["lpc_kl"] >= 0 and 0 <= record["win_rate_vs_initial"] <= 1
-    assert (run_dir / "iter_1" / "lpc.safetensors").exists() and (run_dir / "iter_1" / "model.safetensors").exists()
+    assert main([*FAST, "iter=2", f"run.dir={run_dir}", "algo=dpo", "algo.lpc.codes=4",
+                 f"generator.backend={backend}"]) == 0
+    records = read_metrics(run_dir)
+    assert all(r["train"]["lpc_kl"] >= 0 and 0 <= r["win_rate_vs_initial"] <= 1 for r in records)
+    assert (run_dir / "iter_2" / "lpc.safetensors").exists() and (run_dir / "iter_2" / "model.safetensors").exists()
 
 
-def test_lpc_with_the_vllm_backend_is_refused_before_any_work(tmp_path, capsys):
-    assert_refused(["algo=dpo", "algo.lpc.codes=4", "generator.backend=vllm"],
-                   "algo.lpc serves each prompt's z as a logit bias, so far with the transformers backend only",
+def test_lpc_with_tensor_parallel_generators_is_refused_before_any_work(tmp_path, capsys):
+    assert_refused(["algo=dpo", "algo.lpc.codes=4", "generator.tensor_parallel=2"],
+                   "algo.lpc's code bias runs in the generator's own process: set generator.tensor_parallel=1",
                    tmp_path, capsys)

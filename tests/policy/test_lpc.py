@@ -145,9 +145,10 @@ def test_the_heads_round_trip_and_a_bad_checkpoint_is_named(tmp_path):
         LatentCodes(16, 0)
 
 
-def test_vllm_with_the_logit_bias_w_z_gives_the_log_probs_of_the_state_shifted_by_z(world):
-    """The serving identity: on a fixed prompt and z, vLLM's next-token log-probs (after its logits processors)
-    with logit_bias = W z equal the transformers forward with z added to the final state, within 1e-4."""
+def test_vllm_serves_z_as_the_logit_shift_w_z_both_ways(world):
+    """The serving identity, on a fixed prompt and code weights c (z = sum_k c_k e_k): vLLM's next-token
+    log-probs (after its logits processors) equal the transformers forward with z added to the final state,
+    within 1e-4, both with a dense ``logit_bias = W z`` and with our ``CodeBias`` processor (c @ W E)."""
     import os
 
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -155,26 +156,36 @@ def test_vllm_with_the_logit_bias_w_z_gives_the_log_probs_of_the_state_shifted_b
     from vllm import LLM, SamplingParams
 
     from selfplay.core.lm import encode_prompt, load_tokenizer
-    from selfplay.policy.lpc import logit_bias
+    from selfplay.policy.engines import CODE_TABLE, CODE_WEIGHTS, code_bias_processor
+    from selfplay.policy.lpc import code_table, logit_bias
 
     model = load_causal_lm(world.policy, "float32").eval()
     prompt = encode_prompt(load_tokenizer(world.tokenizer), [{"role": "user", "content": "Tell me about apples."}])
-    z = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    codes = LatentCodes(model.config.hidden_size, 3)
+    g = torch.Generator().manual_seed(0)
+    c = torch.tensor([0.2, 0.5, 0.3])
     with torch.no_grad():
+        codes.codebook.copy_(3 * torch.randn(3, model.config.hidden_size, generator=g))
+        z = codes.embed(c)
         bias = logit_bias(model, z)
         ids = torch.tensor([prompt])
         states = final_states(model, ids, torch.ones_like(ids))
         expected = torch.log_softmax(model.lm_head(states[0, -1] + z), dim=-1)
+        plain = torch.log_softmax(model.lm_head(states[0, -1]), dim=-1)
+        CODE_TABLE["table"] = code_table(codes, model)
     assert 1.0 < bias.abs().max().item() < 100.0  # a shift that matters, inside vLLM's clamp
-    llm = LLM(model=world.policy, tokenizer=world.tokenizer, dtype="float32", enforce_eager=True, seed=0,
-              max_model_len=256, logprobs_mode="processed_logprobs", max_logprobs=-1)
-    params = SamplingParams(max_tokens=1, temperature=1.0, logprobs=-1,
-                            logit_bias={i: float(b) for i, b in enumerate(bias.tolist())})
-    out = llm.generate([{"prompt_token_ids": prompt}], params, use_tqdm=False)[0].outputs[0].logprobs[0]
-    got = torch.tensor([out[i].logprob for i in range(len(expected))])
-    assert torch.allclose(got, expected, atol=1e-4), (got - expected).abs().max()
-    plain = torch.log_softmax(model.lm_head(states[0, -1]), dim=-1)
-    assert (got - plain.detach()).abs().max() > 0.5  # the bias did move them
+    engine = dict(model=world.policy, tokenizer=world.tokenizer, dtype="float32", enforce_eager=True, seed=0,
+                  max_model_len=256, logprobs_mode="processed_logprobs", max_logprobs=-1)
+    ways = {"logit_bias": ({}, {"logit_bias": {i: float(b) for i, b in enumerate(bias.tolist())}}),
+            "CodeBias": ({"logits_processors": [code_bias_processor()]}, {"extra_args": {CODE_WEIGHTS: c.tolist()}})}
+    for way, (options, request) in ways.items():
+        llm = LLM(**engine, **options)
+        params = SamplingParams(max_tokens=1, temperature=1.0, logprobs=-1, **request)
+        out = llm.generate([{"prompt_token_ids": prompt}], params, use_tqdm=False)[0].outputs[0].logprobs[0]
+        got = torch.tensor([out[i].logprob for i in range(len(expected))])
+        assert torch.allclose(got, expected, atol=1e-4), (way, (got - expected).abs().max())
+        assert (got - plain).abs().max() > 0.5, way  # the shift did move them
+        del llm
 
 
 def test_a_head_with_a_bias_or_a_shift_beyond_vllms_clamp_is_refused():
