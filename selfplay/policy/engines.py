@@ -50,6 +50,7 @@ def code_bias_processor() -> type:
             self.weights: dict[int, list[float]] = {}  # batch row -> c
             self.rows: torch.Tensor | None = None
             self.matrix: torch.Tensor | None = None
+            self.leading = False
 
         def is_argmax_invariant(self) -> bool:
             return False
@@ -57,13 +58,18 @@ def code_bias_processor() -> type:
         def update_state(self, batch_update) -> None:
             if process_dict_updates(self.weights, batch_update,
                                     lambda params, _, __: (params.extra_args or {}).get(CODE_WEIGHTS)):
-                self.rows = torch.tensor(list(self.weights), dtype=torch.long, device=self.device)
+                rows = list(self.weights)
+                self.leading = rows == list(range(len(rows)))  # the batch's first rows, in order
+                self.rows = torch.tensor(rows, dtype=torch.long, device=self.device)
                 self.matrix = torch.tensor(list(self.weights.values()), dtype=torch.float32, device=self.device)
 
         def apply(self, logits: torch.Tensor) -> torch.Tensor:
             if self.weights:
-                table = CODE_TABLE["table"].to(logits.device)
-                logits[self.rows] += (self.matrix @ table[:, :logits.shape[-1]]).to(logits.dtype)
+                shift = (self.matrix @ CODE_TABLE["table"].to(logits.device)[:, :logits.shape[-1]]).to(logits.dtype)
+                if self.leading and len(self.weights) == logits.shape[0]:
+                    logits += shift  # every row carries codes (an LPC run): in place, no gather and scatter
+                else:
+                    logits[self.rows] += shift
             return logits
 
     return CodeBias
