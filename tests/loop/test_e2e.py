@@ -332,14 +332,12 @@ def test_tensorboard_holds_exactly_the_metrics_lines_numbers(hf_run):
     assert [s for s, _ in events["train_step/loss"]] == list(range(1, len(losses) + 1))
 
 
-@pytest.mark.parametrize("backend", ["vllm", "hf"])
-def test_an_lpc_run_trains_and_serves_its_codes(world, ray_cluster, tmp_path, backend):
-    """DPO + LPC on the world, two iterations: each prompt's code weights from the prior, served as c @ W E (vLLM's
-    CodeBias processor; transformers' logits processor); it trains (the KL term in the metrics) and iter_N/ holds
-    the heads beside the policy."""
+def test_an_lpc_run_trains_and_serves_its_codes(world, ray_cluster, tmp_path):
+    """DPO + LPC on the world, two iterations: each prompt's code weights from the prior, served as c @ W E by
+    vLLM's CodeBias processor (the transformers path: ``test_selfplay_generate_serves_a_checkpoints_lpc_heads``);
+    it trains (the KL term in the metrics) and iter_N/ holds the heads beside the policy."""
     run_dir = tmp_path / "run"
-    assert main([*FAST, "iter=2", f"run.dir={run_dir}", "algo=dpo", "algo.lpc.codes=4",
-                 f"generator.backend={backend}"]) == 0
+    assert main([*FAST, "iter=2", f"run.dir={run_dir}", "algo=dpo", "algo.lpc.codes=4"]) == 0
     records = read_metrics(run_dir)
     assert all(r["train"]["lpc_kl"] >= 0 and 0 <= r["win_rate_vs_initial"] <= 1 for r in records)
     assert (run_dir / "iter_2" / "lpc.safetensors").exists() and (run_dir / "iter_2" / "model.safetensors").exists()
