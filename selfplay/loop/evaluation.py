@@ -35,6 +35,12 @@ def win_rates(probs: list[torch.Tensor], n: int, lengths: list[list[int]], clust
     return out
 
 
+def by_kind(probs: list[torch.Tensor], n: int, kinds: list[str]) -> dict[str, float]:
+    """The win rate of current against initial within each kind of prompt (the mean over its units)."""
+    rates = pairwise_blocks(probs, slice(0, n), slice(n, 2 * n)).mean(dim=(1, 2))
+    return {k: rates[[i for i, x in enumerate(kinds) if x == k]].mean().item() for k in sorted(set(kinds))}
+
+
 def evaluate(workers: Workers, judge, prompts: Prompts, current: dict, initial: dict, previous: dict,
              cfg: DictConfig, oracle: Optional[Oracle]) -> dict:
     """pi_t's held-out responses judged together with pi_0's and pi_{t-1}'s (docs/methods.md §7): the judge's
@@ -58,6 +64,9 @@ def evaluate(workers: Workers, judge, prompts: Prompts, current: dict, initial: 
     oracle_probs, labels = judge.oracle(oracle, [prompt_text(p) for p in prompts.eval], joint, vs)
     out.update(judge.fronts(labels, vs, n, None, prefix="oracle_"))
     out.update(win_rates(oracle_probs, n, joint_lengths, clusters, cfg.run.seed, prefix="oracle_"))
+    if oracle.kind is not None:
+        out["oracle_win_rate_vs_initial_by_kind"] = by_kind(oracle_probs, n, [oracle.kind(prompt_text(p))
+                                                                              for p in prompts.eval])
     for u, sample in enumerate(samples):
         sample["p_oracle"] = float(oracle_probs[u][0, n])
     return out

@@ -24,6 +24,7 @@ class Oracle:
     preferences: Callable[[str, list[str]], list[list[float]]]
     attributes: Optional[Callable[[str, str], tuple[float, ...]]] = None
     names: tuple[str, ...] = ()
+    kind: Optional[Callable[[str], str]] = None  # the kind of a prompt, for win rates by kind
 
 
 @dataclass
@@ -82,7 +83,8 @@ def resolve_data(cfg: DictConfig) -> tuple[Sources, Optional[Oracle]]:
             from selfplay.world import oracle as world_oracle
 
             prompts = world.prompts
-            oracle = Oracle(world_oracle.preference_matrix, world_oracle.attributes, world_oracle.ATTRIBUTES)
+            oracle = Oracle(world_oracle.preference_matrix, world_oracle.attributes, world_oracle.ATTRIBUTES,
+                            world_oracle.prompt_kind)
     return Sources(scorer, cfg.scorer.tokenizer or scorer, prompts, replay), oracle
 
 

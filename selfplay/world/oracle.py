@@ -75,6 +75,18 @@ class Judgement:
     tone: str  # one of TONES, or "" when the response does not open with one
 
 
+KINDS: tuple[str, ...] = ("tell", "what", "describe", "briefly", "facts", "talk")  # one per template, in order
+
+
+def prompt_kind(prompt: str) -> str:
+    """The kind of a prompt: the template it was made from (``KINDS``), or ``other``."""
+    for kind, template in zip(KINDS, TEMPLATES):
+        head, tail = template.split("{}")
+        if prompt.startswith(head) and prompt.endswith(tail) and len(prompt) > len(head) + len(tail):
+            return kind
+    return "other"
+
+
 def prompt_topics(prompt: str) -> list[str]:
     """The topics a prompt asks about, in order of appearance."""
     words = _WORD.findall(prompt.lower())

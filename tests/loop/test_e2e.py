@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from selfplay.core.checkpoint import read_metrics
 from selfplay.run import main
+from selfplay.world.oracle import KINDS
 
 FAST = ["smoke", "run.progress=false"]
 
@@ -52,6 +53,8 @@ def test_vllm_run_writes_checkpoints_and_metrics(world, ray_cluster, tmp_path):
             lo, hi = r[f"{key}_ci"]  # 95% over the held-out prompts
             assert 0.0 <= lo <= r[key] <= hi <= 1.0 and 0.0 <= r[f"lc_{key}"] <= 1.0
         assert r["eval_prompts"] == 16  # the smoke preset's eval.prompts
+        kinds = r["oracle_win_rate_vs_initial_by_kind"]  # the world's prompt kinds (its templates)
+        assert kinds and set(kinds) <= set(KINDS) and all(0 <= v <= 1 for v in kinds.values())
         assert r["mean_response_length"] > 0 and r["train_loss"] >= 0
         assert all(r[f"{s}_s"] >= 0 for s in ("generate", "score", "train", "sync", "eval"))
         assert r["engine_starts"] == 1  # weights were loaded in place, never by restarting the engine

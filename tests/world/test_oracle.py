@@ -277,3 +277,15 @@ def test_steered_rows_are_the_best_candidate_along_their_direction(monkeypatch):
 
     assert mean_words(rows(-45.0)) + 4 < mean_words(rows(45.0))
     assert mean_words(rows(45.0, n=2)) < mean_words(rows(45.0))  # fewer candidates: a weaker pull
+
+
+def test_every_prompt_has_the_kind_of_its_template():
+    from selfplay.world.corpus import make_prompts
+    from selfplay.world.oracle import KINDS, TEMPLATES, prompt_kind
+
+    for kind, template in zip(KINDS, TEMPLATES):
+        assert prompt_kind(template.format("apples")) == kind
+        assert prompt_kind(template.format("apples and trains")) == kind
+    kinds = {prompt_kind(p) for p in make_prompts(200, random.Random(0))}
+    assert kinds == set(KINDS)
+    assert prompt_kind("What?") == "other" and prompt_kind("Hello there.") == "other"
