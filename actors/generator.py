@@ -16,7 +16,7 @@ class Generator:
                                      code_bias)
 
     def generate(self, prompt_ids, n, temperature, top_p, max_new_tokens, seed, codes=None):
-        extra = {} if codes is None else {"codes": codes}  # LPC's z per prompt
+        extra = {} if codes is None else {"codes": codes}  # LPC's code weights per prompt
         return self.engine.generate(prompt_ids, n, temperature, top_p, max_new_tokens, seed, **extra)
 
     def load_bucket(self, bucket) -> None:

@@ -39,11 +39,11 @@ def scalars(record: dict, prefix: str = "") -> Iterator[tuple[str, float]]:
 
 def samples_markdown(samples: list[dict]) -> str:
     """The samples as a Markdown table (TensorBoard renders it): one row a prompt."""
-    keys = [k for k in samples[0]] if samples else []
-    cell = lambda v: (f"{v:.3f}" if isinstance(v, float) else str(v)).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    rows = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    rows += ["| " + " | ".join(cell(s[k]) for k in keys) + " |" for s in samples]
-    return "\n".join(rows)
+    from selfplay.core.report import markdown_table
+
+    keys = list(samples[0]) if samples else []
+    return markdown_table(keys, [[f"{s[k]:.3f}" if isinstance(s[k], float) else str(s[k]) for k in keys]
+                                 for s in samples])
 
 
 class TensorBoard:

@@ -150,8 +150,10 @@ def iteration_rows(records: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 
 def markdown_table(head: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table; a cell's ``|`` escaped and its line breaks turned to spaces."""
+    cell = lambda c: c.replace("|", "\\|").replace("\n", " ")  # noqa: E731
     return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-                     + ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows])
+                     + ["| " + " | ".join(map(cell, row)) + " |" for row in rows])
 
 
 def markdown(runs: dict[str, list[dict]]) -> str:

@@ -5,7 +5,7 @@ P(a > b) over A's n samples x B's n samples; the win rate is the mean of that ov
 
 - ``bootstrap_interval``: the 95% percentile interval by resampling **prompts** with replacement (the samples of
   one prompt share it and are not independent), seeded, so a run's intervals are reproducible.
-- ``length_controlled``: AlpacaEval's length-controlled win rate (Dubois et al. 2024, arXiv 2404.04475, eq. 1
+- ``lc_rate``: AlpacaEval's length-controlled win rate (Dubois et al. 2024, arXiv 2404.04475, eq. 1
   without the per-instruction term, which cancels when both policies answer the same prompts): regress every
   pair's preference on its normalised length difference, logit P(a > b) = theta + phi tanh((|a| - |b|) / s) with
   s the standard deviation of the length differences, and report the prediction at equal length, sigmoid(theta).
@@ -56,9 +56,9 @@ def lc_rate(prefs: torch.Tensor, length_diff: torch.Tensor, weights: torch.Tenso
         p = torch.sigmoid(theta[:, :1, None] + theta[:, 1:, None] * x)  # (B, P, m)
         r, h = w * (p - y), w * p * (1 - p)
         grad = torch.stack([r.sum((1, 2)), (r * x).sum((1, 2)) + RIDGE * theta[:, 1]], dim=1)
-        hxx = (h * x * x).sum((1, 2)) + RIDGE
-        hess = torch.stack([torch.stack([h.sum((1, 2)) + 1e-12, (h * x).sum((1, 2))], 1),
-                            torch.stack([(h * x).sum((1, 2)), hxx], 1)], 1)
+        hx = (h * x).sum((1, 2))
+        hess = torch.stack([torch.stack([h.sum((1, 2)) + 1e-12, hx], 1),
+                            torch.stack([hx, (h * x * x).sum((1, 2)) + RIDGE], 1)], 1)
         step = torch.linalg.solve(hess, grad).clamp(-5.0, 5.0)  # damped: a rate of exactly 0 or 1 diverges
         theta = theta - step
         if step.abs().max() < 1e-9:

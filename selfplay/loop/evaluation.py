@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from selfplay.core.batch import Batch
 from selfplay.core.checkpoint import EVAL_DIR
 from selfplay.core.lm import prompt_text
+from selfplay.core.report import rate_text
 from selfplay.core.win_rates import pairwise_blocks, win_rate_report
 from selfplay.loop.plan import Oracle, Prompts
 from selfplay.loop.stages import Workers
@@ -49,11 +50,12 @@ def evaluate(workers: Workers, judge, prompts: Prompts, current: dict, initial: 
     joint = [c + i + p for c, i, p in zip(current["responses"], initial["responses"], previous["responses"])]
     joint_lengths = [c + i + p for c, i, p in zip(current["lengths"], initial["lengths"], previous["lengths"])]
     clusters = judge.prompt_of_units(len(joint))
+    texts = [prompt_text(p) for p in prompts.eval]
     verdict = judge.judge(workers, prompts.eval, joint, vs, cfg)
     probs = verdict.probabilities()
     out = {"eval_prompts": max(clusters) + 1, **win_rates(probs, n, joint_lengths, clusters, cfg.run.seed)}
     # the first held-out units' first responses of pi_0 and pi_t, with P(pi_t's > pi_0's)
-    samples = [{"prompt": prompt_text(prompts.eval[u]), "initial": joint[u][n], "current": joint[u][0],
+    samples = [{"prompt": texts[u], "initial": joint[u][n], "current": joint[u][0],
                 "p_scorer": probs[u][0, n].item()} for u in range(min(cfg.log.samples, len(joint)))]
     out["samples"] = samples
     lengths = [x for g in current["lengths"] for x in g]
@@ -61,12 +63,11 @@ def evaluate(workers: Workers, judge, prompts: Prompts, current: dict, initial: 
     out.update(judge.fronts(verdict.rewards, vs, n, current["lengths"]))
     if oracle is None:
         return out
-    oracle_probs, labels = judge.oracle(oracle, [prompt_text(p) for p in prompts.eval], joint, vs)
+    oracle_probs, labels = judge.oracle(oracle, texts, joint, vs)
     out.update(judge.fronts(labels, vs, n, None, prefix="oracle_"))
     out.update(win_rates(oracle_probs, n, joint_lengths, clusters, cfg.run.seed, prefix="oracle_"))
     if oracle.kind is not None:
-        out["oracle_win_rate_vs_initial_by_kind"] = by_kind(oracle_probs, n, [oracle.kind(prompt_text(p))
-                                                                              for p in prompts.eval])
+        out["oracle_win_rate_vs_initial_by_kind"] = by_kind(oracle_probs, n, list(map(oracle.kind, texts)))
     for u, sample in enumerate(samples):
         sample["p_oracle"] = float(oracle_probs[u][0, n])
     return out
@@ -99,8 +100,7 @@ def iteration_record(t: int, result: dict, train_stats: dict, rollout: Batch, en
 
 def rate(r: dict, key: str) -> str:
     """``0.777 ± 0.030 (lc 0.702)``: the win rate, the half-width of its 95% interval, the length-controlled one."""
-    lo, hi = r[f"{key}_ci"]
-    return f"{r[key]:.3f} ± {(hi - lo) / 2:.3f} (lc {r['lc_' + key]:.3f})"
+    return f"{rate_text(r, key)} (lc {r['lc_' + key]:.3f})"
 
 
 def summary_line(r: dict) -> str:

@@ -34,6 +34,15 @@ class Workers:
     def actors(self) -> list:
         return [*self.generators, self.scorer, *self.learner.ranks]
 
+    def generator_names(self) -> list[str]:
+        """How a timeout error names each generator."""
+        return [f"generator {i}" for i in range(len(self.generators))]
+
+
+def rank_names(refs: list, first: int = 0) -> list[str]:
+    """How a timeout error names the learner ranks whose refs these are (rank ``first`` onwards)."""
+    return [f"learner rank {first + r}" for r in range(len(refs))]
+
 
 def iteration_seed(cfg: DictConfig, t: int, salt: int) -> int:
     return (cfg.run.seed * 1_000_003 + t * 10_007 + salt * 101) % (2**31 - 1)
@@ -109,7 +118,7 @@ def generators_asleep(workers: Workers, cfg: DictConfig, times: dict[str, float]
     if not cfg.placement.colocate:
         yield
         return
-    names = [f"generator {i}" for i in range(len(workers.generators))]
+    names = workers.generator_names()
     start = time.perf_counter()
     wait_named([g.sleep.remote(cfg.placement.sleep_level) for g in workers.generators], names, cfg.sync.timeout_s,
                "sleep")
@@ -132,7 +141,7 @@ def connect_weight_transfer(workers: Workers, cfg: DictConfig) -> None:
     ranks = workers.learner.connect_generators(cfg.sync.transport, client,
                                                len(workers.generators) * cfg.generator.tensor_parallel,
                                                int(cfg.sync.bucket_mb * 2**20), dtype)
-    wait_named(ranks, [f"learner rank {r}" for r in range(len(ranks))], 2 * cfg.sync.timeout_s,
+    wait_named(ranks, rank_names(ranks), 2 * cfg.sync.timeout_s,
                "weight transfer rendezvous")
 
 
@@ -144,7 +153,7 @@ def send_code_table(workers: Workers, cfg: DictConfig) -> None:
 
     table = ray.put(leader(workers.learner.code_table()))
     wait_named([g.set_code_table.remote(table) for g in workers.generators],
-               [f"generator {i}" for i in range(len(workers.generators))], cfg.sync.timeout_s, "LPC code table")
+               workers.generator_names(), cfg.sync.timeout_s, "LPC code table")
 
 
 def sync_weights(workers: Workers, cfg: DictConfig) -> int:
@@ -157,16 +166,16 @@ def sync_weights(workers: Workers, cfg: DictConfig) -> int:
     if cfg.sync.transport != "object_store":
         ranks = workers.learner.send_weights()
         # start, update and finish are each bounded inside; this bounds a broadcast that a dead generator left
-        return wait_named(ranks, [f"learner rank {r}" for r in range(len(ranks))], 3 * cfg.sync.timeout_s,
+        return wait_named(ranks, rank_names(ranks), 3 * cfg.sync.timeout_s,
                           "weight sync")[0]
-    names = [f"generator {i}" for i in range(len(workers.generators))]
+    names = workers.generator_names()
     n = leader(workers.learner.plan_sync(int(cfg.sync.bucket_mb * 2**20)))
     parts = workers.learner.weight_bucket(0)  # rank 0's packed bucket first; the other ranks help gather it
     for i in range(n):
         loads = [g.load_bucket.remote(parts[0]) for g in workers.generators]
         helpers = parts[1:]
         parts = workers.learner.weight_bucket(i + 1) if i + 1 < n else []
-        wait_named(loads + helpers, names + [f"learner rank {r + 1}" for r in range(len(helpers))],
+        wait_named(loads + helpers, names + rank_names(helpers, first=1),
                    cfg.sync.timeout_s, f"weight sync, bucket {i + 1} of {n}")
     wait_named([g.finish_sync.remote() for g in workers.generators], names, cfg.sync.timeout_s, "weight sync")
     return n

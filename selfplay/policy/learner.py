@@ -209,9 +209,9 @@ class Learner:
             step_examples = order[start:start + cfg.batch_size]
             self.optimizer.zero_grad()
             step_loss = 0.0
+            g = self._mixing_weight(epoch * self.steps_per_epoch(batch) + start // cfg.batch_size, steps, iteration)
             for part_rows in self._micro_batches(step_examples):
                 part = batch.select(part_rows or step_examples[:1])
-                g = self._mixing_weight(epoch * self.steps_per_epoch(batch) + start // cfg.batch_size, steps, iteration)
                 logps, kl = self._policy_logprobs(part, g, gen)
                 per_example, metrics = self.algorithm.objective(self._loss_inputs(part, logps, kl), self.algo_cfg)
                 # an empty share still runs forward and backward (the shards' collectives), with weight 0

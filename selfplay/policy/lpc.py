@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfplay.core.lm import pad_sequences
+
 WEIGHTS, SETTINGS = "lpc.safetensors", "lpc.json"
 
 
@@ -117,8 +119,6 @@ def code_table(codes: LatentCodes, model: nn.Module) -> torch.Tensor:
 
 def prompt_states(model: nn.Module, prompt_ids: list[list[int]], pad_id: int) -> torch.Tensor:
     """h_x for each prompt (its last token's final state), the prior's input: (P, d)."""
-    from selfplay.core.lm import pad_sequences
-
     ids, attn = pad_sequences(prompt_ids, pad_id)
     device = next(model.parameters()).device
     ids, attn = ids.to(device), attn.to(device)
