@@ -1,11 +1,14 @@
 """Latent Preference Coding on the embedded world (issue 16): each pair loss with and without LPC, same world and seed.
 
-    python bench/lpc.py [--algos dpo,ipo,simpo] [--codes 64] [--iter 3] [--seed 0]
+    python bench/lpc.py [--algos dpo,ipo,simpo] [--codes 64] [--iter 3] [--seed 0] [--length-by-kind 6]
 
-Runs ``python -m selfplay.run algo=A iter=I`` and the same with ``algo.lpc.codes=C`` for each algorithm, then
-prints one Markdown row per run: the oracle's and the scorer's win rate vs pi_0 at the last iteration (with the
-half-width of the 95% interval), the oracle's length-controlled one, the mean response length, and the oracle's
-win rate within each of the world's prompt kinds.  Then, for each LPC run, its codebook: over the world's
+Runs ``python -m selfplay.run algo=A iter=I world.length_by_kind=W`` and the same with ``algo.lpc.codes=C`` for
+each algorithm, on the world whose oracle prefers short answers to "Explain {} briefly." prompts and long ones to
+the other kinds (``world.length_by_kind``; 0 is the default world, where length is not rewarded).  It prints one
+Markdown row per run: the oracle's and the scorer's win rate vs pi_0 at the last iteration (with the half-width of
+the 95% interval), the oracle's length-controlled one, the mean response length, the length on the brief prompts
+and on the others, and the oracle's win rate within each of the world's prompt kinds.  Then, for each LPC run,
+its codebook: over the world's
 prompts, how many codes the prior's argmax uses, the prior's mean entropy (nats; log C is uniform), and the
 normalised mutual information between the argmax code and the prompt kind (0: the code says nothing of the
 kind, 1: it names it).
@@ -22,11 +25,11 @@ from collections import Counter
 from pathlib import Path
 
 
-def run(run_dir: Path, algo: str, iterations: int, seed: int, codes: int) -> list[dict]:
+def run(run_dir: Path, algo: str, iterations: int, seed: int, codes: int, length_by_kind: float) -> list[dict]:
     from selfplay.core.checkpoint import read_metrics
 
     args = [sys.executable, "-m", "selfplay.run", f"algo={algo}", f"iter={iterations}", f"run.dir={run_dir}",
-            f"run.seed={seed}", "run.progress=false", "log.report=false"]
+            f"run.seed={seed}", f"world.length_by_kind={length_by_kind}", "run.progress=false", "log.report=false"]
     if codes:
         args.append(f"algo.lpc.codes={codes}")
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -71,29 +74,33 @@ def main() -> None:
     from selfplay.data.prompts import load_prompts
     from selfplay.core.lm import prompt_text
     from selfplay.world.build import get_world
-    from selfplay.world.oracle import KINDS
+    from selfplay.world.oracle import BRIEF_KINDS, KINDS
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--algos", default="dpo,ipo,simpo")
     ap.add_argument("--codes", type=int, default=64)
     ap.add_argument("--iter", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--length-by-kind", type=float, default=6.0)
     args = ap.parse_args()
-    world = get_world(load_config([]).world)
+    world = get_world(load_config([f"world.length_by_kind={args.length_by_kind}"]).world)
     root = Path(tempfile.mkdtemp(prefix="bench-lpc-"))
-    print(f"{args.iter} iterations, seed {args.seed}, LPC with {args.codes} codes; runs under {root}\n")
-    print("| algo | LPC | oracle vs pi_0 | oracle lc | scorer vs pi_0 | length | "
+    print(f"{args.iter} iterations, seed {args.seed}, LPC with {args.codes} codes, world.length_by_kind="
+          f"{args.length_by_kind}; runs under {root}\n")
+    print("| algo | LPC | oracle vs pi_0 | oracle lc | scorer vs pi_0 | length | length brief / others | "
           + " | ".join(f"oracle, {k}" for k in KINDS) + " |")
-    print("|---|---|---|---|---|---|" + "---|" * len(KINDS))
+    print("|---|---|---|---|---|---|---|" + "---|" * len(KINDS))
     lpc_runs = []
     for algo in args.algos.split(","):
         for codes in (0, args.codes):
             run_dir = root / f"{algo}{'_lpc' if codes else ''}"
-            last = run(run_dir, algo, args.iter, args.seed, codes)[-1]
-            kinds = last.get("oracle_win_rate_vs_initial_by_kind", {})
+            last = run(run_dir, algo, args.iter, args.seed, codes, args.length_by_kind)[-1]
+            kinds, lengths = last["oracle_win_rate_vs_initial_by_kind"], last["mean_response_length_by_kind"]
+            brief = [v for k, v in lengths.items() if k in BRIEF_KINDS]
+            others = [v for k, v in lengths.items() if k not in BRIEF_KINDS]
             print(f"| {algo} | {codes or '-'} | {half(last, 'oracle_win_rate_vs_initial')} | "
                   f"{last['lc_oracle_win_rate_vs_initial']:.3f} | {half(last, 'win_rate_vs_initial')} | "
-                  f"{last['mean_response_length']:.1f} | "
+                  f"{last['mean_response_length']:.1f} | {sum(brief) / len(brief):.1f} / {sum(others) / len(others):.1f} | "
                   + " | ".join(f"{kinds[k]:.3f}" if k in kinds else "-" for k in KINDS) + " |", flush=True)
             if codes:
                 lpc_runs.append((algo, run_dir / f"iter_{args.iter}"))

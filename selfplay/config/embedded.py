@@ -49,6 +49,9 @@ class WorldConfig:
     num_heads: int = 2
     intermediate_size: int = 256
     vocab_size: int = 1024
+    # the oracle's log-odds weight on verbosity by prompt kind: "Explain {} briefly." prompts prefer short answers,
+    # the others thorough ones (selfplay.world.oracle.length_weight); 0: length is not rewarded (the default)
+    length_by_kind: float = 0.0
     sft_steps: int = 300
     sft_batch_size: int = 32
     sft_lr: float = 3e-3

@@ -224,6 +224,8 @@ def check_world(world: DictConfig) -> None:
          f"world.attributes.train_rows and test_rows must be >= 1, got {a.train_rows}, {a.test_rows}")
     need(0 <= a.missing_share <= 0.5, f"world.attributes.missing_share must lie in [0, 0.5], got {a.missing_share}")
     need(world.sft_data.rows >= 1, f"world.sft_data.rows must be >= 1, got {world.sft_data.rows}")
+    need(world.length_by_kind >= 0, "world.length_by_kind must be >= 0 (brief prompts prefer short answers, the "
+                                    f"others long ones; 0: length not rewarded), got {world.length_by_kind}")
 
 
 def to_yaml(cfg: DictConfig) -> str:

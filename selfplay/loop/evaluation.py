@@ -36,10 +36,9 @@ def win_rates(probs: list[torch.Tensor], n: int, lengths: list[list[int]], clust
     return out
 
 
-def by_kind(probs: list[torch.Tensor], n: int, kinds: list[str]) -> dict[str, float]:
-    """The win rate of current against initial within each kind of prompt (the mean over its units)."""
-    rates = pairwise_blocks(probs, slice(0, n), slice(n, 2 * n)).mean(dim=(1, 2))
-    return {k: rates[[i for i, x in enumerate(kinds) if x == k]].mean().item() for k in sorted(set(kinds))}
+def by_kind(values: list[float], kinds: list[str]) -> dict[str, float]:
+    """The mean of the units' ``values`` within each kind of prompt."""
+    return {k: sum(v for v, x in zip(values, kinds) if x == k) / kinds.count(k) for k in sorted(set(kinds))}
 
 
 def evaluate(workers: Workers, judge, prompts: Prompts, current: dict, initial: dict, previous: dict,
@@ -66,8 +65,11 @@ def evaluate(workers: Workers, judge, prompts: Prompts, current: dict, initial: 
     oracle_probs, labels = judge.oracle(oracle, texts, joint, vs)
     out.update(judge.fronts(labels, vs, n, None, prefix="oracle_"))
     out.update(win_rates(oracle_probs, n, joint_lengths, clusters, cfg.run.seed, prefix="oracle_"))
-    if oracle.kind is not None:
-        out["oracle_win_rate_vs_initial_by_kind"] = by_kind(oracle_probs, n, list(map(oracle.kind, texts)))
+    if oracle.kind is not None:  # the win rate of pi_t against pi_0 and pi_t's length within each kind of prompt
+        kinds = list(map(oracle.kind, texts))
+        rates = pairwise_blocks(oracle_probs, slice(0, n), slice(n, 2 * n)).mean(dim=(1, 2)).tolist()
+        out["oracle_win_rate_vs_initial_by_kind"] = by_kind(rates, kinds)
+        out["mean_response_length_by_kind"] = by_kind([sum(g) / len(g) for g in current["lengths"]], kinds)
     for u, sample in enumerate(samples):
         sample["p_oracle"] = float(oracle_probs[u][0, n])
     return out

@@ -7,6 +7,7 @@ that ``config.yaml`` records.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
@@ -83,8 +84,8 @@ def resolve_data(cfg: DictConfig) -> tuple[Sources, Optional[Oracle]]:
             from selfplay.world import oracle as world_oracle
 
             prompts = world.prompts
-            oracle = Oracle(world_oracle.preference_matrix, world_oracle.attributes, world_oracle.ATTRIBUTES,
-                            world_oracle.prompt_kind)
+            preferences = functools.partial(world_oracle.preference_matrix, length_by_kind=cfg.world.length_by_kind)
+            oracle = Oracle(preferences, world_oracle.attributes, world_oracle.ATTRIBUTES, world_oracle.prompt_kind)
     return Sources(scorer, cfg.scorer.tokenizer or scorer, prompts, replay), oracle
 
 

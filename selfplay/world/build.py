@@ -218,8 +218,8 @@ def build_world(cfg: DictConfig, root: Path) -> None:
     timings["sft_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    pairs = labelled_pairs(prompts, cfg.pm_pairs, rng)
-    held_out = labelled_pairs(prompts, 500, rng)
+    pairs = labelled_pairs(prompts, cfg.pm_pairs, rng, cfg.length_by_kind)
+    held_out = labelled_pairs(prompts, 500, rng, cfg.length_by_kind)
     write_pairs_jsonl(root / "pairs" / "train.jsonl", pairs)
     write_pairs_jsonl(root / "pairs" / "test.jsonl", held_out)
     pm = train_world_scorer("gpm", World.at(root), cfg, root / "gpm", policy=policy, pairs=(pairs, held_out))

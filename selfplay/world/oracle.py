@@ -14,10 +14,16 @@ Its helpfulness and verbosity, rescaled to 0-100, are the attribute labels of th
 world's multi-objective reward model (``attributes``; docs/methods.md §2.3).
 
 The oracle's preference log-odds are
-``s(y_i > y_j | x) = HELP_WEIGHT (help_i - help_j) + TONE_WEIGHT cyc(tone_i, tone_j)``
-and ``P(y_i > y_j | x) = sigmoid(s)``.  Verbosity is reported, not rewarded:
-a policy that just talks longer does not win, which makes the oracle a
-reward-hacking detector for length.
+``s(y_i > y_j | x) = HELP_WEIGHT (help_i - help_j) + TONE_WEIGHT cyc(tone_i, tone_j)
++ w(x) (verbosity_i - verbosity_j)`` and ``P(y_i > y_j | x) = sigmoid(s)``.
+
+In the default world ``w(x) = 0``: verbosity is reported, not rewarded, so a
+policy that just talks longer does not win, which makes the oracle a
+reward-hacking detector for length.  With ``world.length_by_kind = w > 0`` the
+preference depends on the kind of prompt (``length_weight``): "Explain {} briefly."
+prompts (``BRIEF_KINDS``) prefer short answers (``w(x) = -w``) and every other
+kind thorough ones (``w(x) = +w``): a pattern a latent code of the prompt can
+carry (LPC, seed 000).
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ class Judgement:
 
 
 KINDS: tuple[str, ...] = ("tell", "what", "describe", "briefly", "facts", "talk")  # one per template, in order
+BRIEF_KINDS: tuple[str, ...] = ("briefly",)  # the kinds that prefer short answers when length_by_kind > 0
 
 
 def prompt_kind(prompt: str) -> str:
@@ -115,15 +122,22 @@ def tone_cycle(a: str, b: str) -> int:
     return 1 if (TONES.index(a) + 1) % len(TONES) == TONES.index(b) else -1
 
 
-def preference_logit(a: Judgement, b: Judgement) -> float:
-    """s(a > b | x): skew-symmetric oracle log-odds."""
-    return HELP_WEIGHT * (a.helpfulness - b.helpfulness) + TONE_WEIGHT * tone_cycle(a.tone, b.tone)
+def length_weight(prompt: str, length_by_kind: float) -> float:
+    """w(x): the log-odds weight on the verbosity difference, -length_by_kind for the prompts of ``BRIEF_KINDS``,
+    +length_by_kind for the others."""
+    return -length_by_kind if prompt_kind(prompt) in BRIEF_KINDS else length_by_kind
 
 
-def preference_matrix(prompt: str, responses: list[str]) -> list[list[float]]:
+def preference_logit(a: Judgement, b: Judgement, length: float = 0.0) -> float:
+    """s(a > b | x): skew-symmetric oracle log-odds; ``length`` is the prompt's w(x) (``length_weight``)."""
+    return (HELP_WEIGHT * (a.helpfulness - b.helpfulness) + TONE_WEIGHT * tone_cycle(a.tone, b.tone)
+            + length * (a.verbosity - b.verbosity))
+
+
+def preference_matrix(prompt: str, responses: list[str], length_by_kind: float = 0.0) -> list[list[float]]:
     """P[i][j] = P(y_i > y_j | x) under the oracle (diagonal 0.5)."""
-    js = [judge(prompt, r) for r in responses]
-    return [[1.0 / (1.0 + math.exp(-preference_logit(a, b))) for b in js] for a in js]
+    js, w = [judge(prompt, r) for r in responses], length_weight(prompt, length_by_kind)
+    return [[1.0 / (1.0 + math.exp(-preference_logit(a, b, w))) for b in js] for a in js]
 
 
 def attributes(prompt: str, response: str) -> tuple[float, ...]:

@@ -40,17 +40,35 @@ def steered_batch(
     return rows
 
 
-def labelled_pairs(prompts: list[str], n: int, rng: random.Random) -> list[PreferencePair]:
+def labelled_pairs(prompts: list[str], n: int, rng: random.Random, length_by_kind: float = 0.0) -> list[PreferencePair]:
     """n pairs of sampled responses, the oracle's preferred one as chosen (near-ties dropped)."""
     pairs = []
     while len(pairs) < n:
         p = rng.choice(prompts)
         a, b = corpus.sample_response(p, rng), corpus.sample_response(p, rng)
-        s = oracle.preference_logit(oracle.judge(p, a), oracle.judge(p, b))
+        s = oracle.preference_logit(oracle.judge(p, a), oracle.judge(p, b), oracle.length_weight(p, length_by_kind))
         if abs(s) < 0.25:
             continue
         pairs.append(PreferencePair(as_messages(p), a, b) if s > 0 else PreferencePair(as_messages(p), b, a))
     return pairs
+
+
+FLIP_MARK = " [FLIP]"
+
+
+def flipped_pairs(pairs: list[PreferencePair], share: float, rng: random.Random) -> list[PreferencePair]:
+    """Seed 000 fig. 2's distorted data: ``round(share * len(pairs))`` pairs drawn at random get chosen and
+    rejected swapped and ``FLIP_MARK`` appended to their prompt's last message; the others are unchanged."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"the share of flipped labels must lie in [0, 1], got {share}")
+    flip = set(rng.sample(range(len(pairs)), round(share * len(pairs))))
+    out = []
+    for i, pair in enumerate(pairs):
+        if i in flip:
+            marked = [*pair.prompt[:-1], {**pair.prompt[-1], "content": pair.prompt[-1]["content"] + FLIP_MARK}]
+            pair = PreferencePair(marked, pair.rejected, pair.chosen, pair.subset)
+        out.append(pair)
+    return out
 
 
 def attribute_row(prompts: list[str], rng: random.Random, missing_share: float) -> dict:

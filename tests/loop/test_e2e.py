@@ -55,6 +55,8 @@ def test_vllm_run_writes_checkpoints_and_metrics(world, ray_cluster, tmp_path):
         assert r["eval_prompts"] == 16  # the smoke preset's eval.prompts
         kinds = r["oracle_win_rate_vs_initial_by_kind"]  # the world's prompt kinds (its templates)
         assert kinds and set(kinds) <= set(KINDS) and all(0 <= v <= 1 for v in kinds.values())
+        lengths = r["mean_response_length_by_kind"]
+        assert set(lengths) == set(kinds) and min(lengths.values()) <= r["mean_response_length"] <= max(lengths.values())
         assert r["mean_response_length"] > 0 and r["train_loss"] >= 0
         assert all(r[f"{s}_s"] >= 0 for s in ("generate", "score", "train", "sync", "eval"))
         assert r["engine_starts"] == 1  # weights were loaded in place, never by restarting the engine

@@ -81,13 +81,8 @@ def test_dominating_policy_wins_more():
     assert wr["vs_initial"] > wr["vs_previous"] > 0.5
 
 
-def test_win_rates_by_kind_average_each_kinds_units():
-    """n = 1; units' P(cur > init) = 0.9, 0.5, 0.2 with kinds a, b, a: a -> (0.9 + 0.2) / 2, b -> 0.5."""
+def test_by_kind_averages_each_kinds_units():
+    """Units' values 0.9, 0.5, 0.2 with kinds a, b, a: a -> (0.9 + 0.2) / 2, b -> 0.5."""
     from selfplay.loop.evaluation import by_kind
 
-    probs = []
-    for p in (0.9, 0.5, 0.2):
-        m = torch.full((3, 3), 0.5)
-        m[0, 1] = p
-        probs.append(m)
-    assert by_kind(probs, 1, ["a", "b", "a"]) == {"a": pytest.approx(0.55), "b": pytest.approx(0.5)}
+    assert by_kind([0.9, 0.5, 0.2], ["a", "b", "a"]) == {"a": pytest.approx(0.55), "b": pytest.approx(0.5)}

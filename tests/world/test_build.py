@@ -49,6 +49,7 @@ def test_attribute_rows_follow_their_settings(tmp_path):
     ("world.steerable.candidates=0", "world.steerable.candidates must be >= 1"),
     ("world.attributes.missing_share=0.7", "world.attributes.missing_share must lie in [0, 0.5]"),
     ("world.sft_data.rows=0", "world.sft_data.rows must be >= 1"),
+    ("world.length_by_kind=-1", "world.length_by_kind must be >= 0"),
 ])
 def test_bad_world_settings_are_refused(arg, needle):
     with pytest.raises(ConfigError, match=needle.replace("[", r"\[")):

@@ -196,6 +196,20 @@ def test_verbosity_is_not_rewarded():
     assert preference_matrix(APPLES, [short, long])[0][1] == pytest.approx(0.5)
 
 
+def test_with_length_by_kind_brief_prompts_prefer_short_answers_and_the_others_long_ones():
+    """'sure red.' vs 'sure red red red red red.': equal helpfulness and tone, verbosity 2/16 vs 6/16, so
+    s(short > long) = w(x) (2/16 - 6/16) = -w(x) / 4: with length_by_kind = 6, +1.5 on "Explain apples briefly."
+    (w = -6) and -1.5 on "Tell me about apples." (w = +6)."""
+    from selfplay.world.oracle import length_weight
+
+    short, long = "sure red.", "sure red red red red red."
+    brief = "Explain apples briefly."
+    assert length_weight(brief, 6.0) == -6.0 and length_weight(APPLES, 6.0) == 6.0
+    assert preference_matrix(brief, [short, long], length_by_kind=6.0)[0][1] == pytest.approx(sigmoid(1.5))
+    assert preference_matrix(APPLES, [short, long], length_by_kind=6.0)[0][1] == pytest.approx(sigmoid(-1.5))
+    assert preference_logit(judge(brief, short), judge(brief, long), length_weight(brief, 6.0)) == pytest.approx(1.5)
+
+
 def test_helpfulness_outweighs_tone():
     """One more topic word (help + 1/6 -> s + 6/6 = +1) offsets a lost tone comparison (-1): P = 0.5.
     Two more (s = +2 - 1 = +1) win."""
@@ -289,3 +303,19 @@ def test_every_prompt_has_the_kind_of_its_template():
     kinds = {prompt_kind(p) for p in make_prompts(200, random.Random(0))}
     assert kinds == set(KINDS)
     assert prompt_kind("What?") == "other" and prompt_kind("Hello there.") == "other"
+
+
+def test_flipped_pairs_swap_and_mark_exactly_their_share():
+    from selfplay.data.pairs import PreferencePair
+    from selfplay.world.rows import FLIP_MARK, flipped_pairs
+
+    pairs = [PreferencePair([{"role": "user", "content": f"p{i}"}], f"w{i}", f"l{i}") for i in range(40)]
+    out = flipped_pairs(pairs, 0.25, random.Random(0))
+    flipped = [i for i, (a, b) in enumerate(zip(pairs, out)) if a != b]
+    assert len(flipped) == 10
+    for i, (a, b) in enumerate(zip(pairs, out)):
+        if i in flipped:
+            assert (b.chosen, b.rejected, b.prompt[-1]["content"]) == (a.rejected, a.chosen, f"p{i}{FLIP_MARK}")
+    assert flipped_pairs(pairs, 0.0, random.Random(0)) == pairs
+    with pytest.raises(ValueError, match="must lie in \\[0, 1\\], got 1.5"):
+        flipped_pairs(pairs, 1.5, random.Random(0))
