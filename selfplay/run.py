@@ -89,14 +89,15 @@ def prepare_run_dir(cfg: DictConfig, sources) -> tuple[Path, int]:
     the config with its resolved sources; a resumed run must resolve to the same."""
     from selfplay.core.checkpoint import atomic_write_text, clean_incomplete, last_complete_iteration, read_metrics
     from selfplay.loop.plan import RunError
+    from selfplay.loop.preflight import check_writable
 
     run_dir = Path(cfg.run.dir).expanduser().resolve()
+    check_writable(run_dir)
     saved = run_dir / "config.yaml"
     recorded = sources.record(cfg)
     if not cfg.run.resume:
         if saved.exists() or read_metrics(run_dir):
             raise RunError(f"{run_dir} already holds a run; pass run.resume=true to continue it, or choose another run.dir")
-        run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(saved, to_yaml(recorded))
         return run_dir, 0
     if not saved.exists():
@@ -189,9 +190,11 @@ def main(argv: list[str]) -> int:
     from selfplay.core.lm import load_tokenizer
     from selfplay.loop.driver import selfplay
     from selfplay.loop.plan import RunError
+    from selfplay.loop.preflight import check_models
 
     try:
         sources, oracle, judge = resolve_sources(cfg)
+        check_models(sources)  # weights present and safe, tokenizers within the embeddings: before any actor
         if cfg.placement.check:  # before any model or prompt is loaded, any actor started
             _, problems = plan(cfg, sources.policy, sources.scorer)
             if problems:

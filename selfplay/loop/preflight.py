@@ -1,0 +1,108 @@
+"""What the driver checks of the run's models and directory before Ray starts, from configs and file listings.
+
+Without these, a policy whose tokenizer has more tokens than its embedding has rows runs until an actor dies with
+``IndexError: index out of range in self``, and a scorer directory without weights fails inside the scorer
+actor's start-up.  Each check raises one ``ModelLoadError`` or ``RunError`` naming the model or directory and
+the problem; the entry point prints it in one line and exits with code 2, as for a config error.
+"""
+
+from __future__ import annotations
+
+import errno
+import tempfile
+from pathlib import Path
+
+from selfplay.core.lm import ModelLoadError, resolve
+from selfplay.loop.plan import RunError, Sources
+
+SAFE_WEIGHTS = "*.safetensors"
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")  # torch.load's formats: unpickling can run code
+
+
+def local_directory(name: str) -> Path | None:
+    """``name`` as a local directory, or None for a hub name (the loaders download and check those)."""
+    path = Path(resolve(name))
+    return path if path.is_dir() else None
+
+
+def check_weights(name: str, what: str) -> None:
+    """A local model directory holds safetensors weights; pickle-only weights are refused, never unpickled."""
+    path = local_directory(name)
+    if path is None or any(path.glob(SAFE_WEIGHTS)):
+        return
+    pickled = sorted(p.name for pattern in PICKLE_WEIGHTS for p in path.glob(pattern))
+    if pickled:
+        raise ModelLoadError(f"{what} '{name}' has only pickle weights ({', '.join(pickled)}); selfplay loads "
+                             "safetensors only (unpickling runs code): convert them with transformers' "
+                             "save_pretrained(..., safe_serialization=True)")
+    raise ModelLoadError(f"{what} '{name}' has no weights: no {SAFE_WEIGHTS} file in {path}")
+
+
+def check_code(name: str, what: str) -> None:
+    """A local model whose config.json maps its classes to its own Python files (``auto_map``) is refused:
+    loading it would run that code (transformers' ``trust_remote_code``, off in selfplay)."""
+    import json
+
+    path = local_directory(name)
+    config = path / "config.json" if path is not None else None
+    if config is None or not config.exists():
+        return
+    try:
+        mapped = json.loads(config.read_text()).get("auto_map")
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ModelLoadError(f"{what} '{name}': config.json is not a JSON object: {e}") from e
+    if mapped:
+        raise ModelLoadError(f"{what} '{name}' ships its own Python code (auto_map: {', '.join(sorted(mapped))}); "
+                             "selfplay does not run a model's code (trust_remote_code is off)")
+
+
+def embedding_rows(name: str, what: str) -> int | None:
+    """The vocabulary size in a local model's config.json (the rows of its token embedding), or None."""
+    from transformers import AutoConfig
+
+    if local_directory(name) is None:
+        return None
+    try:
+        config = AutoConfig.from_pretrained(resolve(name))
+    except Exception as e:  # transformers raises OSError, ValueError, KeyError on an unknown model_type...
+        raise ModelLoadError(f"{what} '{name}' has no usable config.json: {str(e).splitlines()[0]}") from e
+    return getattr(config.get_text_config(), "vocab_size", None)
+
+
+def check_vocabulary(name: str, tokenizer_name: str, what: str) -> None:
+    """Every id the tokenizer can produce indexes a row of the model's embedding."""
+    from transformers import AutoTokenizer
+
+    rows = embedding_rows(name, what)
+    if rows is None:
+        return
+    try:
+        tokens = len(AutoTokenizer.from_pretrained(resolve(tokenizer_name)))
+    except Exception as e:
+        raise ModelLoadError(f"{what} tokenizer '{tokenizer_name}' could not be loaded: {str(e).splitlines()[0]}") from e
+    if tokens > rows:
+        raise ModelLoadError(f"{what} '{name}' embeds {rows} tokens but its tokenizer '{tokenizer_name}' has {tokens}: "
+                             f"ids from {rows} up would index past the embedding; use the tokenizer the model was "
+                             "trained with")
+
+
+def check_models(sources: Sources) -> None:
+    """The policy's and the scorer's weights, code and vocabularies, from their local files, before any actor
+    starts."""
+    for model, tokenizer, what in ((sources.policy, sources.policy_tokenizer, "policy model"),
+                                   (sources.scorer, sources.scorer_tokenizer, "scorer model")):
+        check_weights(model, what)
+        check_code(model, what)
+        check_vocabulary(model, tokenizer, what)
+
+
+def check_writable(run_dir: Path) -> None:
+    """``run_dir`` (created if absent) takes a new file: a read-only or full disk is found before any work."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        why = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.ENOSPC: "disk full",
+               errno.EPERM: "not permitted"}.get(e.errno, e.strerror or str(e))
+        raise RunError(f"run.dir {run_dir} is not writable ({why}); choose another run.dir") from e

@@ -1,0 +1,98 @@
+"""Bad models and run directories are found by the driver before Ray starts (issue 17): one line, exit code 2."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+
+import pytest
+
+from tests.loop.test_e2e import assert_refused
+
+
+@pytest.fixture
+def no_ray():
+    import ray
+
+    yield
+    assert not ray.is_initialized(), "the run started Ray before refusing"
+
+
+def tiny_llama(path, vocab_size: int, pickled: bool = False) -> str:
+    """A random 1-layer Llama directory; ``pickled``: its weights in pytorch_model.bin (torch.save), as older
+    checkpoints ship them, and no safetensors."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=64,
+                                         num_hidden_layers=1, num_attention_heads=1, num_key_value_heads=1))
+    if pickled:
+        path.mkdir()
+        model.config.save_pretrained(path)
+        torch.save(model.state_dict(), path / "pytorch_model.bin")
+    else:
+        model.save_pretrained(path)
+    return str(path)
+
+
+def test_a_tokenizer_with_more_tokens_than_the_policys_embedding_is_refused(world, tmp_path, capsys, no_ray):
+    """The issue's case: a 300-token model with the world's 1024-token tokenizer (826 tokens in use)."""
+    policy = tiny_llama(tmp_path / "small_vocab", 300)
+    capsys.readouterr()  # save_pretrained's progress bar
+    err = assert_refused([f"policy.model={policy}", f"policy.tokenizer={world.tokenizer}", f"scorer.model={world.gpm}"],
+                         f"policy model '{policy}' embeds 300 tokens but its tokenizer", tmp_path, capsys)
+    assert len(err.strip().splitlines()) == 1 and "has 826" in err
+
+
+def test_a_scorer_directory_without_weights_is_refused(world, tmp_path, capsys, no_ray):
+    scorer = tmp_path / "gpm"
+    shutil.copytree(world.gpm, scorer, ignore=shutil.ignore_patterns("*.safetensors"))
+    assert_refused([f"policy.model={world.policy}", f"scorer.model={scorer}"],
+                   f"scorer model '{scorer}' has no weights: no *.safetensors file", tmp_path, capsys)
+
+
+def test_pickle_only_weights_are_refused_not_unpickled(world, tmp_path, capsys, no_ray):
+    policy = tiny_llama(tmp_path / "pickled", 1024, pickled=True)
+    assert_refused([f"policy.model={policy}", f"policy.tokenizer={world.tokenizer}", f"scorer.model={world.gpm}"],
+                   "has only pickle weights (pytorch_model.bin); selfplay loads safetensors only", tmp_path, capsys)
+
+
+def test_a_model_with_its_own_code_is_refused_not_run(world, tmp_path, capsys, no_ray):
+    import json
+
+    policy = tmp_path / "custom"
+    shutil.copytree(world.policy, policy)
+    config = json.loads((policy / "config.json").read_text())
+    (policy / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModelForCausalLM": "modeling.Mine"}}))
+    (policy / "modeling.py").write_text("raise SystemExit('remote code ran')\n")
+    assert_refused([f"policy.model={policy}", f"scorer.model={world.gpm}"],
+                   "ships its own Python code (auto_map: AutoModelForCausalLM); selfplay does not run a model's code",
+                   tmp_path, capsys)
+
+
+def test_a_run_dir_that_cannot_be_written_is_refused_before_any_work(world, tmp_path, capsys, monkeypatch, no_ray):
+    from selfplay.run import main
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["smoke", f"run.dir={blocker / 'run'}"]) == 2
+    assert f"run.dir {blocker / 'run'} is not writable" in capsys.readouterr().err
+
+    import selfplay.loop.preflight as preflight
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(preflight.tempfile, "NamedTemporaryFile", read_only)
+    assert main(["smoke", f"run.dir={tmp_path / 'ro'}"]) == 2
+    assert "is not writable (read-only file system); choose another run.dir" in capsys.readouterr().err
+    assert not (tmp_path / "ro" / "config.yaml").exists()
+
+
+def test_a_hub_name_is_left_to_the_loaders():
+    """No local directory: nothing to list, the loaders download (or name the missing model) later."""
+    from selfplay.loop.preflight import check_vocabulary, check_weights
+
+    check_weights("some-org/some-model", "policy model")
+    check_vocabulary("some-org/some-model", "some-org/some-model", "policy model")
