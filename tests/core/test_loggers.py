@@ -85,6 +85,32 @@ def test_mlflow_records_the_metrics_by_step(tmp_path):
         (1, 0.5), (2, 0.4), (3, 0.3)]
 
 
+def test_no_secret_from_the_environment_reaches_the_run_directory(tmp_path, monkeypatch):
+    """A W&B key and a hub token in the environment: every logger on, then no file under the run directory
+    (config.yaml included) holds either."""
+    from selfplay.config.loading import to_yaml
+
+    secrets = {"WANDB_API_KEY": "a" * 36 + "5ec7", "HF_TOKEN": "hf_" + "S3cr3t" * 5, "HUGGING_FACE_HUB_TOKEN": "hf_" + "t0k" * 8}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_dir = tmp_path / "run"
+    cfg = config(**{"wandb.project": "selfplay-test", "mlflow.uri": (tmp_path / "run" / "mlruns").as_uri()})
+    (run_dir).mkdir()
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    loggers = Loggers(run_dir, cfg, [])
+    assert sorted(b.name for b in loggers.backends) == ["mlflow", "tensorboard", "wandb"]
+    loggers.iteration(record(1, [0.5, 0.4]))
+    loggers.close()
+    files = [f for f in run_dir.rglob("*") if f.is_file()]
+    assert len(files) > 5
+    for f in files:
+        data = f.read_bytes()
+        for name, value in secrets.items():
+            assert value.encode() not in data, f"{name} written to {f}"
+
+
 def test_a_failing_logger_warns_once_and_the_others_go_on(tmp_path, monkeypatch, caplog):
     from selfplay.core import loggers as module
 
