@@ -88,6 +88,7 @@ def prepare_run_dir(cfg: DictConfig, sources) -> tuple[Path, int]:
     """Create or reopen the run directory; returns it and the last complete iteration.  ``config.yaml`` records
     the config with its resolved sources; a resumed run must resolve to the same."""
     from selfplay.core.checkpoint import atomic_write_text, clean_incomplete, last_complete_iteration, read_metrics
+    from selfplay.core.rollout_store import drop_rollouts
     from selfplay.loop.plan import RunError
     from selfplay.loop.preflight import check_writable
 
@@ -119,6 +120,7 @@ def prepare_run_dir(cfg: DictConfig, sources) -> tuple[Path, int]:
     last = last_complete_iteration(run_dir)
     for p in clean_incomplete(run_dir, last):
         log.info("removed incomplete %s", p)
+    drop_rollouts(run_dir, keep=last + 1)  # the next iteration's scored rollout, if saved, is reused
     atomic_write_text(saved, to_yaml(recorded))
     return run_dir, last
 

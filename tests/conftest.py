@@ -46,3 +46,14 @@ def ray_cluster():
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def hf_run(world, ray_cluster, tmp_path_factory):
+    """Two uninterrupted iterations of the smoke preset with the HF backend: the reference for determinism
+    and resume (tests/loop/)."""
+    from selfplay.run import main
+
+    run_dir = tmp_path_factory.mktemp("hf") / "run"
+    assert main(["smoke", "run.progress=false", "iter=2", f"run.dir={run_dir}", "generator.backend=hf"]) == 0
+    return run_dir

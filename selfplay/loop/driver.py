@@ -5,6 +5,7 @@
             in its system prompt)
         generate K responses per prompt from pi_{t-1}
         score them (K x K preference log-odds per prompt; multi-objective: S = v^T (r_i - r_j) / tau)
+            and save the scored rollout (a run resumed at t reuses it instead)
         build the algorithm's batch (+ memory replay) and train pi_t from pi_{t-1} (or pi_0)
             (colocated: the generators sleep meanwhile)
         send pi_t's weights to the generators, in place
@@ -32,7 +33,9 @@ from selfplay.core.checkpoint import append_metrics, atomic_write_json, iteratio
 from selfplay.core.loggers import Loggers
 from selfplay.core.report import REPORT
 from selfplay.core.report import write as write_report
+from selfplay.core.rollout_store import drop_rollouts, load_rollout, rollout_path, save_rollout
 from selfplay.loop.evaluation import eval_path, evaluate, iteration_record, load_eval, summary_line
+from selfplay.loop.faults import fault_point
 from selfplay.loop.judges import Judge
 from selfplay.loop.plan import Oracle, Prompts
 from selfplay.loop.stages import (
@@ -50,7 +53,8 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def stage(name: str, times: dict[str, float]) -> Iterator[None]:
+def stage(name: str, t: int, times: dict[str, float]) -> Iterator[None]:
+    fault_point(name, t)  # tests of resume stop the driver here (SELFPLAY_FAULT)
     start = time.perf_counter()
     yield
     times[f"{name}_s"] = round(time.perf_counter() - start, 3)
@@ -67,27 +71,35 @@ def selfplay(cfg: DictConfig, workers: Workers, judge: Judge, prompts: Prompts, 
     for t in range(start + 1, cfg.iter + 1):
         times: dict[str, float] = {}
         rollout = take_prompts(prompts, judge, cfg, t)
-        with stage("generate", times):
-            samples = generate(workers, rollout.prompt_ids, cfg.generator.k, cfg.generator.temperature, cfg,
-                               seed=iteration_seed(cfg, t, 1), desc="generate")
-            rollout = rollout.with_samples(samples)
-        with stage("score", times):
-            verdict = judge.judge(workers, rollout.prompts, rollout.grouped(rollout.texts), rollout.directions, cfg)
-            rollout = replace(rollout, scores=verdict.scores, rewards=verdict.rewards)
-        with generators_asleep(workers, cfg, times), stage("train", times):  # colocated: the learner has the GPUs
+        saved = load_rollout(run_dir, t, rollout.uids)  # a resumed run's, saved before it stopped
+        if saved is not None:
+            rollout, times["generate_s"], times["score_s"] = saved, 0.0, 0.0
+            log.info("iteration %d: reusing the saved rollout %s", t, rollout_path(run_dir, t))
+        else:
+            with stage("generate", t, times):
+                samples = generate(workers, rollout.prompt_ids, cfg.generator.k, cfg.generator.temperature, cfg,
+                                   seed=iteration_seed(cfg, t, 1), desc="generate")
+                rollout = rollout.with_samples(samples)
+            with stage("score", t, times):
+                verdict = judge.judge(workers, rollout.prompts, rollout.grouped(rollout.texts), rollout.directions, cfg)
+                rollout = replace(rollout, scores=verdict.scores, rewards=verdict.rewards)
+                save_rollout(run_dir, t, rollout)
+        with generators_asleep(workers, cfg, times), stage("train", t, times):  # colocated: the learner has the GPUs
             train_stats = train(workers, rollout, cfg, t)
-        with stage("sync", times):
+        with stage("sync", t, times):
             buckets = sync_weights(workers, cfg)
-        with stage("eval", times):
+        with stage("eval", t, times):
             current = sample_eval(workers, prompts, cfg)
             result = evaluate(workers, judge, prompts, current, initial, previous, cfg, oracle)
-        with stage("checkpoint", times):
+        with stage("checkpoint", t, times):
             leader(workers.learner.save(str(iteration_dir(run_dir, t))))
             judge.save(iteration_dir(run_dir, t))
             atomic_write_json(eval_path(run_dir, t), current)
         engine_starts = sum(wait([g.engine_starts.remote() for g in workers.generators]))
-        record = iteration_record(t, result, train_stats, rollout, engine_starts, buckets, times)
+        record = iteration_record(t, result, train_stats, rollout, engine_starts, buckets, times, saved is not None)
+        fault_point("metrics", t)
         append_metrics(run_dir, record)  # commit point: iteration t is complete
+        drop_rollouts(run_dir)
         judge.plot(run_dir)
         loggers.iteration(record)
         if cfg.log.report:

@@ -84,15 +84,17 @@ def load_eval(run_dir: Path, t: int) -> dict:
 
 
 def iteration_record(t: int, result: dict, train_stats: dict, rollout: Batch, engine_starts: int, sync_buckets: int,
-                     times: dict[str, float]) -> dict:
-    """Iteration t's metrics line: the evaluation, training, rollout throughput and each stage's seconds."""
+                     times: dict[str, float], reused: bool = False) -> dict:
+    """Iteration t's metrics line: the evaluation, training, rollout throughput and each stage's seconds;
+    ``reused``: the rollout was the one a stopped run had saved (generate and score took no time)."""
     return {
         "iteration": t,
         **result,
         "train_loss": train_stats["loss"],
         "train": train_stats,
         "rollout_tokens": rollout.num_tokens(),
-        "generate_tokens_per_s": rollout.num_tokens() / max(times["generate_s"], 1e-9),
+        "generate_tokens_per_s": rollout.num_tokens() / times["generate_s"] if times["generate_s"] > 0 else 0.0,
+        "rollout_reused": reused,
         "rollout_mean_length": rollout.num_tokens() / len(rollout.response_ids),
         "engine_starts": engine_starts,
         "sync_buckets": sync_buckets,

@@ -34,14 +34,6 @@ def without_timings(record: dict) -> dict:
     return {k: v for k, v in record.items() if not k.endswith(TIMING_KEYS)}
 
 
-@pytest.fixture(scope="module")
-def hf_run(world, ray_cluster, tmp_path_factory):
-    """Two uninterrupted iterations with the HF backend: the reference for determinism and resume."""
-    run_dir = tmp_path_factory.mktemp("hf") / "run"
-    assert main([*FAST, "iter=2", f"run.dir={run_dir}", "generator.backend=hf"]) == 0
-    return run_dir
-
-
 def test_vllm_run_writes_checkpoints_and_metrics(world, ray_cluster, tmp_path):
     run_dir = tmp_path / "run"
     assert main([*FAST, "iter=2", f"run.dir={run_dir}", "generator.backend=vllm"]) == 0

@@ -1,0 +1,64 @@
+"""A driver stopped inside an iteration resumes to the uninterrupted run's metrics (issue 17)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from selfplay.core.checkpoint import read_metrics
+from selfplay.run import main
+from tests.loop.test_e2e import FAST, without_timings
+
+
+def test_a_driver_stopped_in_training_reuses_its_saved_rollout_and_matches_the_uninterrupted_run(
+        hf_run, tmp_path, monkeypatch):
+    from selfplay.core.rollout_store import rollout_path
+    from selfplay.loop.faults import InjectedFault
+
+    run_dir = tmp_path / "run"
+    args = [*FAST, "iter=2", f"run.dir={run_dir}", "generator.backend=hf"]
+    monkeypatch.setenv("SELFPLAY_FAULT", "train:2:raise")
+    with pytest.raises(InjectedFault, match="train of iteration 2"):
+        main(args)
+    assert [r["iteration"] for r in read_metrics(run_dir)] == [1]
+    assert (rollout_path(run_dir, 2) / "scores.safetensors").exists()
+    monkeypatch.delenv("SELFPLAY_FAULT")
+    assert main([*args, "run.resume=true"]) == 0
+    resumed, uninterrupted = read_metrics(run_dir), read_metrics(hf_run)
+    assert resumed[1]["rollout_reused"] and not uninterrupted[1]["rollout_reused"]
+    assert resumed[1]["generate_s"] == 0.0 and resumed[1]["score_s"] == 0.0  # nothing generated or scored again
+    same = lambda r: {k: v for k, v in without_timings(r).items() if k != "rollout_reused"}  # noqa: E731
+    assert same(resumed[1]) == same(uninterrupted[1])
+    assert not (run_dir / "rollouts").exists() or not any((run_dir / "rollouts").iterdir())  # dropped at commit
+
+
+def test_a_saved_rollout_round_trips_exactly(tmp_path):
+    from selfplay.core.batch import Batch
+    from selfplay.core.rollout_store import drop_rollouts, load_rollout, save_rollout
+
+    g = torch.Generator().manual_seed(0)
+    batch = Batch(["2/0", "2/1"], [[1, 2], [3]], [[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]],
+                  [(0.6, 0.8), (1.0, 0.0)], [torch.randn(2, 2, generator=g, dtype=torch.float64) for _ in range(2)],
+                  [torch.rand(2, 2, generator=g) * 100 for _ in range(2)], [([5], [6, 2])], 2,
+                  [[7, 2], [8], [9, 9, 2], [2]], ["x", "y", "z", ""], reference="initial")
+    save_rollout(tmp_path, 2, batch)
+    back = load_rollout(tmp_path, 2, ["2/0", "2/1"])
+    for field in ("uids", "prompt_ids", "prompts", "directions", "replay", "group", "response_ids", "texts", "reference"):
+        assert getattr(back, field) == getattr(batch, field), field
+    for a, b in zip(back.scores + back.rewards, batch.scores + batch.rewards):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    assert load_rollout(tmp_path, 3, ["3/0"]) is None
+    with pytest.raises(ValueError, match="of other prompts than iteration 2's"):
+        load_rollout(tmp_path, 2, ["2/0"])
+    drop_rollouts(tmp_path, keep=2)
+    assert load_rollout(tmp_path, 2, ["2/0", "2/1"]) is not None
+    drop_rollouts(tmp_path)
+    assert load_rollout(tmp_path, 2, ["2/0", "2/1"]) is None
+
+
+@pytest.mark.parametrize("spec", ["train", "train:x", "nowhere:2", "train:2:explode"])
+def test_a_bad_fault_spec_is_named(spec):
+    from selfplay.loop.faults import parse
+
+    with pytest.raises(ValueError, match="SELFPLAY_FAULT="):
+        parse(spec)
