@@ -7,6 +7,7 @@ directory, start the actors, run the loop.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -18,6 +19,7 @@ from selfplay.config.loading import help_text, load_or_report, to_yaml
 from selfplay.config.schema import Config, ConfigError
 
 log = logging.getLogger("selfplay")
+DISK_ERRORS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system"}
 # train keys a resumed run may change: they place the learner, they do not change what it computes
 LEARNER_PLACEMENT = ("world_size", "activation_checkpointing", "cpu_offload", "num_cpus", "num_gpus")
 
@@ -188,7 +190,7 @@ def main(argv: list[str]) -> int:
     import ray
 
     from selfplay.config.memory import plan
-    from selfplay.core.checkpoint import iteration_dir
+    from selfplay.core.checkpoint import iteration_dir, last_complete_iteration
     from selfplay.core.lm import load_tokenizer
     from selfplay.loop.driver import selfplay
     from selfplay.loop.plan import RunError
@@ -223,6 +225,14 @@ def main(argv: list[str]) -> int:
     try:
         workers = start_workers(cfg, sources, policy, tokenizer_source)
         selfplay(cfg, workers, judge, prompts, run_dir, last, oracle)
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        done = last_complete_iteration(run_dir)
+        print(f"error: {DISK_ERRORS[e.errno]} writing {e.filename or run_dir}: iteration {done + 1} was not saved; "
+              f"the run is intact up to iteration {done}: make room and continue with run.resume=true",
+              file=sys.stderr)
+        return 1
     finally:
         if owns_ray:
             ray.shutdown()

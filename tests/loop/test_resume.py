@@ -32,6 +32,33 @@ def test_a_driver_stopped_in_training_reuses_its_saved_rollout_and_matches_the_u
     assert not (run_dir / "rollouts").exists() or not any((run_dir / "rollouts").iterdir())  # dropped at commit
 
 
+def test_a_full_disk_while_checkpointing_leaves_the_run_resumable(hf_run, tmp_path, monkeypatch, capsys):
+    """ENOSPC on iteration 2's evaluation file (the checkpoint stage): one line, exit 1, iteration 1 intact; the
+    resumed run then equals the uninterrupted one."""
+    import errno
+
+    import selfplay.loop.driver as driver
+
+    real = driver.atomic_write_json
+
+    def full_at_iteration_2(path, obj):
+        if str(path).endswith("iter_2.json"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, obj)
+
+    run_dir = tmp_path / "run"
+    args = [*FAST, "iter=2", f"run.dir={run_dir}", "generator.backend=hf"]
+    monkeypatch.setattr(driver, "atomic_write_json", full_at_iteration_2)
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "error: disk full writing" in err and "intact up to iteration 1" in err and "run.resume=true" in err
+    assert [r["iteration"] for r in read_metrics(run_dir)] == [1] and (run_dir / "iter_1" / "config.json").exists()
+    monkeypatch.setattr(driver, "atomic_write_json", real)
+    assert main([*args, "run.resume=true"]) == 0
+    same = lambda r: {k: v for k, v in without_timings(r).items() if k != "rollout_reused"}  # noqa: E731
+    assert same(read_metrics(run_dir)[1]) == same(read_metrics(hf_run)[1])
+
+
 def test_a_saved_rollout_round_trips_exactly(tmp_path):
     from selfplay.core.batch import Batch
     from selfplay.core.rollout_store import drop_rollouts, load_rollout, save_rollout
