@@ -6,29 +6,46 @@ starts the next stage.  An actor's exception is raised here, in the driver."""
 
 from __future__ import annotations
 
+import time
+
 import ray
 from tqdm import tqdm
 
 
-def gather(refs: list, desc: str, progress: bool = True) -> list:
-    """ray.get(refs) in submission order, with a progress bar that advances as calls finish."""
+class StageTimeout(TimeoutError):
+    """A stage's calls did not all answer within its timeout (``run.stage_timeout_s``); names who and what."""
+
+
+def gather(refs: list, desc: str, progress: bool = True, timeout_s: float | None = None,
+           names: list[str] | None = None) -> list:
+    """ray.get(refs) in submission order, with a progress bar that advances as calls finish.  With ``timeout_s``,
+    the whole wait is bounded: a StageTimeout names ``desc`` and the actors (``names``, one per ref) still
+    working."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     with tqdm(total=len(refs), desc=desc, disable=not progress, leave=False, dynamic_ncols=True) as bar:
         pending = list(refs)
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            done, pending = ray.wait(pending, num_returns=1, timeout=left)
+            if not done:
+                late = sorted({names[i] if names else f"call {i}" for i, r in enumerate(refs) if r in pending})
+                raise StageTimeout(f"{desc}: no answer within {timeout_s:g} s from {', '.join(late)}")
             ray.get(done)  # raise an actor's error as soon as it happens
             bar.update(len(done))
     return ray.get(refs)
 
 
-def leader(refs: list):
-    """Wait for every rank's ref (an error on any rank is raised here); the value of the first, rank 0's."""
-    return gather(refs, "", progress=False)[0]
+def leader(refs: list, timeout_s: float | None = None, what: str = "learner") -> object:
+    """Wait for every rank's ref (an error on any rank is raised here); the value of the first, rank 0's.  The
+    wait is bounded by ``timeout_s`` like ``gather``'s, its error naming ``what`` and the learner ranks late."""
+    return gather(refs, what, False, timeout_s, [f"learner rank {r}" for r in range(len(refs))])[0]
 
 
-def wait(refs):
-    """``ray.get``: the value of one ref, or the values of a list of refs in order."""
-    return ray.get(refs)
+def wait(refs, timeout_s: float | None = None, what: str = "wait"):
+    """``ray.get``: the value of one ref, or the values of a list of refs in order; bounded by ``timeout_s``."""
+    if isinstance(refs, list):
+        return gather(refs, what, False, timeout_s)
+    return gather([refs], what, False, timeout_s)[0]
 
 
 def wait_named(refs: list, names: list[str], timeout_s: float, what: str) -> list:

@@ -132,10 +132,10 @@ def start_workers(cfg: DictConfig, sources, policy: str, tokenizer: str):
     continues from); each gets its config section as plain, resolved values."""
 
     from actors.generator import Generator
-    from actors.group import wait
+    from actors.group import gather
     from actors.learner import LearnerGroup
     from actors.scorer import Scorer
-    from selfplay.loop.stages import Workers, connect_weight_transfer, send_code_table
+    from selfplay.loop.stages import Workers, connect_weight_transfer, send_code_table, stage_timeout
 
     threads = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}  # num_cpus=0 actors would get 1 thread
     g, s, t, algo = (OmegaConf.create(OmegaConf.to_container(c, resolve=True))
@@ -161,7 +161,9 @@ def start_workers(cfg: DictConfig, sources, policy: str, tokenizer: str):
                                  rank_threads, p.strategy, on(p.learner_resource).get("resources", {}), cfg.iter)
     workers = Workers(generators, scorer, learner)
     try:
-        wait([a.__ray_ready__.remote() for a in workers.actors()] + learner.ready)  # surface start-up errors now
+        ready = [a.__ray_ready__.remote() for a in workers.actors()] + learner.ready
+        names = [*workers.generator_names(), "scorer", *(f"learner rank {r}" for r in range(len(learner.ranks)))]
+        gather(ready, "start", False, stage_timeout(cfg, "start"), names + names[-len(learner.ready):])  # errors now
         connect_weight_transfer(workers, cfg)
         send_code_table(workers, cfg)  # LPC: a resumed run's trained codes are served from the first generation
     except BaseException:
@@ -189,6 +191,7 @@ def main(argv: list[str]) -> int:
 
     import ray
 
+    from actors.group import StageTimeout
     from selfplay.config.memory import plan
     from selfplay.core.checkpoint import iteration_dir, last_complete_iteration
     from selfplay.core.lm import load_tokenizer
@@ -225,6 +228,10 @@ def main(argv: list[str]) -> int:
     try:
         workers = start_workers(cfg, sources, policy, tokenizer_source)
         selfplay(cfg, workers, judge, prompts, run_dir, last, oracle)
+    except StageTimeout as e:
+        print(f"error: {e}; the run is intact up to iteration {last_complete_iteration(run_dir)} "
+              "(run.resume=true continues it; run.stage_timeouts sets a stage's bound)", file=sys.stderr)
+        return 1
     except OSError as e:
         if e.errno not in DISK_ERRORS:
             raise

@@ -27,6 +27,7 @@ from selfplay.config.schema import (
     PLACEMENT_STRATEGIES,
     SHORTHANDS,
     SYNC_TRANSPORTS,
+    TIMED_STAGES,
     Config,
     ConfigError,
 )
@@ -183,6 +184,11 @@ def validate(cfg: DictConfig) -> None:
          "generator.tensor_parallel > 1 needs generator.backend=vllm")
     need(cfg.sync.bucket_mb > 0, f"sync.bucket_mb must be > 0, got {cfg.sync.bucket_mb}")
     need(cfg.sync.timeout_s > 0, f"sync.timeout_s must be > 0, got {cfg.sync.timeout_s}")
+    need(cfg.run.stage_timeout_s > 0, f"run.stage_timeout_s must be > 0, got {cfg.run.stage_timeout_s}")
+    for stage, seconds in cfg.run.stage_timeouts.items():
+        need(stage in TIMED_STAGES, f"run.stage_timeouts.{stage}: not a stage; the stages are {TIMED_STAGES} "
+                                    "(weight sync is bounded by sync.timeout_s)")
+        need(seconds > 0, f"run.stage_timeouts.{stage} must be > 0, got {seconds}")
     transport = cfg.sync.transport
     need(transport in SYNC_TRANSPORTS, f"sync.transport must be one of {SYNC_TRANSPORTS}, got '{transport}'")
     need(transport == "object_store" or (cfg.generator.backend == "vllm" and cfg.generator.num_gpus > 0

@@ -272,6 +272,10 @@ class RunSettings:
     # Ray: None connects to RAY_ADDRESS / a running cluster if any, else starts a local one.
     ray_address: Optional[str] = None
     progress: bool = True
+    # Each stage's wait on the actors is bounded: a call that hangs stops the run naming the stage and the actor.
+    # Seconds, generous for real models; stage_timeouts overrides stages by name (TIMED_STAGES), e.g. {train: 86400}
+    stage_timeout_s: float = 7200.0
+    stage_timeouts: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -298,6 +302,7 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")  # policy.dtype, generator.dtyp
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 SYNC_TRANSPORTS = ("object_store", "nccl", "ipc")
+TIMED_STAGES = ("start", "generate", "score", "train", "eval", "checkpoint")  # run.stage_timeouts' keys
 
 # ``algo=NAME`` on the command line selects an algorithm with its defaults: ``algo.name=NAME``.
 SHORTHANDS = {"algo": "algo.name"}

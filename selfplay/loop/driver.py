@@ -44,6 +44,7 @@ from selfplay.loop.stages import (
     generators_asleep,
     iteration_seed,
     sample_eval,
+    stage_timeout,
     sync_weights,
     take_prompts,
     train,
@@ -92,10 +93,12 @@ def selfplay(cfg: DictConfig, workers: Workers, judge: Judge, prompts: Prompts, 
             current = sample_eval(workers, prompts, cfg)
             result = evaluate(workers, judge, prompts, current, initial, previous, cfg, oracle)
         with stage("checkpoint", t, times):
-            leader(workers.learner.save(str(iteration_dir(run_dir, t))))
+            leader(workers.learner.save(str(iteration_dir(run_dir, t))), stage_timeout(cfg, "checkpoint"),
+                   "checkpoint")
             judge.save(iteration_dir(run_dir, t))
             atomic_write_json(eval_path(run_dir, t), current)
-        engine_starts = sum(wait([g.engine_starts.remote() for g in workers.generators]))
+        engine_starts = sum(wait([g.engine_starts.remote() for g in workers.generators], stage_timeout(cfg, "eval"),
+                                 "engine starts"))
         record = iteration_record(t, result, train_stats, rollout, engine_starts, buckets, times, saved is not None)
         fault_point("metrics", t)
         append_metrics(run_dir, record)  # commit point: iteration t is complete

@@ -44,27 +44,34 @@ def rank_names(refs: list, first: int = 0) -> list[str]:
     return [f"learner rank {first + r}" for r in range(len(refs))]
 
 
+def stage_timeout(cfg: DictConfig, stage: str) -> float:
+    """How long a stage's calls may take together: ``run.stage_timeouts[stage]``, else ``run.stage_timeout_s``."""
+    return cfg.run.stage_timeouts.get(stage, cfg.run.stage_timeout_s)
+
+
 def iteration_seed(cfg: DictConfig, t: int, salt: int) -> int:
     return (cfg.run.seed * 1_000_003 + t * 10_007 + salt * 101) % (2**31 - 1)
 
 
 def generate(workers: Workers, prompt_ids: list[list[int]], n: int, temperature: float, cfg: DictConfig,
-             seed: int, desc: str) -> list[list]:
+             seed: int, desc: str, stage: str = "generate") -> list[list]:
     """Shard prompts over the generator replicas (a few chunks each, for the progress bar).  With LPC, each prompt's
-    code weights come from the policy's prior first (``algo.lpc.inference``) and travel with it."""
-    g = cfg.generator
-    codes = (leader(workers.learner.prompt_codes(prompt_ids, cfg.algo.lpc.inference, seed)) if cfg.algo.lpc.codes
-             else None)
+    code weights come from the policy's prior first (``algo.lpc.inference``) and travel with it.  Bounded by
+    ``stage``'s timeout."""
+    g, timeout_s = cfg.generator, stage_timeout(cfg, stage)
+    codes = (leader(workers.learner.prompt_codes(prompt_ids, cfg.algo.lpc.inference, seed), timeout_s,
+                    f"{desc}: LPC prompt codes") if cfg.algo.lpc.codes else None)
     chunks = max(1, len(workers.generators) * 4)
     size = -(-len(prompt_ids) // chunks)
-    refs = []
+    refs, names = [], []
     for c, start in enumerate(range(0, len(prompt_ids), size)):
         actor = workers.generators[c % len(workers.generators)]
+        names.append(workers.generator_names()[c % len(workers.generators)])
         # Seed offsets follow the global prompt index, so sharding does not change the samples.
         refs.append(actor.generate.remote(prompt_ids[start:start + size], n, temperature, g.top_p,
                                           g.max_new_tokens, seed + start * n,
                                           None if codes is None else codes[start:start + size]))
-    return [group for part in gather(refs, desc, cfg.run.progress) for group in part]
+    return [group for part in gather(refs, desc, cfg.run.progress, timeout_s, names) for group in part]
 
 
 def score(call, prompts: list[Messages], responses: list[list[str]], cfg: DictConfig, what: str) -> list[torch.Tensor]:
@@ -73,7 +80,8 @@ def score(call, prompts: list[Messages], responses: list[list[str]], cfg: DictCo
     non-finite values are refused, naming the prompt."""
     size = max(1, cfg.scorer.batch_size // max(len(responses[0]), 1))
     refs = [call.remote(prompts[i:i + size], responses[i:i + size]) for i in range(0, len(prompts), size)]
-    scores = [s for part in gather(refs, what, cfg.run.progress) for s in part]
+    scores = [s for part in gather(refs, what, cfg.run.progress, stage_timeout(cfg, "score"), ["scorer"] * len(refs))
+              for s in part]
     for i, s in enumerate(scores):
         if not torch.isfinite(s).all():
             raise FloatingPointError(f"the scorer returned non-finite {what} for prompt {i}: {prompt_text(prompts[i])!r}")
@@ -101,9 +109,12 @@ def train(workers: Workers, rollout: Batch, cfg: DictConfig, t: int) -> dict:
                   "rule against pairs of identical or tied responses filtered out every pair")
         log.warning("iteration %d: %s; skipping training (the policy is unchanged)", t, reason)
         return {"loss": None, "skipped": reason}
-    stats = leader(workers.learner.begin_iteration(batch))
+    timeout_s = stage_timeout(cfg, "train")  # the whole stage's: the reference log-probs and every epoch
+    start = time.monotonic()
+    stats = leader(workers.learner.begin_iteration(batch), timeout_s, "train: reference log-probs")
     refs = [workers.learner.train_epoch(e, t) for e in range(cfg.train.epochs)]  # a list of ranks' refs each
-    epochs = gather([ref for ranks in refs for ref in ranks], "train", cfg.run.progress)  # an actor runs its calls in order
+    epochs = gather([ref for ranks in refs for ref in ranks], "train", cfg.run.progress,  # an actor runs its calls in order
+                    timeout_s - (time.monotonic() - start), rank_names(refs[0]) * len(refs))
     leader_epochs = epochs[::len(refs[-1])]  # rank 0's, in order
     # the last epoch's means; every optimizer step's loss and gradient norm, over all the epochs
     return {**stats, **leader_epochs[-1], **{k: [x for e in leader_epochs for x in e[k]]
@@ -184,6 +195,6 @@ def sync_weights(workers: Workers, cfg: DictConfig) -> int:
 def sample_eval(workers: Workers, prompts: Prompts, cfg: DictConfig) -> dict:
     """Responses of the current policy on the held-out prompts (the same seeds every iteration)."""
     groups = generate(workers, prompts.eval_ids, cfg.eval.samples, cfg.eval.temperature, cfg,
-                      seed=iteration_seed(cfg, 0, 7), desc="eval-gen")
+                      seed=iteration_seed(cfg, 0, 7), desc="eval-gen", stage="eval")
     return {"responses": [[s.text for s in g] for g in groups],
             "lengths": [[len(s.response_ids) for s in g] for g in groups]}
