@@ -10,26 +10,43 @@ from selfplay.run import main
 from tests.loop.test_e2e import FAST, without_timings
 
 
-def test_a_driver_stopped_in_training_reuses_its_saved_rollout_and_matches_the_uninterrupted_run(
-        hf_run, tmp_path, monkeypatch):
+# What a stop leaves on disk falls in three classes, one stage of each here: nothing of iteration 2 (score: before
+# its rollout is saved), its scored rollout (train; sync and eval leave the same), its rollout, checkpoint and
+# evaluation but no metrics line (metrics, the commit point).
+@pytest.mark.parametrize("stage", ["score", "train", "metrics"])
+def test_a_driver_stopped_inside_an_iteration_resumes_to_the_uninterrupted_run(hf_run, tmp_path, monkeypatch, stage):
     from selfplay.core.rollout_store import rollout_path
     from selfplay.loop.faults import InjectedFault
 
     run_dir = tmp_path / "run"
     args = [*FAST, "iter=2", f"run.dir={run_dir}", "generator.backend=hf"]
-    monkeypatch.setenv("SELFPLAY_FAULT", "train:2:raise")
-    with pytest.raises(InjectedFault, match="train of iteration 2"):
+    monkeypatch.setenv("SELFPLAY_FAULT", f"{stage}:2:raise")
+    with pytest.raises(InjectedFault, match=f"{stage} of iteration 2"):
         main(args)
     assert [r["iteration"] for r in read_metrics(run_dir)] == [1]
-    assert (rollout_path(run_dir, 2) / "scores.safetensors").exists()
+    saved = stage != "score"
+    assert (rollout_path(run_dir, 2) / "scores.safetensors").exists() == saved
+    assert (run_dir / "iter_2").exists() == (stage == "metrics")
     monkeypatch.delenv("SELFPLAY_FAULT")
     assert main([*args, "run.resume=true"]) == 0
     resumed, uninterrupted = read_metrics(run_dir), read_metrics(hf_run)
-    assert resumed[1]["rollout_reused"] and not uninterrupted[1]["rollout_reused"]
-    assert resumed[1]["generate_s"] == 0.0 and resumed[1]["score_s"] == 0.0  # nothing generated or scored again
+    assert resumed[1]["rollout_reused"] == saved and not uninterrupted[1]["rollout_reused"]
+    if saved:  # nothing generated or scored again
+        assert resumed[1]["generate_s"] == 0.0 and resumed[1]["score_s"] == 0.0
     same = lambda r: {k: v for k, v in without_timings(r).items() if k != "rollout_reused"}  # noqa: E731
     assert same(resumed[1]) == same(uninterrupted[1])
     assert not (run_dir / "rollouts").exists() or not any((run_dir / "rollouts").iterdir())  # dropped at commit
+    assert_same_weights(run_dir / "iter_2", hf_run / "iter_2")
+
+
+def assert_same_weights(a, b) -> None:
+    """The two checkpoints' tensors agree to 1e-6 relative (the issue's bar on CPU)."""
+    from safetensors.torch import load_file
+
+    ta, tb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert ta.keys() == tb.keys()
+    for name, x in ta.items():
+        assert (x - tb[name]).norm() <= 1e-6 * tb[name].norm() + 1e-12, name
 
 
 def test_a_full_disk_while_checkpointing_leaves_the_run_resumable(hf_run, tmp_path, monkeypatch, capsys):
