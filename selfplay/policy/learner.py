@@ -61,7 +61,8 @@ class Learner:
         if algo.lpc.codes:
             torch.manual_seed(seed)
             self.codes = (lpc.load(model) if lpc.has_heads(model) else
-                          LatentCodes(self.model.config.hidden_size, algo.lpc.codes, algo.lpc.mlp_hidden))
+                          LatentCodes(self.model.config.hidden_size, algo.lpc.codes, algo.lpc.mlp_hidden,
+                                     algo.lpc.init_std))
             self.codes.to(self.placement.device)
         self.reference_model: torch.nn.Module | None = None
         self.batch: Batch | None = None

@@ -101,6 +101,12 @@ def test_with_one_zero_code_lpc_dpo_is_dpo(pair):
     assert torch.allclose(lpc, dpo_loss(plain[:1] - ref[:1], plain[1:] - ref[1:], 0.1), rtol=0, atol=1e-6)
 
 
+def test_the_codebook_starts_gaussian_at_init_std_or_at_zero():
+    torch.manual_seed(0)
+    assert LatentCodes(128, 64, init_std=0.5).codebook.std().item() == pytest.approx(0.5, rel=0.05)
+    assert torch.equal(LatentCodes(128, 64, init_std=0.0).codebook, torch.zeros(64, 128))
+
+
 def test_z_moves_only_the_response_tokens_log_probs(pair):
     """log pi(y|x, z) sums log softmax(LMHead(h + z)) over response tokens alone: by hand from the head."""
     model, ids, attn, mask = pair
@@ -262,6 +268,7 @@ def test_lpc_trains_its_heads_and_they_come_back_from_the_checkpoint(tiny_policy
     (["algo=dpo", "algo.lpc.codes=8", "algo.lpc.lam=-0.1"], "algo.lpc.lam weighs KL\\(q \\|\\| p\\) and must be >= 0"),
     (["algo=dpo", "algo.lpc.codes=8", "algo.lpc.g_over=epoch"], "algo.lpc.g_over must be one of"),
     (["algo=dpo", "algo.lpc.codes=8", "algo.lpc.gumbel_tau=0"], "algo.lpc.gumbel_tau must be > 0"),
+    (["algo=dpo", "algo.lpc.codes=8", "algo.lpc.init_std=-1"], "algo.lpc.init_std is the codebook's initial"),
 ])
 def test_bad_lpc_settings_are_refused_before_any_work(overrides, message):
     from selfplay.config.loading import load_config
