@@ -119,6 +119,7 @@ class LpcSettings:
     lam: float = 0.05  # lambda, the weight of KL(q || p)
     mlp_hidden: Optional[int] = None  # the prior's and posterior's hidden width; None: the policy's hidden size
     init_std: float = 1.0  # the codebook's initial entries ~ N(0, init_std^2); 0: z starts at the origin
+    lr: Optional[float] = None  # the heads' (codebook, prior, posterior) learning rate; None: train.lr
     gumbel_tau: float = 1.0  # the Gumbel-softmax temperature
     g_over: str = "iteration"  # g rises 0 -> 1 over each iteration's training | over the whole run
     inference: str = "mean"  # z at generation: the prior's expected code (mean) | one drawn from it (sample)
