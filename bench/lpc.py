@@ -1,6 +1,6 @@
 """Latent Preference Coding on the embedded world (issue 16): each pair loss with and without LPC, same world and seed.
 
-    python bench/lpc.py [--algos dpo,ipo,simpo] [--codes 64] [--iter 3] [--seed 0] [--length-by-kind 6]
+    python bench/lpc.py [--algos dpo,ipo,simpo] [--codes 64] [--iter 3] [--seed 0] [--length-by-kind 6] [--lpc-lr X]
 
 Runs ``python -m selfplay.run algo=A iter=I world.length_by_kind=W`` and the same with ``algo.lpc.codes=C`` for
 each algorithm, on the world whose oracle prefers short answers to "Explain {} briefly." prompts and long ones to
@@ -25,13 +25,14 @@ from collections import Counter
 from pathlib import Path
 
 
-def run(run_dir: Path, algo: str, iterations: int, seed: int, codes: int, length_by_kind: float) -> list[dict]:
+def run(run_dir: Path, algo: str, iterations: int, seed: int, codes: int, length_by_kind: float,
+        lpc_lr: float | None) -> list[dict]:
     from selfplay.core.checkpoint import read_metrics
 
     args = [sys.executable, "-m", "selfplay.run", f"algo={algo}", f"iter={iterations}", f"run.dir={run_dir}",
             f"run.seed={seed}", f"world.length_by_kind={length_by_kind}", "run.progress=false", "log.report=false"]
     if codes:
-        args.append(f"algo.lpc.codes={codes}")
+        args += [f"algo.lpc.codes={codes}"] + ([f"algo.lpc.lr={lpc_lr}"] if lpc_lr else [])
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return read_metrics(run_dir)
 
@@ -82,11 +83,12 @@ def main() -> None:
     ap.add_argument("--iter", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--length-by-kind", type=float, default=6.0)
+    ap.add_argument("--lpc-lr", type=float, default=None, help="algo.lpc.lr (default: the config's)")
     args = ap.parse_args()
     world = get_world(load_config([f"world.length_by_kind={args.length_by_kind}"]).world)
     root = Path(tempfile.mkdtemp(prefix="bench-lpc-"))
-    print(f"{args.iter} iterations, seed {args.seed}, LPC with {args.codes} codes, world.length_by_kind="
-          f"{args.length_by_kind}; runs under {root}\n")
+    print(f"{args.iter} iterations, seed {args.seed}, LPC with {args.codes} codes (algo.lpc.lr={args.lpc_lr or 'default'}), "
+          f"world.length_by_kind={args.length_by_kind}; runs under {root}\n")
     print("| algo | LPC | oracle vs pi_0 | oracle lc | scorer vs pi_0 | length | length brief / others | "
           + " | ".join(f"oracle, {k}" for k in KINDS) + " |")
     print("|---|---|---|---|---|---|---|" + "---|" * len(KINDS))
@@ -94,7 +96,7 @@ def main() -> None:
     for algo in args.algos.split(","):
         for codes in (0, args.codes):
             run_dir = root / f"{algo}{'_lpc' if codes else ''}"
-            last = run(run_dir, algo, args.iter, args.seed, codes, args.length_by_kind)[-1]
+            last = run(run_dir, algo, args.iter, args.seed, codes, args.length_by_kind, args.lpc_lr)[-1]
             kinds, lengths = last["oracle_win_rate_vs_initial_by_kind"], last["mean_response_length_by_kind"]
             brief = [v for k, v in lengths.items() if k in BRIEF_KINDS]
             others = [v for k, v in lengths.items() if k not in BRIEF_KINDS]

@@ -1,6 +1,6 @@
 """Seed 000 fig. 2's flipping experiment on the embedded world's pairs (issue 16).
 
-    python bench/lpc_flip.py [--flips 0,0.25,0.5] [--codes 64] [--seeds 0,1,2] [--epochs 2]
+    python bench/lpc_flip.py [--flips 0,0.25,0.5] [--codes 64] [--seeds 0,1,2] [--epochs 2] [--lpc-lr X]
 
 For each share x of flipped labels and each seed: x of the world's oracle-labelled training pairs
 (``pairs/train.jsonl``) get chosen and rejected swapped and " [FLIP]" appended to their prompt
@@ -66,11 +66,12 @@ def preference_accuracy(policy_logps: torch.Tensor, reference_logps: torch.Tenso
 
 
 def train_and_score(world, train_pairs: list, test_batch, reference_logps: torch.Tensor, codes: int, seed: int,
-                    epochs: int) -> float:
+                    epochs: int, lpc_lr: float | None) -> float:
     from selfplay.config.loading import load_config
     from selfplay.policy.learner import Learner
 
-    cfg = load_config(["algo=dpo", f"algo.lpc.codes={codes}", f"train.epochs={epochs}", "generator.backend=hf"])
+    cfg = load_config(["algo=dpo", f"algo.lpc.codes={codes}", f"train.epochs={epochs}", "generator.backend=hf",
+                       *([f"algo.lpc.lr={lpc_lr}"] if lpc_lr and codes else [])])
     learner = Learner(world.policy, world.policy, "float32", cfg.train, cfg.algo, seed=seed, initial=world.policy)
     learner.begin_iteration(pair_batch(learner.tokenizer, train_pairs, "initial"))
     for epoch in range(epochs):
@@ -91,6 +92,7 @@ def main() -> None:
     ap.add_argument("--codes", type=int, default=64)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--lpc-lr", type=float, default=None, help="algo.lpc.lr (default: the config's)")
     args = ap.parse_args()
     world = get_world(load_config([]).world)
     train, _ = load_pairs(str(Path(world.pairs) / "train.jsonl"), max_bad_share=0.0)
@@ -100,14 +102,16 @@ def main() -> None:
     reference = logprobs(load_causal_lm(world.policy), None, test_batch, tokenizer.pad_token_id)
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"DPO on the world's {len(train)} training pairs, {args.epochs} epochs, seeds {seeds}; preference accuracy "
-          f"of the implicit reward on its {len(test)} unflipped held-out pairs; LPC with {args.codes} codes\n")
+          f"of the implicit reward on its {len(test)} unflipped held-out pairs; LPC with {args.codes} codes "
+          f"(algo.lpc.lr={args.lpc_lr or 'default'})\n")
     print("| flipped | DPO | DPO + LPC | LPC - DPO |\n|---|---|---|---|")
     for share in (float(x) for x in args.flips.split(",")):
         t, acc = time.perf_counter(), {0: [], args.codes: []}
         for seed in seeds:
             pairs = flipped_pairs(train, share, random.Random(seed))
             for codes in acc:
-                acc[codes].append(train_and_score(world, pairs, test_batch, reference, codes, seed, args.epochs))
+                acc[codes].append(train_and_score(world, pairs, test_batch, reference, codes, seed, args.epochs,
+                                                  args.lpc_lr))
         cell = lambda xs: f"{statistics.mean(xs):.3f} ({min(xs):.3f}-{max(xs):.3f})"  # noqa: E731
         diffs = [b - a for a, b in zip(acc[0], acc[args.codes])]
         print(f"| {share:.0%} | {cell(acc[0])} | {cell(acc[args.codes])} | {statistics.mean(diffs):+.3f} "

@@ -183,6 +183,10 @@ def check_lpc(cfg: DictConfig) -> None:
         raise ValueError(f"algo.lpc applies to the pair losses {'/'.join(LPC_ALGORITHMS)}, not to {cfg.name}")
     if lpc.lam < 0:
         raise ValueError(f"algo.lpc.lam weighs KL(q || p) and must be >= 0, got {lpc.lam}")
+    if lpc.lr is not None and not lpc.lr > 0:
+        raise ValueError(f"algo.lpc.lr must be > 0 (or unset: train.lr), got {lpc.lr}")
+    if lpc.init_std < 0:
+        raise ValueError(f"algo.lpc.init_std is the codebook's initial standard deviation, >= 0, got {lpc.init_std}")
     if not lpc.gumbel_tau > 0:
         raise ValueError(f"algo.lpc.gumbel_tau must be > 0, got {lpc.gumbel_tau}")
     if lpc.mlp_hidden is not None and lpc.mlp_hidden < 1:

@@ -118,6 +118,8 @@ class LpcSettings:
     codes: int = 0  # C, the codebook's size (seed 000 finds 32-64 best); 0: off
     lam: float = 0.05  # lambda, the weight of KL(q || p)
     mlp_hidden: Optional[int] = None  # the prior's and posterior's hidden width; None: the policy's hidden size
+    init_std: float = 1.0  # the codebook's initial entries ~ N(0, init_std^2); 0: z starts at the origin
+    lr: Optional[float] = None  # the heads' (codebook, prior, posterior) learning rate; None: train.lr
     gumbel_tau: float = 1.0  # the Gumbel-softmax temperature
     g_over: str = "iteration"  # g rises 0 -> 1 over each iteration's training | over the whole run
     inference: str = "mean"  # z at generation: the prior's expected code (mean) | one drawn from it (sample)

@@ -61,14 +61,17 @@ class Learner:
         if algo.lpc.codes:
             torch.manual_seed(seed)
             self.codes = (lpc.load(model) if lpc.has_heads(model) else
-                          LatentCodes(self.model.config.hidden_size, algo.lpc.codes, algo.lpc.mlp_hidden))
+                          LatentCodes(self.model.config.hidden_size, algo.lpc.codes, algo.lpc.mlp_hidden,
+                                     algo.lpc.init_std))
             self.codes.to(self.placement.device)
         self.reference_model: torch.nn.Module | None = None
         self.batch: Batch | None = None
         # One optimizer for the run: accelerate keeps a reference to every optimizer it prepares.
-        params = list(trainable_parameters(self.model) if self.lora else self.model.parameters())
-        params += list(self.codes.parameters()) if self.codes is not None else []
-        opt = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+        groups = [{"params": list(trainable_parameters(self.model) if self.lora else self.model.parameters()),
+                   "base_lr": train.lr}]
+        if self.codes is not None:  # LPC's heads start from random: their own learning rate (algo.lpc.lr)
+            groups.append({"params": list(self.codes.parameters()), "base_lr": algo.lpc.lr or train.lr})
+        opt = torch.optim.AdamW(groups, lr=train.lr, weight_decay=train.weight_decay)
         self.optimizer, self.torch_optimizer = self.placement.optimizer(opt)
         self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
         self.sync_buckets: list[list[TensorMeta]] = []
@@ -140,7 +143,7 @@ class Learner:
         cfg = self.train_cfg
         total = cfg.epochs * self.steps_per_epoch(batch)
         for group in self.torch_optimizer.param_groups:
-            group["lr"] = group["initial_lr"] = cfg.lr
+            group["lr"] = group["initial_lr"] = group["base_lr"]
         factor = lr_multiplier(total, math.ceil(cfg.warmup_ratio * total), cfg.lr_schedule)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.torch_optimizer, factor)
         return {"num_examples": float(len(batch)), "num_sequences": float(len(batch.response_ids)),

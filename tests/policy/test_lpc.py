@@ -101,6 +101,12 @@ def test_with_one_zero_code_lpc_dpo_is_dpo(pair):
     assert torch.allclose(lpc, dpo_loss(plain[:1] - ref[:1], plain[1:] - ref[1:], 0.1), rtol=0, atol=1e-6)
 
 
+def test_the_codebook_starts_gaussian_at_init_std_or_at_zero():
+    torch.manual_seed(0)
+    assert LatentCodes(128, 64, init_std=0.5).codebook.std().item() == pytest.approx(0.5, rel=0.05)
+    assert torch.equal(LatentCodes(128, 64, init_std=0.0).codebook, torch.zeros(64, 128))
+
+
 def test_z_moves_only_the_response_tokens_log_probs(pair):
     """log pi(y|x, z) sums log softmax(LMHead(h + z)) over response tokens alone: by hand from the head."""
     model, ids, attn, mask = pair
@@ -218,6 +224,25 @@ def lpc_learner(policy: str, model: str | None = None, algo: str = "dpo", **lpc_
     return Learner(model or policy, policy, "float32", cfg, load_config(overrides).algo, seed=0, initial=policy)
 
 
+def test_the_heads_take_their_own_learning_rate(tiny_policy):
+    """train.lr = 1e-2 for the policy, algo.lpc.lr = 0.5 for codebook, prior and posterior; unset: train.lr."""
+    from tests.policy.test_learner import pair_batch
+
+    learner = lpc_learner(tiny_policy, codes=4, lr=0.5)
+    learner.begin_iteration(pair_batch("initial"))
+    policy, heads = learner.torch_optimizer.param_groups
+    assert (policy["lr"], heads["lr"]) == (1e-2, 0.5)
+    assert {id(p) for p in heads["params"]} == {id(p) for p in learner.codes.parameters()}
+    before = learner.codes.codebook.detach().clone()
+    learner.train_epoch(0, iteration=1)
+    # Adam's first step moves each entry by about lr (the bias-corrected ratio is +-1): 0.5, not 1e-2
+    step = (learner.codes.codebook.detach() - before).abs()
+    assert step.max().item() == pytest.approx(0.5, rel=0.01)
+    default = lpc_learner(tiny_policy, codes=4)
+    default.begin_iteration(pair_batch("initial"))
+    assert [g["lr"] for g in default.torch_optimizer.param_groups] == [1e-2, 1e-2]
+
+
 def test_a_learner_with_one_zero_code_takes_dpos_step(tiny_policy):
     """One optimizer step over the whole batch: z = 0 (the one code starts at the origin), KL = 0, so the
     policy's gradient, its loss and its new weights are DPO's."""
@@ -262,6 +287,8 @@ def test_lpc_trains_its_heads_and_they_come_back_from_the_checkpoint(tiny_policy
     (["algo=dpo", "algo.lpc.codes=8", "algo.lpc.lam=-0.1"], "algo.lpc.lam weighs KL\\(q \\|\\| p\\) and must be >= 0"),
     (["algo=dpo", "algo.lpc.codes=8", "algo.lpc.g_over=epoch"], "algo.lpc.g_over must be one of"),
     (["algo=dpo", "algo.lpc.codes=8", "algo.lpc.gumbel_tau=0"], "algo.lpc.gumbel_tau must be > 0"),
+    (["algo=dpo", "algo.lpc.codes=8", "algo.lpc.init_std=-1"], "algo.lpc.init_std is the codebook's initial"),
+    (["algo=dpo", "algo.lpc.codes=8", "algo.lpc.lr=0"], "algo.lpc.lr must be > 0"),
 ])
 def test_bad_lpc_settings_are_refused_before_any_work(overrides, message):
     from selfplay.config.loading import load_config
