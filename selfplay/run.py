@@ -201,12 +201,12 @@ def main(argv: list[str]) -> int:
 
     try:
         sources, oracle, judge = resolve_sources(cfg)
-        check_models(sources)  # weights present and safe, tokenizers within the embeddings: before any actor
         if cfg.placement.check:  # before any model or prompt is loaded, any actor started
             _, problems = plan(cfg, sources.policy, sources.scorer)
             if problems:
                 raise RunError(f"the plan does not fit: {problems[0]}"
                                + (f" (and {len(problems) - 1} more: python -m selfplay.plan ...)" if len(problems) > 1 else ""))
+        check_models(sources)  # weights present and safe, tokenizers within the embeddings: before any actor
         tokenizer = load_tokenizer(sources.policy_tokenizer)
         prompts = load_prompt_splits(cfg, sources, tokenizer, judge)
         run_dir, last = prepare_run_dir(cfg, sources)
