@@ -13,7 +13,6 @@ import json
 import shutil
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from selfplay.core.batch import Batch
