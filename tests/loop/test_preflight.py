@@ -11,11 +11,17 @@ from tests.loop.test_e2e import assert_refused
 
 
 @pytest.fixture
-def no_ray():
+def no_ray(monkeypatch):
+    """The run must refuse before it starts Ray or any actor (the suite's own cluster may be up already)."""
     import ray
 
-    yield
-    assert not ray.is_initialized(), "the run started Ray before refusing"
+    import selfplay.run
+
+    def started(*args, **kwargs):
+        raise AssertionError("the run went on to start Ray or its actors before refusing")
+
+    monkeypatch.setattr(ray, "init", started)
+    monkeypatch.setattr(selfplay.run, "start_workers", started)
 
 
 def tiny_llama(path, vocab_size: int, pickled: bool = False) -> str:

@@ -10,25 +10,36 @@ from selfplay.run import main
 from tests.loop.test_e2e import FAST, without_timings
 
 
-# What a stop leaves on disk falls in three classes, one stage of each here: nothing of iteration 2 (score: before
-# its rollout is saved), its scored rollout (train; sync and eval leave the same), its rollout, checkpoint and
-# evaluation but no metrics line (metrics, the commit point).
-@pytest.mark.parametrize("stage", ["score", "train", "metrics"])
+def after_iteration_1(hf_run, tmp_path):
+    """A copy of the uninterrupted two-iteration run as it stood after iteration 1 (its metrics line 2 dropped;
+    the resume removes iteration 2's files): the tests stop iteration 2 without paying for iteration 1."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(hf_run, run_dir)
+    (run_dir / "metrics.jsonl").write_text((run_dir / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+    return run_dir
+
+
+# What a stop leaves on disk falls in three classes: nothing of iteration 2 (score: before its rollout is saved),
+# its scored rollout (train; sync and eval leave the same), its rollout and checkpoint but no metrics line (a stop
+# at the metrics write, or in checkpointing: the full-disk test below).
+@pytest.mark.parametrize("stage", ["score", "train"])
 def test_a_driver_stopped_inside_an_iteration_resumes_to_the_uninterrupted_run(hf_run, tmp_path, monkeypatch, stage):
     from selfplay.core.rollout_store import rollout_path
     from selfplay.loop.faults import InjectedFault
 
-    run_dir = tmp_path / "run"
-    args = [*FAST, "iter=2", f"run.dir={run_dir}", "generator.backend=hf"]
+    run_dir = after_iteration_1(hf_run, tmp_path)
+    args = [*FAST, "iter=2", f"run.dir={run_dir}", "generator.backend=hf", "run.resume=true"]
     monkeypatch.setenv("SELFPLAY_FAULT", f"{stage}:2:raise")
     with pytest.raises(InjectedFault, match=f"{stage} of iteration 2"):
         main(args)
     assert [r["iteration"] for r in read_metrics(run_dir)] == [1]
     saved = stage != "score"
     assert (rollout_path(run_dir, 2) / "scores.safetensors").exists() == saved
-    assert (run_dir / "iter_2").exists() == (stage == "metrics")
+    assert not (run_dir / "iter_2").exists()
     monkeypatch.delenv("SELFPLAY_FAULT")
-    assert main([*args, "run.resume=true"]) == 0
+    assert main(args) == 0
     resumed, uninterrupted = read_metrics(run_dir), read_metrics(hf_run)
     assert resumed[1]["rollout_reused"] == saved and not uninterrupted[1]["rollout_reused"]
     if saved:  # nothing generated or scored again
@@ -50,8 +61,8 @@ def assert_same_weights(a, b) -> None:
 
 
 def test_a_full_disk_while_checkpointing_leaves_the_run_resumable(hf_run, tmp_path, monkeypatch, capsys):
-    """ENOSPC on iteration 2's evaluation file (the checkpoint stage): one line, exit 1, iteration 1 intact; the
-    resumed run then equals the uninterrupted one."""
+    """ENOSPC on iteration 2's evaluation file (the checkpoint stage, after the learner wrote iter_2/): one line,
+    exit 1, iteration 1 intact; the resumed run reuses the rollout and equals the uninterrupted one."""
     import errno
 
     import selfplay.loop.driver as driver
@@ -63,17 +74,20 @@ def test_a_full_disk_while_checkpointing_leaves_the_run_resumable(hf_run, tmp_pa
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real(path, obj)
 
-    run_dir = tmp_path / "run"
-    args = [*FAST, "iter=2", f"run.dir={run_dir}", "generator.backend=hf"]
+    run_dir = after_iteration_1(hf_run, tmp_path)
+    args = [*FAST, "iter=2", f"run.dir={run_dir}", "generator.backend=hf", "run.resume=true"]
     monkeypatch.setattr(driver, "atomic_write_json", full_at_iteration_2)
     assert main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "error: disk full writing" in err and "intact up to iteration 1" in err and "run.resume=true" in err
     assert [r["iteration"] for r in read_metrics(run_dir)] == [1] and (run_dir / "iter_1" / "config.json").exists()
+    assert (run_dir / "iter_2" / "model.safetensors").exists()  # the learner's checkpoint, not yet committed
     monkeypatch.setattr(driver, "atomic_write_json", real)
-    assert main([*args, "run.resume=true"]) == 0
+    assert main(args) == 0
     same = lambda r: {k: v for k, v in without_timings(r).items() if k != "rollout_reused"}  # noqa: E731
+    assert read_metrics(run_dir)[1]["rollout_reused"]
     assert same(read_metrics(run_dir)[1]) == same(read_metrics(hf_run)[1])
+    assert_same_weights(run_dir / "iter_2", hf_run / "iter_2")
 
 
 def test_a_saved_rollout_round_trips_exactly(tmp_path):
