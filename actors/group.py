@@ -27,9 +27,9 @@ def gather(refs: list, desc: str, progress: bool = True, timeout_s: float | None
         while pending:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             done, pending = ray.wait(pending, num_returns=1, timeout=left)
-            if not done:
-                late = sorted({names[i] if names else f"call {i}" for i, r in enumerate(refs) if r in pending})
-                raise StageTimeout(f"{desc}: no answer within {timeout_s:g} s from {', '.join(late)}")
+            if not done:  # the late actors, each named once, in the order of their calls
+                late = dict.fromkeys(names[i] if names else f"call {i}" for i, r in enumerate(refs) if r in pending)
+                raise StageTimeout(f"{desc}: {', '.join(late)} did not answer within {timeout_s:g} s")
             ray.get(done)  # raise an actor's error as soon as it happens
             bar.update(len(done))
     return ray.get(refs)
@@ -38,7 +38,12 @@ def gather(refs: list, desc: str, progress: bool = True, timeout_s: float | None
 def leader(refs: list, timeout_s: float | None = None, what: str = "learner") -> object:
     """Wait for every rank's ref (an error on any rank is raised here); the value of the first, rank 0's.  The
     wait is bounded by ``timeout_s`` like ``gather``'s, its error naming ``what`` and the learner ranks late."""
-    return gather(refs, what, False, timeout_s, [f"learner rank {r}" for r in range(len(refs))])[0]
+    return gather(refs, what, False, timeout_s, rank_names(refs))[0]
+
+
+def rank_names(refs: list, first: int = 0) -> list[str]:
+    """How a timeout error names the learner ranks whose refs these are (rank ``first`` onwards)."""
+    return [f"learner rank {first + r}" for r in range(len(refs))]
 
 
 def wait(refs, timeout_s: float | None = None, what: str = "wait"):
@@ -49,9 +54,6 @@ def wait(refs, timeout_s: float | None = None, what: str = "wait"):
 
 
 def wait_named(refs: list, names: list[str], timeout_s: float, what: str) -> list:
-    """``ray.get(refs)``, bounded: if some have not answered within ``timeout_s``, a TimeoutError names them."""
-    _, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
-    if pending:
-        late = [names[i] for i, r in enumerate(refs) if r in pending]
-        raise TimeoutError(f"{what}: {', '.join(late)} did not answer within {timeout_s:g} s")
-    return ray.get(refs)
+    """``ray.get(refs)``, bounded: if some have not answered within ``timeout_s``, a StageTimeout names them
+    (``gather`` without a progress bar)."""
+    return gather(refs, what, False, timeout_s, names)

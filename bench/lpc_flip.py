@@ -53,7 +53,7 @@ def logprobs(model, codes, batch, pad_id: int, rows: int = 64) -> torch.Tensor:
         states = lpc.final_states(model, ids, attn)
         prompt_end, _ = lpc.last_positions(mask, attn)
         h_x = states[torch.arange(len(ids)), prompt_end]
-        z = codes.embed(torch.softmax(codes.prior_logits(h_x), dim=-1))
+        z = codes.embed(lpc.prompt_weights(codes, h_x, "mean", torch.Generator()))
         out.append(lpc.conditioned_logprobs(model, states, ids, mask, z))
     return torch.cat(out)
 

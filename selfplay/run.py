@@ -132,7 +132,7 @@ def start_workers(cfg: DictConfig, sources, policy: str, tokenizer: str):
     continues from); each gets its config section as plain, resolved values."""
 
     from actors.generator import Generator
-    from actors.group import gather
+    from actors.group import gather, rank_names
     from actors.learner import LearnerGroup
     from actors.scorer import Scorer
     from selfplay.loop.stages import Workers, connect_weight_transfer, send_code_table, stage_timeout
@@ -161,9 +161,8 @@ def start_workers(cfg: DictConfig, sources, policy: str, tokenizer: str):
                                  rank_threads, p.strategy, on(p.learner_resource).get("resources", {}), cfg.iter)
     workers = Workers(generators, scorer, learner)
     try:
-        ready = [a.__ray_ready__.remote() for a in workers.actors()] + learner.ready
-        names = [*workers.generator_names(), "scorer", *(f"learner rank {r}" for r in range(len(learner.ranks)))]
-        gather(ready, "start", False, stage_timeout(cfg, "start"), names + names[-len(learner.ready):])  # errors now
+        ready = [a.__ray_ready__.remote() for a in workers.actors()] + learner.ready  # start-up errors surface now
+        gather(ready, "start", False, stage_timeout(cfg, "start"), workers.actor_names() + rank_names(learner.ready))
         connect_weight_transfer(workers, cfg)
         send_code_table(workers, cfg)  # LPC: a resumed run's trained codes are served from the first generation
     except BaseException:

@@ -4,7 +4,8 @@ or checkpointing resumes without generating again: generation is most of an iter
 ``rollout.json`` holds the Batch's lists (ids, messages, directions, responses, texts, memory-replay rows) and
 ``scores.safetensors`` its K x K log-odds and K x m rewards, exactly as the judge returned them, so the resumed
 iteration trains on the same numbers.  The directory is written with ``atomic_dir`` and removed once the
-iteration's metrics line is written; ``clean_incomplete`` keeps only the one of the iteration a run resumes at.
+iteration's metrics line is written; a resumed run keeps only the one of the iteration it resumes at
+(``drop_rollouts``).
 """
 
 from __future__ import annotations

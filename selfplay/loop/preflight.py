@@ -9,6 +9,7 @@ the problem; the entry point prints it in one line and exits with code 2, as for
 from __future__ import annotations
 
 import errno
+import json
 import tempfile
 from pathlib import Path
 
@@ -41,8 +42,6 @@ def check_weights(name: str, what: str) -> None:
 def check_code(name: str, what: str) -> None:
     """A local model whose config.json maps its classes to its own Python files (``auto_map``) is refused:
     loading it would run that code (transformers' ``trust_remote_code``, off in selfplay)."""
-    import json
-
     path = local_directory(name)
     config = path / "config.json" if path is not None else None
     if config is None or not config.exists():

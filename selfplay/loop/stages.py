@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from actors.generator import GeneratorsClient
-from actors.group import gather, leader, wait_named
+from actors.group import gather, leader, rank_names, wait_named
 from selfplay.algorithms.examples import draw_replay
 from selfplay.algorithms.registry import get_algorithm
 from selfplay.core.batch import Batch
@@ -38,10 +38,9 @@ class Workers:
         """How a timeout error names each generator."""
         return [f"generator {i}" for i in range(len(self.generators))]
 
-
-def rank_names(refs: list, first: int = 0) -> list[str]:
-    """How a timeout error names the learner ranks whose refs these are (rank ``first`` onwards)."""
-    return [f"learner rank {first + r}" for r in range(len(refs))]
+    def actor_names(self) -> list[str]:
+        """How a timeout error names each of ``actors()``."""
+        return [*self.generator_names(), "scorer", *rank_names(self.learner.ranks)]
 
 
 def stage_timeout(cfg: DictConfig, stage: str) -> float:

@@ -10,6 +10,11 @@ from selfplay.run import main
 from tests.loop.test_e2e import FAST, without_timings
 
 
+def same(record: dict) -> dict:
+    """What a resumed iteration must reproduce: the record but its timings and whether its rollout was reused."""
+    return {k: v for k, v in without_timings(record).items() if k != "rollout_reused"}
+
+
 def after_iteration_1(hf_run, tmp_path):
     """A copy of the uninterrupted two-iteration run as it stood after iteration 1 (its metrics line 2 dropped;
     the resume removes iteration 2's files): the tests stop iteration 2 without paying for iteration 1."""
@@ -44,7 +49,6 @@ def test_a_driver_stopped_inside_an_iteration_resumes_to_the_uninterrupted_run(h
     assert resumed[1]["rollout_reused"] == saved and not uninterrupted[1]["rollout_reused"]
     if saved:  # nothing generated or scored again
         assert resumed[1]["generate_s"] == 0.0 and resumed[1]["score_s"] == 0.0
-    same = lambda r: {k: v for k, v in without_timings(r).items() if k != "rollout_reused"}  # noqa: E731
     assert same(resumed[1]) == same(uninterrupted[1])
     assert not (run_dir / "rollouts").exists() or not any((run_dir / "rollouts").iterdir())  # dropped at commit
     assert_same_weights(run_dir / "iter_2", hf_run / "iter_2")
@@ -84,7 +88,6 @@ def test_a_full_disk_while_checkpointing_leaves_the_run_resumable(hf_run, tmp_pa
     assert (run_dir / "iter_2" / "model.safetensors").exists()  # the learner's checkpoint, not yet committed
     monkeypatch.setattr(driver, "atomic_write_json", real)
     assert main(args) == 0
-    same = lambda r: {k: v for k, v in without_timings(r).items() if k != "rollout_reused"}  # noqa: E731
     assert read_metrics(run_dir)[1]["rollout_reused"]
     assert same(read_metrics(run_dir)[1]) == same(read_metrics(hf_run)[1])
     assert_same_weights(run_dir / "iter_2", hf_run / "iter_2")

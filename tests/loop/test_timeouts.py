@@ -23,7 +23,7 @@ def test_a_hung_call_becomes_a_timeout_naming_the_stage_and_the_actor(ray_cluste
 
     quick, hung = Sleeper.remote(), Sleeper.remote()
     start = time.monotonic()
-    with pytest.raises(StageTimeout, match=r"score: no answer within 2 s from scorer 1$"):
+    with pytest.raises(StageTimeout, match=r"^score: scorer 1 did not answer within 2 s$"):
         gather([quick.nap.remote(0.1), hung.nap.remote(600)], "score", False, 2.0, ["scorer 0", "scorer 1"])
     assert time.monotonic() - start < 60  # bounded: the hung call would take 600 s
     assert gather([quick.nap.remote(0.1)], "score", False, 30.0, ["scorer 0"]) == [0.1]
@@ -38,7 +38,7 @@ def test_a_run_whose_stage_outlives_its_bound_stops_with_one_line(world, ray_clu
     run_dir = tmp_path / "run"
     assert main([*FAST, "iter=1", f"run.dir={run_dir}", "generator.backend=hf", "run.stage_timeouts.train=0.001"]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("error: train: reference log-probs: no answer within 0.001 s from learner rank 0")
+    assert err.startswith("error: train: reference log-probs: learner rank 0 did not answer within 0.001 s")
     assert "intact up to iteration 0" in err and read_metrics(run_dir) == []
 
 
