@@ -5,15 +5,16 @@ from __future__ import annotations
 import ray
 
 from actors.group import wait_named
+from selfplay.core.lm import ModelTrust
 from selfplay.policy.engines import make_generator
 
 
 @ray.remote
 class Generator:
     def __init__(self, backend: str, model: str, tokenizer: str, cfg, dtype: str, seed: int, sleep_mode: bool = False,
-                 weight_transfer: str | None = None, code_bias: bool = False):
+                 weight_transfer: str | None = None, code_bias: bool = False, trust: ModelTrust = ModelTrust()):
         self.engine = make_generator(backend, model, tokenizer, cfg, dtype, seed, sleep_mode, weight_transfer,
-                                     code_bias)
+                                     code_bias, trust)
 
     def generate(self, prompt_ids, n, temperature, top_p, max_new_tokens, seed, codes=None):
         extra = {} if codes is None else {"codes": codes}  # LPC's code weights per prompt

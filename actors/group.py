@@ -7,20 +7,33 @@ starts the next stage.  An actor's exception is raised here, in the driver."""
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import ray
+from ray.exceptions import RayActorError
 from tqdm import tqdm
 
 
 class StageTimeout(TimeoutError):
-    """A stage's calls did not all answer within its timeout (``run.stage_timeout_s``); names who and what."""
+    """A stage's calls did not all answer within its timeout (``run.stage_timeout_s``); names who and what
+    (``late``: the actors' names)."""
+
+    def __init__(self, message: str, late: list[str] | None = None):
+        super().__init__(message)
+        self.late = late or []
+
+
+Redo = Callable[[int, Exception], "ray.ObjectRef"]
 
 
 def gather(refs: list, desc: str, progress: bool = True, timeout_s: float | None = None,
-           names: list[str] | None = None) -> list:
+           names: list[str] | None = None, redo: Redo | None = None) -> list:
     """ray.get(refs) in submission order, with a progress bar that advances as calls finish.  With ``timeout_s``,
     the whole wait is bounded: a StageTimeout names ``desc`` and the actors (``names``, one per ref) still
-    working."""
+    working.  With ``redo``, a call whose actor died (RayActorError) or did not answer in time is not an error
+    here: ``redo(i, error)`` restarts its actor and returns a new ref for call i, waited on in its place (the
+    bound starts again); the calls that finished are kept, never made twice."""
+    refs = list(refs)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     with tqdm(total=len(refs), desc=desc, disable=not progress, leave=False, dynamic_ncols=True) as bar:
         pending = list(refs)
@@ -28,11 +41,30 @@ def gather(refs: list, desc: str, progress: bool = True, timeout_s: float | None
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             done, pending = ray.wait(pending, num_returns=1, timeout=left)
             if not done:  # the late actors, each named once, in the order of their calls
-                late = dict.fromkeys(names[i] if names else f"call {i}" for i, r in enumerate(refs) if r in pending)
-                raise StageTimeout(f"{desc}: {', '.join(late)} did not answer within {timeout_s:g} s")
-            ray.get(done)  # raise an actor's error as soon as it happens
+                late_calls = [i for i, r in enumerate(refs) if r in pending]
+                late = list(dict.fromkeys(names[i] if names else f"call {i}" for i in late_calls))
+                error = StageTimeout(f"{desc}: {', '.join(late)} did not answer within {timeout_s:g} s", late)
+                if redo is None:
+                    raise error
+                pending = [redo_call(refs, i, error, redo) for i in late_calls]
+                deadline = time.monotonic() + timeout_s
+                continue
+            try:
+                ray.get(done)  # raise an actor's error as soon as it happens
+            except RayActorError as error:
+                if redo is None:
+                    raise
+                pending.append(redo_call(refs, refs.index(done[0]), error, redo))
+                deadline = None if timeout_s is None else time.monotonic() + timeout_s
+                continue
             bar.update(len(done))
     return ray.get(refs)
+
+
+def redo_call(refs: list, i: int, error: Exception, redo: Redo):
+    """Call i again (``redo``), in place in ``refs``; the new ref."""
+    refs[i] = redo(i, error)
+    return refs[i]
 
 
 def leader(refs: list, timeout_s: float | None = None, what: str = "learner") -> object:

@@ -9,6 +9,7 @@ import ray
 from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from selfplay.core.lm import ModelTrust
 from selfplay.policy.learner import Learner as LearnerImpl
 from selfplay.policy.parallel import Sharded, Single
 
@@ -29,11 +30,11 @@ class Learner:
         return f"{ray.util.get_node_ip_address()}:{port}"
 
     def setup(self, address: str | None, model: str, tokenizer: str, dtype: str, train, algo, seed: int,
-              initial: str | None, iterations: int = 1) -> None:
+              initial: str | None, iterations: int = 1, trust: ModelTrust = ModelTrust()) -> None:
         placement = (Single(train.mixed_precision) if self.world_size == 1 else
                      Sharded(self.rank, self.world_size, address, train.mixed_precision, train.cpu_offload,
                              train.activation_checkpointing))
-        self.learner = LearnerImpl(model, tokenizer, dtype, train, algo, seed, initial, placement, iterations)
+        self.learner = LearnerImpl(model, tokenizer, dtype, train, algo, seed, initial, placement, iterations, trust)
 
     def begin_iteration(self, batch):
         return self.learner.begin_iteration(batch)
@@ -75,10 +76,11 @@ class LearnerGroup:
     @classmethod
     def start(cls, train, model: str, tokenizer: str, dtype: str, algo, seed: int, initial: str | None,
               env_vars: dict[str, str], strategy: str = "PACK", resources: dict[str, float] | None = None,
-              iterations: int = 1) -> "LearnerGroup":
+              iterations: int = 1, trust: ModelTrust = ModelTrust()) -> "LearnerGroup":
         """``train.world_size`` ranks, in one placement group (one bundle each, placed by ``strategy``) when there
         are several; ``resources``: custom Ray resources each rank needs (node affinity); ``iterations``: the
-        run's (LPC's g may rise over them)."""
+        run's (LPC's g may rise over them); ``trust``: the policy's opt-ins (``policy.trust_remote_code`` /
+        ``policy.allow_pickle``)."""
         n, resources = train.world_size, dict(resources or {})
         options = {"num_cpus": train.num_cpus, "num_gpus": train.num_gpus, "runtime_env": {"env_vars": env_vars},
                    "resources": resources}
@@ -91,7 +93,7 @@ class LearnerGroup:
             address = ranks[0].address.remote()
         else:
             group, ranks, address = None, [Learner.options(**options).remote(0, 1)], None
-        ready = [r.setup.remote(address, model, tokenizer, dtype, train, algo, seed, initial, iterations)
+        ready = [r.setup.remote(address, model, tokenizer, dtype, train, algo, seed, initial, iterations, trust)
                  for r in ranks]
         return cls(ranks, ready, group)
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import ray
 
+from selfplay.core.lm import ModelTrust
 from selfplay.models.scorer import load_scorer
 
 
 @ray.remote
 class Scorer:
-    def __init__(self, kind: str, model: str, batch_size: int, k: int | None, tau: float, tokenizer: str, device: str):
-        self.scorer = load_scorer(kind, model, batch_size, k=k, tau=tau, tokenizer=tokenizer, device=device)
+    def __init__(self, kind: str, model: str, batch_size: int, k: int | None, tau: float, tokenizer: str, device: str,
+                 trust: ModelTrust = ModelTrust()):
+        self.scorer = load_scorer(kind, model, batch_size, k=k, tau=tau, tokenizer=tokenizer, device=device,
+                                  trust=trust)
 
     def score(self, prompts, responses):
         return self.scorer.score(prompts, responses)

@@ -109,7 +109,8 @@ def main() -> None:
     from selfplay.config.loading import load_config
     from selfplay.core.lm import encode_prompt, load_tokenizer
     from selfplay.data.prompts import load_prompts
-    from selfplay.loop.stages import Workers, sync_weights
+    from selfplay.loop.sync import sync_weights
+    from selfplay.loop.workers import Workers
     from selfplay.policy.weight_sync import Bucket
     from selfplay.world.build import get_world
 

@@ -34,7 +34,7 @@ def choose_judge(cfg: DictConfig, scorer: str):
     from selfplay.models.multi_objective import attribute_names
     from selfplay.steering.directional import Steering
 
-    return DirectionalJudge(Steering.from_config(cfg, attribute_names(scorer)))
+    return DirectionalJudge(Steering.from_config(cfg, attribute_names(scorer, cfg.scorer.trust_remote_code)))
 
 
 def start_errors() -> tuple[type[Exception], ...]:
@@ -127,42 +127,64 @@ def prepare_run_dir(cfg: DictConfig, sources) -> tuple[Path, int]:
     return run_dir, last
 
 
-def start_workers(cfg: DictConfig, sources, policy: str, tokenizer: str):
-    """The generators, the scorer and the learner, started from ``policy`` (pi_0, or the checkpoint a resumed run
-    continues from); each gets its config section as plain, resolved values."""
+def starting_point(run_dir: Path, last: int, sources) -> tuple[str, str]:
+    """The policy and tokenizer iteration ``last + 1`` starts from: pi_0 as configured, or iteration ``last``'s
+    checkpoint (which carries its tokenizer)."""
+    from selfplay.core.checkpoint import iteration_dir
+
+    if last == 0:
+        return sources.policy, sources.policy_tokenizer
+    return str(iteration_dir(run_dir, last)), str(iteration_dir(run_dir, last))
+
+
+def start_workers(cfg: DictConfig, sources, run_dir: Path, last: int):
+    """The generators, the scorer and the learner, started from iteration ``last``'s policy (pi_0, or the
+    checkpoint a resumed run continues from); each gets its config section as plain, resolved values.  How each
+    was started is kept (``Spawn``), to start it again after a failure."""
 
     from actors.generator import Generator
     from actors.group import gather, rank_names
     from actors.learner import LearnerGroup
     from actors.scorer import Scorer
-    from selfplay.loop.stages import Workers, connect_weight_transfer, send_code_table, stage_timeout
+    from selfplay.core.lm import ModelTrust
+    from selfplay.loop.sync import connect_weight_transfer, send_code_table
+    from selfplay.loop.workers import Failures, Spawn, Workers, stage_timeout
 
     threads = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}  # num_cpus=0 actors would get 1 thread
-    g, s, t, algo = (OmegaConf.create(OmegaConf.to_container(c, resolve=True))
-                     for c in (cfg.generator, cfg.scorer, cfg.train, cfg.algo))
+    g, s, train, algo = (OmegaConf.create(OmegaConf.to_container(c, resolve=True))
+                         for c in (cfg.generator, cfg.scorer, cfg.train, cfg.algo))
     p = cfg.placement
+    policy, tokenizer = starting_point(run_dir, last, sources)
 
     def on(resource: str | None) -> dict:  # node affinity: a small share of the role's custom resource
         return {"resources": {resource: 0.01}} if resource else {}
 
-    generators = [
-        Generator.options(num_cpus=g.num_cpus, num_gpus=g.num_gpus, runtime_env={"env_vars": threads},
-                          **on(p.generator_resource)).remote(
+    def generator():  # a restarted one starts from the same files, then gets the learner's weights
+        return Generator.options(num_cpus=g.num_cpus, num_gpus=g.num_gpus, runtime_env={"env_vars": threads},
+                                 **on(p.generator_resource)).remote(
             g.backend, policy, tokenizer, g, g.dtype or cfg.policy.dtype, cfg.run.seed, p.colocate,
-            None if cfg.sync.transport == "object_store" else cfg.sync.transport, cfg.algo.lpc.codes > 0)
-        for _ in range(g.replicas)
-    ]
-    device = "cuda" if s.num_gpus > 0 else "cpu"
-    scorer = Scorer.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, runtime_env={"env_vars": threads},
-                            **on(p.scorer_resource)).remote(
-        s.kind, sources.scorer, s.batch_size, s.k, s.tau, sources.scorer_tokenizer, device)
-    rank_threads = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // t.world_size))}
-    learner = LearnerGroup.start(t, policy, tokenizer, cfg.policy.dtype, algo, cfg.run.seed, sources.policy,
-                                 rank_threads, p.strategy, on(p.learner_resource).get("resources", {}), cfg.iter)
-    workers = Workers(generators, scorer, learner)
+            None if cfg.sync.transport == "object_store" else cfg.sync.transport, cfg.algo.lpc.codes > 0,
+            trust=ModelTrust.of(cfg.policy))
+
+    def scorer():
+        return Scorer.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, runtime_env={"env_vars": threads},
+                              **on(p.scorer_resource)).remote(
+            s.kind, sources.scorer, s.batch_size, s.k, s.tau, sources.scorer_tokenizer,
+            "cuda" if s.num_gpus > 0 else "cpu", trust=ModelTrust.of(cfg.scorer))
+
+    def learner(t: int):  # from iteration t's checkpoint, its optimizer state included
+        rank_threads = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // train.world_size))}
+        return LearnerGroup.start(train, *starting_point(run_dir, t, sources), cfg.policy.dtype, algo, cfg.run.seed,
+                                  sources.policy, rank_threads, p.strategy,
+                                  on(p.learner_resource).get("resources", {}), cfg.iter,
+                                  trust=ModelTrust.of(cfg.policy))
+
+    workers = Workers([generator() for _ in range(g.replicas)], scorer(), learner(last),
+                      Spawn(generator, scorer, learner), Failures(cfg.run.max_failures))
     try:
-        ready = [a.__ray_ready__.remote() for a in workers.actors()] + learner.ready  # start-up errors surface now
-        gather(ready, "start", False, stage_timeout(cfg, "start"), workers.actor_names() + rank_names(learner.ready))
+        ready = [a.__ray_ready__.remote() for a in workers.actors()] + workers.learner.ready  # start-up errors now
+        gather(ready, "start", False, stage_timeout(cfg, "start"),
+               workers.actor_names() + rank_names(workers.learner.ready))
         connect_weight_transfer(workers, cfg)
         send_code_table(workers, cfg)  # LPC: a resumed run's trained codes are served from the first generation
     except BaseException:
@@ -192,11 +214,12 @@ def main(argv: list[str]) -> int:
 
     from actors.group import StageTimeout
     from selfplay.config.memory import plan
-    from selfplay.core.checkpoint import iteration_dir, last_complete_iteration
-    from selfplay.core.lm import load_tokenizer
+    from selfplay.core.checkpoint import last_complete_iteration
+    from selfplay.core.lm import ModelTrust, load_tokenizer
     from selfplay.loop.driver import selfplay
     from selfplay.loop.plan import RunError
     from selfplay.loop.preflight import check_models
+    from selfplay.loop.workers import TooManyFailures
 
     try:
         sources, oracle, judge = resolve_sources(cfg)
@@ -205,8 +228,8 @@ def main(argv: list[str]) -> int:
             if problems:
                 raise RunError(f"the plan does not fit: {problems[0]}"
                                + (f" (and {len(problems) - 1} more: python -m selfplay.plan ...)" if len(problems) > 1 else ""))
-        check_models(sources)  # weights present and safe, tokenizers within the embeddings: before any actor
-        tokenizer = load_tokenizer(sources.policy_tokenizer)
+        check_models(sources, cfg)  # weights present and safe, tokenizers within the embeddings: before any actor
+        tokenizer = load_tokenizer(sources.policy_tokenizer, ModelTrust.of(cfg.policy))
         prompts = load_prompt_splits(cfg, sources, tokenizer, judge)
         run_dir, last = prepare_run_dir(cfg, sources)
     except start_errors() as e:
@@ -215,19 +238,17 @@ def main(argv: list[str]) -> int:
     if last >= cfg.iter:
         print(f"{run_dir}: all {cfg.iter} iterations are complete")
         return 0
-    # A checkpoint carries its tokenizer; the first iteration starts from the configured pair.
-    policy = str(iteration_dir(run_dir, last)) if last else sources.policy
-    tokenizer_source = policy if last else sources.policy_tokenizer
-    log.info("run dir %s; starting at iteration %d of %d from %s", run_dir, last + 1, cfg.iter, policy)
+    log.info("run dir %s; starting at iteration %d of %d from %s", run_dir, last + 1, cfg.iter,
+             starting_point(run_dir, last, sources)[0])
 
     owns_ray = not ray.is_initialized()  # a caller's (e.g. a test's) cluster is left running
     if owns_ray:
         ray.init(address=cfg.run.ray_address, include_dashboard=False)
     workers = None
     try:
-        workers = start_workers(cfg, sources, policy, tokenizer_source)
+        workers = start_workers(cfg, sources, run_dir, last)
         selfplay(cfg, workers, judge, prompts, run_dir, last, oracle)
-    except StageTimeout as e:
+    except (StageTimeout, TooManyFailures) as e:
         print(f"error: {e}; the run is intact up to iteration {last_complete_iteration(run_dir)} "
               "(run.resume=true continues it; run.stage_timeouts sets a stage's bound)", file=sys.stderr)
         return 1

@@ -185,6 +185,7 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.sync.bucket_mb > 0, f"sync.bucket_mb must be > 0, got {cfg.sync.bucket_mb}")
     need(cfg.sync.timeout_s > 0, f"sync.timeout_s must be > 0, got {cfg.sync.timeout_s}")
     need(cfg.run.stage_timeout_s > 0, f"run.stage_timeout_s must be > 0, got {cfg.run.stage_timeout_s}")
+    need(cfg.run.max_failures >= 0, f"run.max_failures must be >= 0, got {cfg.run.max_failures}")
     for stage, seconds in cfg.run.stage_timeouts.items():
         need(stage in TIMED_STAGES, f"run.stage_timeouts.{stage}: not a stage; the stages are {TIMED_STAGES} "
                                     "(weight sync is bounded by sync.timeout_s)")

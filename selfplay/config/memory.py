@@ -51,15 +51,16 @@ class ModelShape:
         return sum(rank * (i + o) for name, i, o in self.linears if name in targets)
 
     @classmethod
-    def of(cls, source: str, causal_lm: bool = True) -> "ModelShape":
+    def of(cls, source: str, causal_lm: bool = True, trust_remote_code: bool = False) -> "ModelShape":
         import torch
         from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
         from selfplay.core.lm import resolve
 
-        config = AutoConfig.from_pretrained(resolve(source))
+        config = AutoConfig.from_pretrained(resolve(source), trust_remote_code=trust_remote_code)
         with torch.device("meta"):
-            model = (AutoModelForCausalLM if causal_lm else AutoModel).from_config(config)
+            model = (AutoModelForCausalLM if causal_lm else AutoModel).from_config(
+                config, trust_remote_code=trust_remote_code)
         text = getattr(config, "text_config", config)
         heads = text.num_attention_heads
         linears = tuple((name.rsplit(".", 1)[-1], m.in_features, m.out_features)
@@ -214,12 +215,18 @@ def device_memory(cfg: DictConfig) -> tuple[float, float]:
 
 
 def plan(cfg: DictConfig, policy: str, scorer: str) -> tuple[list[Need], list[str]]:
-    """Every actor's needs against its device, and what cannot fit (empty when the plan fits)."""
+    """Every actor's needs against its device, and what cannot fit (empty when the plan fits).  A model whose
+    config needs its own code is read only with ``{role}.trust_remote_code``."""
     shapes = {}
     for role, source, causal in (("policy", policy, True), ("scorer", scorer, False)):
+        trusted = cfg[role].trust_remote_code
         try:
-            shapes[role] = ModelShape.of(source, causal)
+            shapes[role] = ModelShape.of(source, causal, trusted)
         except Exception as e:  # noqa: BLE001 (any failure to read a config is reported the same way)
+            if not trusted and "trust_remote_code" in str(e):  # transformers' refusal, naming its argument
+                raise PlanError(f"{role} model '{source}' ships its own Python code, needed to read its config; "
+                                f"selfplay does not run a model's code unless asked: set {role}.trust_remote_code=true "
+                                "if you trust it") from e
             raise PlanError(f"cannot read the Hugging Face config of the {role} '{source}': {e}") from e
     gpu, cpu = device_memory(cfg)
     needs = with_capacity([learner_need(cfg, shapes["policy"]), generator_need(cfg, shapes["policy"]),

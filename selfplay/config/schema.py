@@ -26,6 +26,8 @@ class PolicyConfig:
     model: Optional[str] = None
     tokenizer: Optional[str] = None  # defaults to policy.model
     dtype: str = "float32"
+    trust_remote_code: bool = False  # run the model's own code (config.json's auto_map); off: refused (preflight)
+    allow_pickle: bool = False  # load pickle weights (*.bin: unpickling runs code) where it has no safetensors
 
 
 @dataclass
@@ -83,6 +85,8 @@ class ScorerConfig:
     # GPM: P = sigma(s / tau); multi_objective: P = sigma(v^T (r_i - r_j) / tau); unset: DEFAULT_TAU by kind
     tau: Optional[float] = "${scorer_tau:${.kind}}"
     batch_size: int = 64
+    trust_remote_code: bool = False  # as policy.trust_remote_code, for the scorer's model
+    allow_pickle: bool = False  # as policy.allow_pickle
     num_cpus: float = 0.0
     num_gpus: float = 0.0
 
@@ -274,10 +278,15 @@ class RunSettings:
     # Ray: None connects to RAY_ADDRESS / a running cluster if any, else starts a local one.
     ray_address: Optional[str] = None
     progress: bool = True
-    # Each stage's wait on the actors is bounded: a call that hangs stops the run naming the stage and the actor.
-    # Seconds, generous for real models; stage_timeouts overrides stages by name (TIMED_STAGES), e.g. {train: 86400}
+    # Each stage's wait on the actors is bounded: a call that hangs counts as a failure of that actor (below),
+    # named with the stage.  Seconds, generous for real models; stage_timeouts overrides stages by name
+    # (TIMED_STAGES), e.g. {train: 86400}
     stage_timeout_s: float = 7200.0
     stage_timeouts: dict[str, float] = field(default_factory=dict)
+    # Actor failures (a process that dies or hangs) a run survives: the actor is started again and its
+    # unfinished calls made again, or the iteration again from the last checkpoint; one more stops the run
+    # (resumable).  0: the first failure stops it.
+    max_failures: int = 3
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,6 +20,27 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 class ModelLoadError(ValueError):
     """A model or tokenizer that cannot be loaded; names the path and the reason."""
+
+
+@dataclass(frozen=True)
+class ModelTrust:
+    """What loading one model may do besides reading JSON and safetensors (issue 17): run the model's own
+    Python code (``trust_remote_code``) and unpickle its weights where it has no safetensors (``allow_pickle``).
+    Both off unless the model's config section opts in (``policy.*`` / ``scorer.*``); every loader of that model
+    gets the same one."""
+
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+    @classmethod
+    def of(cls, section) -> ModelTrust:
+        """The opt-ins of a ``policy`` or ``scorer`` config section."""
+        return cls(section.trust_remote_code, section.allow_pickle)
+
+    def hf_kwargs(self) -> dict:
+        """transformers' ``from_pretrained`` keywords: safetensors only (a pickle-only model is not found, never
+        unpickled) unless pickle is allowed, when they are preferred and ``*.bin`` is the fallback."""
+        return {"trust_remote_code": self.trust_remote_code, "use_safetensors": None if self.allow_pickle else True}
 
 
 def _describe(name: str, what: str, err: Exception) -> ModelLoadError:
@@ -36,9 +58,9 @@ def resolve(name: str) -> str:
     return str(p.resolve()) if p.exists() else name
 
 
-def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+def load_tokenizer(name: str, trust: ModelTrust = ModelTrust()) -> PreTrainedTokenizerBase:
     try:
-        tok = AutoTokenizer.from_pretrained(resolve(name))
+        tok = AutoTokenizer.from_pretrained(resolve(name), trust_remote_code=trust.trust_remote_code)
     except Exception as e:  # transformers raises OSError, ValueError, HF hub errors...
         raise _describe(name, "tokenizer", e) from e
     if tok.chat_template is None:
@@ -48,9 +70,9 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     return tok
 
 
-def load_causal_lm(name: str, dtype: str = "float32") -> PreTrainedModel:
+def load_causal_lm(name: str, dtype: str = "float32", trust: ModelTrust = ModelTrust()) -> PreTrainedModel:
     try:
-        return AutoModelForCausalLM.from_pretrained(resolve(name), dtype=DTYPES[dtype])
+        return AutoModelForCausalLM.from_pretrained(resolve(name), dtype=DTYPES[dtype], **trust.hf_kwargs())
     except Exception as e:
         raise _describe(name, "policy model", e) from e
 

@@ -13,6 +13,8 @@
             directions, with each policy's Pareto front)
         checkpoint, then append the metrics line (the commit point of iteration t); then the loggers and
             the report
+    (an actor that fails is started again and its unfinished calls made again; where that cannot be done
+    inside the stage, iteration t starts again from pi_{t-1}'s checkpoint: ``loop.workers``)
 
 The driver owns the control flow; actors only hold resources (see ``actors``).
 """
@@ -38,17 +40,9 @@ from selfplay.loop.evaluation import eval_path, evaluate, iteration_record, load
 from selfplay.loop.faults import fault_point
 from selfplay.loop.judges import Judge
 from selfplay.loop.plan import Oracle, Prompts
-from selfplay.loop.stages import (
-    Workers,
-    generate,
-    generators_asleep,
-    iteration_seed,
-    sample_eval,
-    stage_timeout,
-    sync_weights,
-    take_prompts,
-    train,
-)
+from selfplay.loop.stages import generate, iteration_seed, sample_eval, take_prompts, train
+from selfplay.loop.sync import generators_asleep, sync_weights
+from selfplay.loop.workers import ActorFailure, Workers, failing_as, stage_timeout
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +51,8 @@ log = logging.getLogger(__name__)
 def stage(name: str, t: int, times: dict[str, float]) -> Iterator[None]:
     fault_point(name, t)  # tests of resume stop the driver here (SELFPLAY_FAULT)
     start = time.perf_counter()
-    yield
+    with failing_as(name):  # an actor that dies or hangs here: ActorFailure
+        yield
     times[f"{name}_s"] = round(time.perf_counter() - start, 3)
 
 
@@ -70,36 +65,13 @@ def selfplay(cfg: DictConfig, workers: Workers, judge: Judge, prompts: Prompts, 
     loggers = Loggers(run_dir, cfg, read_metrics(run_dir) if start else [])  # TensorBoard, W&B, MLflow
     records, began = [], time.perf_counter()
     for t in range(start + 1, cfg.iter + 1):
-        times: dict[str, float] = {}
-        rollout = take_prompts(prompts, judge, cfg, t)
-        saved = load_rollout(run_dir, t, rollout.uids)  # a resumed run's, saved before it stopped
-        if saved is not None:
-            rollout, times["generate_s"], times["score_s"] = saved, 0.0, 0.0
-            log.info("iteration %d: reusing the saved rollout %s", t, rollout_path(run_dir, t))
-        else:
-            with stage("generate", t, times):
-                samples = generate(workers, rollout.prompt_ids, cfg.generator.k, cfg.generator.temperature, cfg,
-                                   seed=iteration_seed(cfg, t, 1), desc="generate")
-                rollout = rollout.with_samples(samples)
-            with stage("score", t, times):
-                verdict = judge.judge(workers, rollout.prompts, rollout.grouped(rollout.texts), rollout.directions, cfg)
-                rollout = replace(rollout, scores=verdict.scores, rewards=verdict.rewards)
-                save_rollout(run_dir, t, rollout)
-        with generators_asleep(workers, cfg, times), stage("train", t, times):  # colocated: the learner has the GPUs
-            train_stats = train(workers, rollout, cfg, t)
-        with stage("sync", t, times):
-            buckets = sync_weights(workers, cfg)
-        with stage("eval", t, times):
-            current = sample_eval(workers, prompts, cfg)
-            result = evaluate(workers, judge, prompts, current, initial, previous, cfg, oracle)
-        with stage("checkpoint", t, times):
-            leader(workers.learner.save(str(iteration_dir(run_dir, t))), stage_timeout(cfg, "checkpoint"),
-                   "checkpoint")
-            judge.save(iteration_dir(run_dir, t))
-            atomic_write_json(eval_path(run_dir, t), current)
-        engine_starts = sum(wait([g.engine_starts.remote() for g in workers.generators], stage_timeout(cfg, "eval"),
-                                 "engine starts"))
-        record = iteration_record(t, result, train_stats, rollout, engine_starts, buckets, times, saved is not None)
+        workers.failures.iteration = t
+        while True:
+            try:
+                record, current = iteration(t, cfg, workers, judge, prompts, run_dir, initial, previous, oracle)
+                break
+            except ActorFailure as failure:  # not recovered inside its stage: iteration t again, from pi_{t-1}
+                workers.recover(failure, t - 1, cfg)
         fault_point("metrics", t)
         append_metrics(run_dir, record)  # commit point: iteration t is complete
         drop_rollouts(run_dir)
@@ -114,6 +86,41 @@ def selfplay(cfg: DictConfig, workers: Workers, judge: Judge, prompts: Prompts, 
         previous = current
     loggers.close()
     return records
+
+
+def iteration(t: int, cfg: DictConfig, workers: Workers, judge: Judge, prompts: Prompts, run_dir: Path,
+              initial: dict, previous: dict, oracle: Optional[Oracle]) -> tuple[dict, dict]:
+    """Iteration t up to its checkpoint: its metrics record (not yet committed) and pi_t's held-out samples."""
+    times: dict[str, float] = {}
+    rollout = take_prompts(prompts, judge, cfg, t)
+    saved = load_rollout(run_dir, t, rollout.uids)  # a resumed run's, saved before it stopped
+    if saved is not None:
+        rollout, times["generate_s"], times["score_s"] = saved, 0.0, 0.0
+        log.info("iteration %d: reusing the saved rollout %s", t, rollout_path(run_dir, t))
+    else:
+        with stage("generate", t, times):
+            samples = generate(workers, rollout.prompt_ids, cfg.generator.k, cfg.generator.temperature, cfg,
+                               seed=iteration_seed(cfg, t, 1), desc="generate")
+            rollout = rollout.with_samples(samples)
+        with stage("score", t, times):
+            verdict = judge.judge(workers, rollout.prompts, rollout.grouped(rollout.texts), rollout.directions, cfg)
+            rollout = replace(rollout, scores=verdict.scores, rewards=verdict.rewards)
+            save_rollout(run_dir, t, rollout)
+    with generators_asleep(workers, cfg, times), stage("train", t, times):  # colocated: the learner has the GPUs
+        train_stats = train(workers, rollout, cfg, t)
+    with stage("sync", t, times):
+        buckets = sync_weights(workers, cfg)
+    with stage("eval", t, times):
+        current = sample_eval(workers, prompts, cfg)
+        result = evaluate(workers, judge, prompts, current, initial, previous, cfg, oracle)
+    with stage("checkpoint", t, times):
+        leader(workers.learner.save(str(iteration_dir(run_dir, t))), stage_timeout(cfg, "checkpoint"), "checkpoint")
+        judge.save(iteration_dir(run_dir, t))
+        atomic_write_json(eval_path(run_dir, t), current)
+        engine_starts = sum(wait([g.engine_starts.remote() for g in workers.generators], stage_timeout(cfg, "eval"),
+                                 "engine starts"))
+    return iteration_record(t, result, train_stats, rollout, engine_starts, buckets, times, saved is not None,
+                            workers.failures.of_iteration(t)), current
 
 
 def report(run_dir: Path) -> None:

@@ -17,7 +17,7 @@ from selfplay.core.lm import prompt_text
 from selfplay.core.report import rate_text
 from selfplay.core.win_rates import pairwise_blocks, win_rate_report
 from selfplay.loop.plan import Oracle, Prompts
-from selfplay.loop.stages import Workers
+from selfplay.loop.workers import Workers
 
 
 def win_rates(probs: list[torch.Tensor], n: int, lengths: list[list[int]], clusters: list[int], seed: int,
@@ -84,9 +84,10 @@ def load_eval(run_dir: Path, t: int) -> dict:
 
 
 def iteration_record(t: int, result: dict, train_stats: dict, rollout: Batch, engine_starts: int, sync_buckets: int,
-                     times: dict[str, float], reused: bool = False) -> dict:
+                     times: dict[str, float], reused: bool = False, failures: list[dict] | None = None) -> dict:
     """Iteration t's metrics line: the evaluation, training, rollout throughput and each stage's seconds;
-    ``reused``: the rollout was the one a stopped run had saved (generate and score took no time)."""
+    ``reused``: the rollout was the one a stopped run had saved (generate and score took no time);
+    ``failures``: the actors that failed in it and were started again (``loop.workers.Failures``)."""
     return {
         "iteration": t,
         **result,
@@ -98,6 +99,7 @@ def iteration_record(t: int, result: dict, train_stats: dict, rollout: Batch, en
         "rollout_mean_length": rollout.num_tokens() / len(rollout.response_ids),
         "engine_starts": engine_starts,
         "sync_buckets": sync_buckets,
+        "actor_failures": failures or [],
         **times,
     }
 

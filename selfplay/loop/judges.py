@@ -23,7 +23,8 @@ from omegaconf import DictConfig
 from selfplay.core.checkpoint import read_metrics
 from selfplay.core.lm import Messages
 from selfplay.loop.plan import Oracle
-from selfplay.loop.stages import Workers, score
+from selfplay.loop.stages import score
+from selfplay.loop.workers import Workers
 from selfplay.steering.directional import Steering, front_metrics, save_attributes
 from selfplay.steering.directions import Direction, strip
 from selfplay.steering.pareto import plot_fronts
@@ -56,7 +57,7 @@ class PreferenceJudge:
 
     def judge(self, workers: Workers, prompts: list[Messages], responses: list[list[str]],
               directions: Optional[list[Direction]], cfg: DictConfig) -> Judgement:
-        return Judgement(score(workers.scorer.score, prompts, responses, cfg, "score"))
+        return Judgement(score(workers, "score", prompts, responses, cfg))
 
     def prompt_of_units(self, units: int) -> list[int]:
         """The held-out prompt each evaluation unit comes from: here each unit is one prompt."""
@@ -98,7 +99,7 @@ class DirectionalJudge:
 
     def judge(self, workers: Workers, prompts: list[Messages], responses: list[list[str]],
               directions: Optional[list[Direction]], cfg: DictConfig) -> Judgement:
-        rewards = score(workers.scorer.rewards, [strip(p) for p in prompts], responses, cfg, "rewards")
+        rewards = score(workers, "rewards", [strip(p) for p in prompts], responses, cfg)
         return Judgement([self.steering.scores(r, v) for r, v in zip(rewards, directions)], rewards)
 
     def prompt_of_units(self, units: int) -> list[int]:

@@ -13,7 +13,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from selfplay.core.lm import ModelLoadError, resolve
+from omegaconf import DictConfig
+
+from selfplay.core.lm import ModelLoadError, ModelTrust, resolve
 from selfplay.loop.plan import RunError, Sources
 
 SAFE_WEIGHTS = "*.safetensors"
@@ -26,57 +28,63 @@ def local_directory(name: str) -> Path | None:
     return path if path.is_dir() else None
 
 
-def check_weights(name: str, what: str) -> None:
-    """A local model directory holds safetensors weights; pickle-only weights are refused, never unpickled."""
+def check_weights(name: str, role: str, allow_pickle: bool) -> None:
+    """A local model directory holds safetensors weights; pickle-only weights are refused, never unpickled,
+    unless ``{role}.allow_pickle`` opts in."""
     path = local_directory(name)
     if path is None or any(path.glob(SAFE_WEIGHTS)):
         return
     pickled = sorted(p.name for pattern in PICKLE_WEIGHTS for p in path.glob(pattern))
+    if pickled and allow_pickle:
+        return
     if pickled:
-        raise ModelLoadError(f"{what} '{name}' has only pickle weights ({', '.join(pickled)}); selfplay loads "
+        raise ModelLoadError(f"{role} model '{name}' has only pickle weights ({', '.join(pickled)}); selfplay loads "
                              "safetensors only (unpickling runs code): convert them with transformers' "
-                             "save_pretrained(..., safe_serialization=True)")
-    raise ModelLoadError(f"{what} '{name}' has no weights: no {SAFE_WEIGHTS} file in {path}")
+                             f"save_pretrained, or set {role}.allow_pickle=true to load them if you trust the files")
+    raise ModelLoadError(f"{role} model '{name}' has no weights: no {SAFE_WEIGHTS} file in {path}"
+                         + (f" (nor {', '.join(PICKLE_WEIGHTS)})" if allow_pickle else ""))
 
 
-def check_code(name: str, what: str) -> None:
+def check_code(name: str, role: str, trust_remote_code: bool) -> None:
     """A local model whose config.json maps its classes to its own Python files (``auto_map``) is refused:
-    loading it would run that code (transformers' ``trust_remote_code``, off in selfplay)."""
+    loading it would run that code (transformers' ``trust_remote_code``), unless ``{role}.trust_remote_code``
+    opts in."""
     path = local_directory(name)
     config = path / "config.json" if path is not None else None
-    if config is None or not config.exists():
+    if trust_remote_code or config is None or not config.exists():
         return
     try:
         mapped = json.loads(config.read_text()).get("auto_map")
     except (json.JSONDecodeError, AttributeError) as e:
-        raise ModelLoadError(f"{what} '{name}': config.json is not a JSON object: {e}") from e
+        raise ModelLoadError(f"{role} model '{name}': config.json is not a JSON object: {e}") from e
     if mapped:
-        raise ModelLoadError(f"{what} '{name}' ships its own Python code (auto_map: {', '.join(sorted(mapped))}); "
-                             "selfplay does not run a model's code (trust_remote_code is off)")
+        raise ModelLoadError(f"{role} model '{name}' ships its own Python code (auto_map: "
+                             f"{', '.join(sorted(mapped))}); selfplay does not run a model's code unless asked: set {role}.trust_remote_code=true "
+                             "if you trust it")
 
 
-def embedding_rows(name: str, what: str) -> int | None:
+def embedding_rows(name: str, what: str, trust_remote_code: bool) -> int | None:
     """The vocabulary size in a local model's config.json (the rows of its token embedding), or None."""
     from transformers import AutoConfig
 
     if local_directory(name) is None:
         return None
     try:
-        config = AutoConfig.from_pretrained(resolve(name))
+        config = AutoConfig.from_pretrained(resolve(name), trust_remote_code=trust_remote_code)
     except Exception as e:  # transformers raises OSError, ValueError, KeyError on an unknown model_type...
         raise ModelLoadError(f"{what} '{name}' has no usable config.json: {str(e).splitlines()[0]}") from e
     return getattr(config.get_text_config(), "vocab_size", None)
 
 
-def check_vocabulary(name: str, tokenizer_name: str, what: str) -> None:
+def check_vocabulary(name: str, tokenizer_name: str, what: str, trust_remote_code: bool) -> None:
     """Every id the tokenizer can produce indexes a row of the model's embedding."""
     from transformers import AutoTokenizer
 
-    rows = embedding_rows(name, what)
+    rows = embedding_rows(name, what, trust_remote_code)
     if rows is None:
         return
     try:
-        tokens = len(AutoTokenizer.from_pretrained(resolve(tokenizer_name)))
+        tokens = len(AutoTokenizer.from_pretrained(resolve(tokenizer_name), trust_remote_code=trust_remote_code))
     except Exception as e:
         raise ModelLoadError(f"{what} tokenizer '{tokenizer_name}' could not be loaded: {str(e).splitlines()[0]}") from e
     if tokens > rows:
@@ -85,14 +93,15 @@ def check_vocabulary(name: str, tokenizer_name: str, what: str) -> None:
                              "trained with")
 
 
-def check_models(sources: Sources) -> None:
+def check_models(sources: Sources, cfg: DictConfig) -> None:
     """The policy's and the scorer's weights, code and vocabularies, from their local files, before any actor
-    starts."""
-    for model, tokenizer, what in ((sources.policy, sources.policy_tokenizer, "policy model"),
-                                   (sources.scorer, sources.scorer_tokenizer, "scorer model")):
-        check_weights(model, what)
-        check_code(model, what)
-        check_vocabulary(model, tokenizer, what)
+    starts; ``cfg.policy`` and ``cfg.scorer`` say what each model may load (``ModelTrust``)."""
+    for model, tokenizer, role in ((sources.policy, sources.policy_tokenizer, "policy"),
+                                   (sources.scorer, sources.scorer_tokenizer, "scorer")):
+        trust = ModelTrust.of(cfg[role])
+        check_weights(model, role, trust.allow_pickle)
+        check_code(model, role, trust.trust_remote_code)
+        check_vocabulary(model, tokenizer, f"{role} model", trust.trust_remote_code)
 
 
 def check_writable(run_dir: Path) -> None:

@@ -6,46 +6,20 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
 
-from actors.generator import GeneratorsClient
-from actors.group import gather, leader, rank_names, wait_named
+from actors.group import gather, leader, rank_names
 from selfplay.algorithms.examples import draw_replay
 from selfplay.algorithms.registry import get_algorithm
 from selfplay.core.batch import Batch
 from selfplay.core.lm import Messages, prompt_text
 from selfplay.data.prompts import iteration_prompts
 from selfplay.loop.plan import Prompts
+from selfplay.loop.workers import Workers, stage_timeout
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Workers:
-    generators: list  # Generator actor handles
-    scorer: object  # Scorer actor handle
-    learner: object  # LearnerGroup (actors.learner): train.world_size ranks called as one
-
-    def actors(self) -> list:
-        return [*self.generators, self.scorer, *self.learner.ranks]
-
-    def generator_names(self) -> list[str]:
-        """How a timeout error names each generator."""
-        return [f"generator {i}" for i in range(len(self.generators))]
-
-    def actor_names(self) -> list[str]:
-        """How a timeout error names each of ``actors()``."""
-        return [*self.generator_names(), "scorer", *rank_names(self.learner.ranks)]
-
-
-def stage_timeout(cfg: DictConfig, stage: str) -> float:
-    """How long a stage's calls may take together: ``run.stage_timeouts[stage]``, else ``run.stage_timeout_s``."""
-    return cfg.run.stage_timeouts.get(stage, cfg.run.stage_timeout_s)
 
 
 def iteration_seed(cfg: DictConfig, t: int, salt: int) -> int:
@@ -56,34 +30,56 @@ def generate(workers: Workers, prompt_ids: list[list[int]], n: int, temperature:
              seed: int, desc: str, stage: str = "generate") -> list[list]:
     """Shard prompts over the generator replicas (a few chunks each, for the progress bar).  With LPC, each prompt's
     code weights come from the policy's prior first (``algo.lpc.inference``) and travel with it.  Bounded by
-    ``stage``'s timeout."""
-    g, timeout_s = cfg.generator, stage_timeout(cfg, stage)
+    ``stage``'s timeout; a chunk whose generator failed is generated again by its restarted replica."""
+    g, timeout_s, replicas = cfg.generator, stage_timeout(cfg, stage), len(workers.generators)
     codes = (leader(workers.learner.prompt_codes(prompt_ids, cfg.algo.lpc.inference, seed), timeout_s,
                     f"{desc}: LPC prompt codes") if cfg.algo.lpc.codes else None)
-    chunks = max(1, len(workers.generators) * 4)
-    size = -(-len(prompt_ids) // chunks)
-    refs, names = [], []
-    for c, start in enumerate(range(0, len(prompt_ids), size)):
-        actor = workers.generators[c % len(workers.generators)]
-        names.append(workers.generator_names()[c % len(workers.generators)])
-        # Seed offsets follow the global prompt index, so sharding does not change the samples.
-        refs.append(actor.generate.remote(prompt_ids[start:start + size], n, temperature, g.top_p,
-                                          g.max_new_tokens, seed + start * n,
-                                          None if codes is None else codes[start:start + size]))
-    return [group for part in gather(refs, desc, cfg.run.progress, timeout_s, names) for group in part]
+    size = -(-len(prompt_ids) // max(1, replicas * 4))
+    starts = list(range(0, len(prompt_ids), size))
+    sent_to = [workers.generators[c % replicas] for c in range(len(starts))]
+
+    def send(c: int):  # seed offsets follow the global prompt index, so sharding does not change the samples
+        start = starts[c]
+        return sent_to[c].generate.remote(prompt_ids[start:start + size], n, temperature, g.top_p, g.max_new_tokens,
+                                          seed + start * n, None if codes is None else codes[start:start + size])
+
+    def redo(c: int, error: Exception):
+        if workers.generators[c % replicas] is sent_to[c]:  # not restarted yet for another of its chunks
+            workers.restart_generator(c % replicas, stage, error, cfg)
+        sent_to[c] = workers.generators[c % replicas]
+        return send(c)
+
+    names = [workers.generator_names()[c % replicas] for c in range(len(starts))]
+    parts = gather([send(c) for c in range(len(starts))], desc, cfg.run.progress, timeout_s, names, redo)
+    return [group for part in parts for group in part]
 
 
-def score(call, prompts: list[Messages], responses: list[list[str]], cfg: DictConfig, what: str) -> list[torch.Tensor]:
-    """``call`` (a scorer actor method: ``score`` for (K, K) log-odds, ``rewards`` for a multi-objective model's
-    (K, m) rewards) over the prompts in chunks of about ``scorer.batch_size`` sequences, one tensor per prompt;
-    non-finite values are refused, naming the prompt."""
+def score(workers: Workers, method: str, prompts: list[Messages], responses: list[list[str]],
+          cfg: DictConfig) -> list[torch.Tensor]:
+    """The scorer's ``method`` (``score`` for (K, K) log-odds, ``rewards`` for a multi-objective model's (K, m)
+    rewards) over the prompts in chunks of about ``scorer.batch_size`` sequences, one tensor per prompt; a chunk
+    whose scorer failed is scored again by the restarted scorer; non-finite values are refused, naming the
+    prompt."""
     size = max(1, cfg.scorer.batch_size // max(len(responses[0]), 1))
-    refs = [call.remote(prompts[i:i + size], responses[i:i + size]) for i in range(0, len(prompts), size)]
-    scores = [s for part in gather(refs, what, cfg.run.progress, stage_timeout(cfg, "score"), ["scorer"] * len(refs))
-              for s in part]
+    starts = list(range(0, len(prompts), size))
+    sent_to = [workers.scorer] * len(starts)
+
+    def send(c: int):
+        return getattr(sent_to[c], method).remote(prompts[starts[c]:starts[c] + size],
+                                                  responses[starts[c]:starts[c] + size])
+
+    def redo(c: int, error: Exception):
+        if workers.scorer is sent_to[c]:
+            workers.restart_scorer(method, error, cfg)
+        sent_to[c] = workers.scorer
+        return send(c)
+
+    parts = gather([send(c) for c in range(len(starts))], method, cfg.run.progress, stage_timeout(cfg, "score"),
+                   ["scorer"] * len(starts), redo)
+    scores = [s for part in parts for s in part]
     for i, s in enumerate(scores):
         if not torch.isfinite(s).all():
-            raise FloatingPointError(f"the scorer returned non-finite {what} for prompt {i}: {prompt_text(prompts[i])!r}")
+            raise FloatingPointError(f"the scorer returned non-finite {method} for prompt {i}: {prompt_text(prompts[i])!r}")
     return scores
 
 
@@ -118,77 +114,6 @@ def train(workers: Workers, rollout: Batch, cfg: DictConfig, t: int) -> dict:
     # the last epoch's means; every optimizer step's loss and gradient norm, over all the epochs
     return {**stats, **leader_epochs[-1], **{k: [x for e in leader_epochs for x in e[k]]
                                              for k in ("step_losses", "step_grad_norms")}}
-
-
-@contextmanager
-def generators_asleep(workers: Workers, cfg: DictConfig, times: dict[str, float]) -> Iterator[None]:
-    """Colocated mode (``placement.colocate``): the generators sleep while the block runs, so the learner has the
-    devices, and wake after it; ``sleep_s`` / ``wake_s`` go into ``times``.  At level 2 their weights are gone
-    until the weight sync, which must come next.  Without colocation, nothing."""
-    if not cfg.placement.colocate:
-        yield
-        return
-    names = workers.generator_names()
-    start = time.perf_counter()
-    wait_named([g.sleep.remote(cfg.placement.sleep_level) for g in workers.generators], names, cfg.sync.timeout_s,
-               "sleep")
-    times["sleep_s"] = round(time.perf_counter() - start, 3)
-    try:
-        yield
-    finally:
-        start = time.perf_counter()
-        wait_named([g.wake_up.remote() for g in workers.generators], names, cfg.sync.timeout_s, "wake up")
-        times["wake_s"] = round(time.perf_counter() - start, 3)
-
-
-def connect_weight_transfer(workers: Workers, cfg: DictConfig) -> None:
-    """``sync.transport=nccl|ipc``: the learner ranks and the generators meet once, for vLLM's native weight
-    transfer (``selfplay.policy.weight_transfer``); the object store needs nothing."""
-    if cfg.sync.transport == "object_store":
-        return
-    client = GeneratorsClient(workers.generators, cfg.generator.tensor_parallel, cfg.sync.timeout_s)
-    dtype = getattr(torch, cfg.generator.dtype or cfg.policy.dtype)
-    ranks = workers.learner.connect_generators(cfg.sync.transport, client,
-                                               len(workers.generators) * cfg.generator.tensor_parallel,
-                                               int(cfg.sync.bucket_mb * 2**20), dtype)
-    wait_named(ranks, rank_names(ranks), 2 * cfg.sync.timeout_s,
-               "weight transfer rendezvous")
-
-
-def send_code_table(workers: Workers, cfg: DictConfig) -> None:
-    """LPC: the generators get W E, each code's logit shift, from the learner (``selfplay.policy.lpc``)."""
-    if not cfg.algo.lpc.codes:
-        return
-    import ray
-
-    table = ray.put(leader(workers.learner.code_table()))
-    wait_named([g.set_code_table.remote(table) for g in workers.generators],
-               workers.generator_names(), cfg.sync.timeout_s, "LPC code table")
-
-
-def sync_weights(workers: Workers, cfg: DictConfig) -> int:
-    """Learner -> every generator, in buckets of whole layers (``selfplay.policy.weight_sync``) through the object
-    store, loaded in place; bucket i + 1 is gathered and packed while the generators load bucket i.  Each bucket
-    is bounded by ``sync.timeout_s``, whose error names the generator that did not answer.  Returns the number
-    of buckets.  With ``sync.transport=nccl|ipc``, learner rank 0 streams them to the generators itself over
-    vLLM's transfer (each of its calls to them bounded the same way)."""
-    send_code_table(workers, cfg)
-    if cfg.sync.transport != "object_store":
-        ranks = workers.learner.send_weights()
-        # start, update and finish are each bounded inside; this bounds a broadcast that a dead generator left
-        return wait_named(ranks, rank_names(ranks), 3 * cfg.sync.timeout_s,
-                          "weight sync")[0]
-    names = workers.generator_names()
-    n = leader(workers.learner.plan_sync(int(cfg.sync.bucket_mb * 2**20)))
-    parts = workers.learner.weight_bucket(0)  # rank 0's packed bucket first; the other ranks help gather it
-    for i in range(n):
-        loads = [g.load_bucket.remote(parts[0]) for g in workers.generators]
-        helpers = parts[1:]
-        parts = workers.learner.weight_bucket(i + 1) if i + 1 < n else []
-        wait_named(loads + helpers, names + rank_names(helpers, first=1),
-                   cfg.sync.timeout_s, f"weight sync, bucket {i + 1} of {n}")
-    wait_named([g.finish_sync.remote() for g in workers.generators], names, cfg.sync.timeout_s, "weight sync")
-    return n
 
 
 def sample_eval(workers: Workers, prompts: Prompts, cfg: DictConfig) -> dict:

@@ -20,18 +20,19 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from selfplay.core.lm import Messages, ModelLoadError, encode_exchange, pad_sequences, resolve
+from selfplay.core.lm import Messages, ModelLoadError, ModelTrust, encode_exchange, pad_sequences, resolve
 from selfplay.models.losses import preference_nll
 
 META_FILE = "preference_model.json"
+PICKLE_WEIGHTS = "pytorch_model*.bin"  # transformers' pickle weights (and their shards): read with allow_pickle only
 
 
-def load_backbone(name: str, dtype: torch.dtype = torch.float32) -> nn.Module:
+def load_backbone(name: str, dtype: torch.dtype = torch.float32, trust: ModelTrust = ModelTrust()) -> nn.Module:
     """The base model (no LM head) of the causal-LM checkpoint ``name``: where a preference model starts."""
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a causal LM's lm_head is expected to be left out: no load report
     try:
-        return AutoModel.from_pretrained(resolve(name), dtype=dtype)
+        return AutoModel.from_pretrained(resolve(name), dtype=dtype, **trust.hf_kwargs())
     except Exception as e:  # transformers raises OSError, ValueError, hub errors...
         raise ModelLoadError(f"backbone '{name}' could not be loaded as a Hugging Face model: {e}") from e
     finally:
@@ -87,8 +88,11 @@ def save_checkpoint(
     (path / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def read_checkpoint(name: str, what: str) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]]:
-    """The local directory of ``name`` (downloaded if a hub name), its tensors, and its meta (or {})."""
+def read_checkpoint(name: str, what: str,
+                    allow_pickle: bool = False) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]]:
+    """The local directory of ``name`` (downloaded if a hub name), its tensors, and its meta (or {}).  The
+    tensors come from its safetensors files; from its ``pytorch_model*.bin`` only where it has none and
+    ``allow_pickle`` (``scorer.allow_pickle``) says so."""
     path = Path(resolve(name))
     if not path.is_dir():
         if path.exists() or name.startswith((".", "/", "~")):
@@ -99,24 +103,29 @@ def read_checkpoint(name: str, what: str) -> tuple[Path, dict[str, torch.Tensor]
             path = Path(snapshot_download(name))
         except Exception as e:
             raise ModelLoadError(f"{what} '{name}' is neither a local directory nor loadable from the hub: {e}") from e
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        raise ModelLoadError(f"{what} '{name}' has no .safetensors weights in {path}")
+    files, pickled = sorted(path.glob("*.safetensors")), sorted(path.glob(PICKLE_WEIGHTS))
+    if not files and not (pickled and allow_pickle):
+        hint = f" (its {pickled[0].name} is pickle: scorer.allow_pickle=true loads it)" if pickled else ""
+        raise ModelLoadError(f"{what} '{name}' has no .safetensors weights in {path}{hint}")
     state: dict[str, torch.Tensor] = {}
     for f in files:
         state.update(load_file(str(f)))
+    if not files:  # allow_pickle: torch's restricted unpickler (weights_only), as transformers reads them
+        for f in pickled:
+            state.update(torch.load(f, map_location="cpu", weights_only=True))
     meta_path = path / META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     return path, state, meta
 
 
-def backbone_from_state(path: Path, state: dict[str, torch.Tensor], what: str) -> nn.Module:
+def backbone_from_state(path: Path, state: dict[str, torch.Tensor], what: str,
+                        trust_remote_code: bool = False) -> nn.Module:
     """The base model described by ``path``'s config, with the ``model.*`` tensors of ``state``."""
     try:
-        config = AutoConfig.from_pretrained(str(path))
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as e:
         raise ModelLoadError(f"{what} '{path}' has no usable config.json: {e}") from e
-    backbone = AutoModel.from_config(config)
+    backbone = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
     weights = {n[len("model."):]: t for n, t in state.items() if n.startswith("model.")}
     missing, _ = backbone.load_state_dict(weights, strict=False)
     missing = [m for m in missing if "rotary" not in m]

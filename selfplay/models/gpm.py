@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from selfplay.core.lm import Messages, ModelLoadError
+from selfplay.core.lm import Messages, ModelLoadError, ModelTrust
 from selfplay.data.pairs import PreferencePair
 from selfplay.models.backbone import (PreferenceModel, at_positions, backbone_from_state, batched, check_kind,
                                       device_of, encode_responses, last_token, read_checkpoint, save_checkpoint)
@@ -128,10 +128,11 @@ class GPM(PreferenceModel):
         save_checkpoint(path, self.model, heads, {"kind": self.kind, "k": self.k, "gate": self.gate, "tau": self.tau})
 
     @classmethod
-    def from_pretrained(cls, name: str, k: int | None = None, tau: float | None = None) -> GPM:
+    def from_pretrained(cls, name: str, k: int | None = None, tau: float | None = None,
+                        trust: ModelTrust = ModelTrust()) -> GPM:
         """Load our layout or the published one (A.1).  k defaults to the checkpoint's head size;
         a configured k that does not match the checkpoint is refused, never randomly initialised."""
-        path, state, meta = read_checkpoint(name, "scorer model")
+        path, state, meta = read_checkpoint(name, "scorer model", trust.allow_pickle)
         check_kind(meta, cls.kind, name)
         if "value_head.weight" not in state:
             raise ModelLoadError(f"scorer model '{name}' has no value_head.weight: not a GPM checkpoint")
@@ -145,7 +146,7 @@ class GPM(PreferenceModel):
             raise ModelLoadError(
                 f"scorer model '{name}': prompt_head.weight has {state['prompt_head.weight'].shape[0]} rows, expected k={two_k // 2}"
             )
-        backbone = backbone_from_state(path, state, "scorer model")
+        backbone = backbone_from_state(path, state, "scorer model", trust.trust_remote_code)
         gpm = cls(backbone, k=two_k // 2, gate=gate, tau=tau if tau is not None else meta.get("tau", 0.1))
         gpm.value_head.weight.data.copy_(state["value_head.weight"])
         if gate:

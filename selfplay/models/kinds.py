@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from selfplay.core.lm import ModelTrust
 from selfplay.models import KINDS
 from selfplay.models.backbone import PreferenceModel
 from selfplay.models.gpm import GPM
@@ -33,10 +34,12 @@ def new_preference_model(
     return PairwiseModel(backbone) if kind == "pairwise" else RewardModel(backbone)
 
 
-def load_preference_model(kind: str, name: str, k: int | None = None, tau: float | None = None) -> PreferenceModel:
-    """Load a checkpoint of ``kind``; one saved as another kind, or with other head shapes, is refused."""
+def load_preference_model(kind: str, name: str, k: int | None = None, tau: float | None = None,
+                          trust: ModelTrust = ModelTrust()) -> PreferenceModel:
+    """Load a checkpoint of ``kind``; one saved as another kind, or with other head shapes, is refused.
+    ``trust``: what loading it may do besides reading safetensors (``scorer.trust_remote_code`` / ``allow_pickle``)."""
     _check(kind)
     if kind == "gpm":
-        return GPM.from_pretrained(name, k=k, tau=tau)
+        return GPM.from_pretrained(name, k=k, tau=tau, trust=trust)
     loader = {"bt": RewardModel, "pairwise": PairwiseModel, "multi_objective": MultiObjectiveRewardModel}[kind]
-    return loader.from_pretrained(name)
+    return loader.from_pretrained(name, trust)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-from selfplay.core.lm import Messages, ModelLoadError
+from selfplay.core.lm import Messages, ModelLoadError, ModelTrust
 from selfplay.models.backbone import backbone_from_state
 from selfplay.models.reward import RewardModel, read_reward_checkpoint
 
@@ -73,18 +73,18 @@ class MultiObjectiveRewardModel(RewardModel):
         return config
 
     @classmethod
-    def from_pretrained(cls, name: str) -> MultiObjectiveRewardModel:
+    def from_pretrained(cls, name: str, trust: ModelTrust = ModelTrust()) -> MultiObjectiveRewardModel:
         """Any sequence-classification checkpoint with a ``score.weight`` of m >= 1 rows; the attribute
         names are its config's ``id2label`` in index order (``LABEL_i`` where the config names none)."""
-        path, state = read_reward_checkpoint(name, cls.kind, cls.kind_required)
+        path, state = read_reward_checkpoint(name, cls.kind, cls.kind_required, trust.allow_pickle)
         rows = state["score.weight"].shape[0]
-        backbone = backbone_from_state(path, state, "scorer model")
+        backbone = backbone_from_state(path, state, "scorer model", trust.trust_remote_code)
         model = cls(backbone, attributes=config_attributes(backbone.config, rows, name))
         model.score.weight.data.copy_(state["score.weight"])
         return model
 
 
-def attribute_names(name: str) -> list[str]:
+def attribute_names(name: str, trust_remote_code: bool = False) -> list[str]:
     """The attribute names of the multi-objective reward model ``name`` from its config alone (no weights):
     ``id2label`` in index order, ``LABEL_i`` where the config names none."""
     from transformers import AutoConfig
@@ -92,7 +92,7 @@ def attribute_names(name: str) -> list[str]:
     from selfplay.core.lm import resolve
 
     try:
-        config = AutoConfig.from_pretrained(resolve(name))
+        config = AutoConfig.from_pretrained(resolve(name), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"scorer model '{name}': cannot read its config ({e})") from None
     return config_attributes(config, config.num_labels, name)

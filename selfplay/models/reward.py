@@ -21,7 +21,7 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
 
-from selfplay.core.lm import Messages, ModelLoadError
+from selfplay.core.lm import Messages, ModelLoadError, ModelTrust
 from selfplay.data.pairs import PreferencePair
 from selfplay.models.backbone import (PreferenceModel, backbone_from_state, batched, check_kind, device_of,
                                       encode_responses, last_token, read_checkpoint, save_checkpoint)
@@ -84,21 +84,22 @@ class RewardModel(PreferenceModel):
                         config=self.head_config())
 
     @classmethod
-    def from_pretrained(cls, name: str) -> RewardModel:
-        path, state = read_reward_checkpoint(name, cls.kind, cls.kind_required)
+    def from_pretrained(cls, name: str, trust: ModelTrust = ModelTrust()) -> RewardModel:
+        path, state = read_reward_checkpoint(name, cls.kind, cls.kind_required, trust.allow_pickle)
         rows = state["score.weight"].shape[0]
         if rows != 1:
             raise ModelLoadError(f"scorer model '{name}' has a score head of {rows} outputs; a '{cls.kind}' model "
                                  "has 1 (a reward model of several attributes: kind=multi_objective)")
-        model = cls(backbone_from_state(path, state, "scorer model"), num_labels=rows)
+        model = cls(backbone_from_state(path, state, "scorer model", trust.trust_remote_code), num_labels=rows)
         model.score.weight.data.copy_(state["score.weight"])
         return model
 
 
-def read_reward_checkpoint(name: str, kind: str, kind_required: bool) -> tuple[Path, dict[str, torch.Tensor]]:
+def read_reward_checkpoint(name: str, kind: str, kind_required: bool,
+                           allow_pickle: bool = False) -> tuple[Path, dict[str, torch.Tensor]]:
     """The directory and tensors of the sequence-classification checkpoint ``name``, refused (naming it) if its
     meta says another kind, or, with ``kind_required``, nothing, or if it has no ``score.weight``."""
-    path, state, meta = read_checkpoint(name, "scorer model")
+    path, state, meta = read_checkpoint(name, "scorer model", allow_pickle)
     check_kind(meta, kind, name, required=kind_required)
     if "score.weight" not in state:
         raise ModelLoadError(f"scorer model '{name}' has no score.weight: not a reward-model checkpoint")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from selfplay.core.lm import Messages, load_tokenizer
+from selfplay.core.lm import Messages, ModelTrust, load_tokenizer
 from selfplay.models.backbone import PreferenceModel
 from selfplay.models.kinds import load_preference_model
 
@@ -58,8 +58,9 @@ class Scorer:
 
 def load_scorer(
     kind: str, model: str, batch_size: int, k: int | None = None, tau: float | None = None,
-    tokenizer: str | None = None, device: str = "cpu",
+    tokenizer: str | None = None, device: str = "cpu", trust: ModelTrust = ModelTrust(),
 ) -> Scorer:
-    """Load the ``kind`` checkpoint ``model`` (directory or hub name) and its tokenizer (default: the same place)."""
-    pm = load_preference_model(kind, model, k=k, tau=tau).to(device)
-    return Scorer(pm, load_tokenizer(tokenizer or model), batch_size)
+    """Load the ``kind`` checkpoint ``model`` (directory or hub name) and its tokenizer (default: the same place);
+    ``trust``: the scorer's opt-ins (``scorer.trust_remote_code`` / ``scorer.allow_pickle``)."""
+    pm = load_preference_model(kind, model, k=k, tau=tau, trust=trust).to(device)
+    return Scorer(pm, load_tokenizer(tokenizer or model, trust), batch_size)

@@ -26,7 +26,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from selfplay.core.batch import Sample
-from selfplay.core.lm import load_causal_lm, load_tokenizer, resolve
+from selfplay.core.lm import ModelTrust, load_causal_lm, load_tokenizer, resolve
 from selfplay.policy.weight_sync import Bucket
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class VLLMGenerator:
     def __init__(self, model: str, tokenizer: str, dtype: str, gpu_memory_utilization: float,
                  enforce_eager: bool, max_model_len: int, seed: int, chunked_prefill: bool = False,
                  tensor_parallel: int = 1, sleep_mode: bool = False, weight_transfer: str | None = None,
-                 code_bias: bool = False):
+                 code_bias: bool = False, trust: ModelTrust = ModelTrust()):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from vllm import LLM
@@ -97,7 +97,10 @@ class VLLMGenerator:
                        max_model_len=max_model_len, enable_chunked_prefill=chunked_prefill,
                        tensor_parallel_size=tensor_parallel, enable_sleep_mode=sleep_mode,
                        **({"weight_transfer_config": {"backend": weight_transfer}} if weight_transfer else {}),
-                       **({"logits_processors": [code_bias_processor()]} if code_bias else {}))
+                       **({"logits_processors": [code_bias_processor()]} if code_bias else {}),
+                       # the policy's opt-ins: its own code; pickle weights (auto: safetensors first, else *.bin/*.pt)
+                       trust_remote_code=trust.trust_remote_code,
+                       load_format="auto" if trust.allow_pickle else "safetensors")
         self.tensor_parallel = tensor_parallel
         self.engine_starts = 1
         self.eos_id = self.llm.get_tokenizer().eos_token_id
@@ -188,9 +191,10 @@ class AddBias(LogitsProcessor):
 class HFGenerator:
     """transformers' generate, batched; faster than vLLM for tiny models on CPU."""
 
-    def __init__(self, model: str, tokenizer: str, dtype: str, batch_size: int, seed: int):
-        self.model = load_causal_lm(model, dtype).eval()
-        self.tokenizer = load_tokenizer(tokenizer)
+    def __init__(self, model: str, tokenizer: str, dtype: str, batch_size: int, seed: int,
+                 trust: ModelTrust = ModelTrust()):
+        self.model = load_causal_lm(model, dtype, trust).eval()
+        self.tokenizer = load_tokenizer(tokenizer, trust)
         self.batch_size = batch_size
         self.engine_starts = 1
         self.asleep: dict[int, torch.Size] = {}  # level 2: each dropped tensor's shape, by id
@@ -270,16 +274,17 @@ class HFGenerator:
 
 
 def make_generator(backend: str, model: str, tokenizer: str, cfg, dtype: str, seed: int, sleep_mode: bool = False,
-                   weight_transfer: str | None = None, code_bias: bool = False):
+                   weight_transfer: str | None = None, code_bias: bool = False, trust: ModelTrust = ModelTrust()):
     """``sleep_mode``: the engine will sleep and wake (colocated mode); vLLM has to be started for it.
     ``weight_transfer``: vLLM's native weight-transfer backend (nccl | ipc), None for the object store.
-    ``code_bias``: LPC's codes will be served (vLLM needs its logits processor for it)."""
+    ``code_bias``: LPC's codes will be served (vLLM needs its logits processor for it).
+    ``trust``: the policy's opt-ins (``policy.trust_remote_code`` / ``policy.allow_pickle``)."""
     if backend == "vllm":
         return VLLMGenerator(model, tokenizer, dtype, cfg.gpu_memory_utilization, cfg.enforce_eager,
                              cfg.max_model_len, seed, cfg.chunked_prefill, cfg.tensor_parallel, sleep_mode,
-                             weight_transfer, code_bias)
+                             weight_transfer, code_bias, trust)
     if weight_transfer:
         raise ValueError(f"weight transfer over {weight_transfer} needs generator.backend=vllm, got '{backend}'")
     if backend == "hf":
-        return HFGenerator(model, tokenizer, dtype, cfg.batch_size, seed)
+        return HFGenerator(model, tokenizer, dtype, cfg.batch_size, seed, trust)
     raise ValueError(f"unknown generator backend '{backend}' (vllm | hf)")

@@ -21,7 +21,7 @@ from selfplay.algorithms.losses import categorical_kl
 from selfplay.algorithms.registry import LossInputs, get_algorithm
 from selfplay.core.batch import Batch
 from selfplay.core.checkpoint import atomic_dir
-from selfplay.core.lm import load_causal_lm, load_tokenizer, response_batch, sequence_logprobs
+from selfplay.core.lm import ModelTrust, load_causal_lm, load_tokenizer, response_batch, sequence_logprobs
 from selfplay.core.optim import lr_multiplier
 from selfplay.policy import lpc
 from selfplay.policy.lora import (
@@ -39,21 +39,24 @@ from selfplay.policy.weight_sync import Bucket, TensorMeta, pack, plan_buckets
 
 class Learner:
     def __init__(self, model: str, tokenizer: str, dtype: str, train: DictConfig, algo: DictConfig, seed: int,
-                 initial: str | None = None, placement: Single | Sharded | None = None, iterations: int = 1):
+                 initial: str | None = None, placement: Single | Sharded | None = None, iterations: int = 1,
+                 trust: ModelTrust = ModelTrust()):
         """``model``: the weights to train from; ``initial``: the run's pi_0 (default ``model``), loaded
         when the algorithm's reference is the initial policy; ``placement``: one process (default) or this
         rank's place in a sharded group (``selfplay.policy.parallel``); ``iterations``: the run's, over which
-        LPC's g rises with ``algo.lpc.g_over=run``."""
+        LPC's g rises with ``algo.lpc.g_over=run``; ``trust``: the policy's opt-ins (``policy.trust_remote_code``
+        / ``policy.allow_pickle``), for every load of it."""
         self.train_cfg, self.algo_cfg, self.seed = train, algo, seed
-        self.dtype, self.initial = dtype, initial or model
+        self.dtype, self.initial, self.trust = dtype, initial or model, trust
         self.placement = placement or Single(train.mixed_precision)
         self.lora = train.lora.rank > 0
         if self.lora:  # the base is pi_0; a resumed run's adapter is in its checkpoint (``model``)
             resumed = model if model != self.initial else None
-            self.model = self.placement.wrap(add_adapters(load_causal_lm(self.initial, dtype), train.lora, seed, resumed))
+            self.model = self.placement.wrap(add_adapters(load_causal_lm(self.initial, dtype, trust), train.lora, seed,
+                                                          resumed))
         else:
-            self.model = self.placement.wrap(load_causal_lm(model, dtype))
-        self.tokenizer = load_tokenizer(tokenizer)
+            self.model = self.placement.wrap(load_causal_lm(model, dtype, trust))
+        self.tokenizer = load_tokenizer(tokenizer, trust)
         self.algorithm = get_algorithm(algo.name)
         self.iterations = iterations
         # LPC's heads (seed 000): a resumed run's from its checkpoint, else new (seeded by run.seed)
@@ -108,7 +111,7 @@ class Learner:
             return self.model
         if name == "initial":
             if self.reference_model is None:  # frozen pi_0, loaded once (sharded like the policy)
-                self.reference_model = self.placement.wrap(load_causal_lm(self.initial, self.dtype))
+                self.reference_model = self.placement.wrap(load_causal_lm(self.initial, self.dtype, self.trust))
                 self.reference_model.requires_grad_(False)
             return self.reference_model
         return None
@@ -121,7 +124,8 @@ class Learner:
         if self.lora:
             reset_adapters(self.placement.unwrap(self.model))
         else:
-            self.placement.load_full_state_dict(self.model, load_causal_lm(self.initial, self.dtype).state_dict())
+            initial = load_causal_lm(self.initial, self.dtype, self.trust)
+            self.placement.load_full_state_dict(self.model, initial.state_dict())
 
     def _reference_logprobs(self, batch: Batch) -> torch.Tensor | None:
         if batch.reference == "initial" and self.lora:  # pi_0 is the base: the adapters off, no second copy

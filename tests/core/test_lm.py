@@ -12,6 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from selfplay.core.lm import (
     ModelLoadError,
+    ModelTrust,
     encode_prompt,
     load_causal_lm,
     load_tokenizer,
@@ -151,6 +152,75 @@ def test_load_causal_lm_existing_but_broken_dir(tmp_path, offline):
     (tmp_path / "broken" / "config.json").write_text("{not json")
     with pytest.raises(ModelLoadError, match="exists but could not be loaded"):
         load_causal_lm(str(tmp_path / "broken"))
+
+
+# ---- what loading may do: a model's own code, pickle weights (ModelTrust, issue 17) ---------------------------
+
+OWN_CODE = '''from transformers import LlamaConfig, LlamaForCausalLM
+
+
+class MineConfig(LlamaConfig):
+    model_type = "selfplay_mine"
+
+
+class MineForCausalLM(LlamaForCausalLM):
+    config_class = MineConfig
+'''
+
+
+def own_code_model(model, path) -> str:
+    """``model`` saved as an architecture transformers does not know: its config's model_type and auto_map
+    name classes in the directory's own modeling file, which only trust_remote_code loads."""
+    import json
+
+    model.save_pretrained(path)
+    config = json.loads((path / "config.json").read_text())
+    config.update(model_type="selfplay_mine", auto_map={"AutoConfig": "modeling_mine.MineConfig",
+                                                        "AutoModelForCausalLM": "modeling_mine.MineForCausalLM"})
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "modeling_mine.py").write_text(OWN_CODE)
+    return str(path)
+
+
+def test_a_models_own_code_runs_only_with_trust_remote_code(tiny_lm, tmp_path):
+    path = own_code_model(tiny_lm, tmp_path / "mine")
+    with pytest.raises(ModelLoadError, match="contains custom code"):
+        load_causal_lm(path)
+    loaded = load_causal_lm(path, trust=ModelTrust(trust_remote_code=True))
+    assert type(loaded).__name__ == "MineForCausalLM"
+    ids, attn, loss = response_batch(PROMPTS, RESPONSES, PAD)
+    with torch.no_grad():
+        torch.testing.assert_close(sequence_logprobs(loaded, ids, attn, loss), sequence_logprobs(tiny_lm, ids, attn, loss))
+
+
+def test_pickle_weights_load_only_with_allow_pickle(tiny_lm, tmp_path):
+    """A directory with pytorch_model.bin only (as transformers 4 wrote them): never unpickled by default."""
+    path = tmp_path / "pickled"
+    path.mkdir()
+    tiny_lm.config.save_pretrained(path)
+    torch.save(tiny_lm.state_dict(), path / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match="no file named model.safetensors"):
+        load_causal_lm(str(path))
+    loaded = load_causal_lm(str(path), trust=ModelTrust(allow_pickle=True)).state_dict()
+    assert all(torch.equal(loaded[n], t) for n, t in tiny_lm.state_dict().items())
+
+
+def test_a_tokenizers_own_code_runs_only_with_trust_remote_code(world, tmp_path):
+    import json
+
+    path = tmp_path / "tok"
+    base = load_tokenizer(world.tokenizer)
+    base.save_pretrained(path)
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    config.update(tokenizer_class="MineTokenizer",
+                  auto_map={"AutoTokenizer": [None, "tokenization_mine.MineTokenizer"]})
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+    (path / "tokenization_mine.py").write_text(f"from transformers import {type(base).__name__}\n\n\n"
+                                               f"class MineTokenizer({type(base).__name__}):\n    pass\n")
+    with pytest.raises(ModelLoadError, match="contains custom code"):
+        load_tokenizer(str(path))
+    loaded = load_tokenizer(str(path), ModelTrust(trust_remote_code=True))
+    assert type(loaded).__name__ == "MineTokenizer" and len(loaded) == len(base)
 
 
 def test_resolve_and_prompt_text(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -60,21 +61,75 @@ def test_a_scorer_directory_without_weights_is_refused(world, tmp_path, capsys, 
 
 def test_pickle_only_weights_are_refused_not_unpickled(world, tmp_path, capsys, no_ray):
     policy = tiny_llama(tmp_path / "pickled", 1024, pickled=True)
-    assert_refused([f"policy.model={policy}", f"policy.tokenizer={world.tokenizer}", f"scorer.model={world.gpm}"],
-                   "has only pickle weights (pytorch_model.bin); selfplay loads safetensors only", tmp_path, capsys)
+    err = assert_refused([f"policy.model={policy}", f"policy.tokenizer={world.tokenizer}", f"scorer.model={world.gpm}"],
+                         "has only pickle weights (pytorch_model.bin); selfplay loads safetensors only", tmp_path, capsys)
+    assert "set policy.allow_pickle=true to load them" in err
+
+
+def pickled_scorer(world, path) -> str:
+    """The world's GPM with its weights in pytorch_model.bin (torch.save) instead of safetensors."""
+    import torch
+    from safetensors.torch import load_file
+
+    shutil.copytree(world.gpm, path, ignore=shutil.ignore_patterns("*.safetensors"))
+    torch.save(load_file(str(next(Path(world.gpm).glob("*.safetensors")))), path / "pytorch_model.bin")
+    return str(path)
+
+
+def with_own_code(source: str, path, auto_class: str, body: str = "") -> str:
+    """A copy of the model directory ``source`` whose config.json maps ``auto_class`` to its own modeling file
+    (by default a plain Llama subclass; ``body``: the file's text instead)."""
+    import json
+
+    shutil.copytree(source, path)
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "auto_map": {auto_class: "modeling_mine.Mine"}}))
+    base = "LlamaForCausalLM" if auto_class == "AutoModelForCausalLM" else "LlamaModel"
+    (path / "modeling_mine.py").write_text(body or f"from transformers import {base}\n\n\nclass Mine({base}):\n"
+                                                   "    pass\n")
+    return str(path)
+
+
+def test_a_pickle_only_scorer_is_refused_naming_its_key(world, tmp_path, capsys, no_ray):
+    scorer = pickled_scorer(world, tmp_path / "gpm")
+    assert_refused([f"policy.model={world.policy}", f"scorer.model={scorer}"],
+                   f"scorer model '{scorer}' has only pickle weights (pytorch_model.bin); selfplay loads safetensors "
+                   "only (unpickling runs code): convert them with transformers' save_pretrained, or set "
+                   "scorer.allow_pickle=true to load them", tmp_path, capsys)
 
 
 def test_a_model_with_its_own_code_is_refused_not_run(world, tmp_path, capsys, no_ray):
-    import json
-
-    policy = tmp_path / "custom"
-    shutil.copytree(world.policy, policy)
-    config = json.loads((policy / "config.json").read_text())
-    (policy / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModelForCausalLM": "modeling.Mine"}}))
-    (policy / "modeling.py").write_text("raise SystemExit('remote code ran')\n")
+    policy = with_own_code(world.policy, tmp_path / "custom", "AutoModelForCausalLM",
+                           "raise SystemExit('remote code ran')\n")
     assert_refused([f"policy.model={policy}", f"scorer.model={world.gpm}"],
-                   "ships its own Python code (auto_map: AutoModelForCausalLM); selfplay does not run a model's code",
-                   tmp_path, capsys)
+                   "ships its own Python code (auto_map: AutoModelForCausalLM); selfplay does not run a model's code "
+                   "unless asked: set policy.trust_remote_code=true if you trust it", tmp_path, capsys)
+
+
+def test_a_scorer_with_its_own_code_is_refused_naming_its_key(world, tmp_path, capsys, no_ray):
+    scorer = with_own_code(world.gpm, tmp_path / "custom", "AutoModel", "raise SystemExit('remote code ran')\n")
+    assert_refused([f"policy.model={world.policy}", f"scorer.model={scorer}"],
+                   f"scorer model '{scorer}' ships its own Python code (auto_map: AutoModel); selfplay does not run a "
+                   "model's code unless asked: set scorer.trust_remote_code=true if you trust it", tmp_path, capsys)
+
+
+@pytest.mark.parametrize("role", ["policy", "scorer"])
+@pytest.mark.parametrize("flag", ["allow_pickle", "trust_remote_code"])
+def test_a_model_opted_in_passes_the_checks(world, tmp_path, capsys, no_ray, role, flag):
+    """With its key set, the model the run refused above goes through to starting Ray (the fixture stops it)."""
+    if flag == "allow_pickle":
+        model = (tiny_llama(tmp_path / "pickled", 1024, pickled=True) if role == "policy" else
+                 pickled_scorer(world, tmp_path / "gpm"))
+    else:
+        model = with_own_code(world.policy if role == "policy" else world.gpm, tmp_path / "custom",
+                              "AutoModelForCausalLM" if role == "policy" else "AutoModel")
+    models = {"policy": world.policy, "scorer": world.gpm, role: model}
+    from selfplay.run import main
+
+    with pytest.raises(AssertionError, match="went on to start Ray"):
+        main(["smoke", "run.progress=false", f"run.dir={tmp_path / 'run'}", f"policy.model={models['policy']}",
+              f"policy.tokenizer={world.tokenizer}", f"scorer.model={models['scorer']}", f"{role}.{flag}=true"])
+    assert "error" not in capsys.readouterr().err
 
 
 def test_a_run_dir_that_cannot_be_written_is_refused_before_any_work(world, tmp_path, capsys, monkeypatch, no_ray):
@@ -98,7 +153,8 @@ def test_a_run_dir_that_cannot_be_written_is_refused_before_any_work(world, tmp_
 
 def test_a_hub_name_is_left_to_the_loaders():
     """No local directory: nothing to list, the loaders download (or name the missing model) later."""
-    from selfplay.loop.preflight import check_vocabulary, check_weights
+    from selfplay.loop.preflight import check_code, check_vocabulary, check_weights
 
-    check_weights("some-org/some-model", "policy model")
-    check_vocabulary("some-org/some-model", "some-org/some-model", "policy model")
+    check_weights("some-org/some-model", "policy", False)
+    check_code("some-org/some-model", "policy", False)
+    check_vocabulary("some-org/some-model", "some-org/some-model", "policy model", False)

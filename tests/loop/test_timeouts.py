@@ -31,14 +31,20 @@ def test_a_hung_call_becomes_a_timeout_naming_the_stage_and_the_actor(ray_cluste
         ray.kill(actor)
 
 
-def test_a_run_whose_stage_outlives_its_bound_stops_with_one_line(world, ray_cluster, tmp_path, capsys):
+def test_a_stage_that_outlives_its_bound_is_retried_then_stops_the_run_in_one_line(world, ray_cluster, tmp_path,
+                                                                                   capsys):
+    """The hung learner is killed and started again (failure 1, within run.max_failures=1); when training times
+    out again, the run stops naming the stage, the activity and the actor."""
     from selfplay.core.checkpoint import read_metrics
     from selfplay.run import main
 
     run_dir = tmp_path / "run"
-    assert main([*FAST, "iter=1", f"run.dir={run_dir}", "generator.backend=hf", "run.stage_timeouts.train=0.001"]) == 1
+    assert main([*FAST, "iter=1", f"run.dir={run_dir}", "generator.backend=hf", "run.stage_timeouts.train=0.001",
+                 "run.max_failures=1"]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("error: train: reference log-probs: learner rank 0 did not answer within 0.001 s")
+    assert err.startswith("error: iteration 1, train: learner rank 0 failed (StageTimeout: train: reference "
+                          "log-probs: learner rank 0 did not answer within 0.001 s)")
+    assert "2 failures, more than run.max_failures=1" in err
     assert "intact up to iteration 0" in err and read_metrics(run_dir) == []
 
 

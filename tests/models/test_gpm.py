@@ -7,17 +7,19 @@ Sign convention under test (seed 004 eq. 4.2 = A.1):
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import AutoModel, LlamaConfig, LlamaForCausalLM
 
-from selfplay.core.lm import ModelLoadError
+from selfplay.core.lm import ModelLoadError, ModelTrust
 from selfplay.models.backbone import META_FILE
 from selfplay.models.gpm import GPM, pair_scores, score_matrix
+from selfplay.models.kinds import load_preference_model
 from selfplay.models.losses import preference_nll
 
 HIDDEN = 64
@@ -282,6 +284,37 @@ def test_directory_without_weights_refused(tmp_path):
     tiny_config().save_pretrained(tmp_path / "empty")
     with pytest.raises(ModelLoadError, match="no .safetensors weights"):
         GPM.from_pretrained(str(tmp_path / "empty"))
+
+
+def test_a_pickled_checkpoint_loads_only_with_allow_pickle(tmp_path):
+    """scorer.allow_pickle: pytorch_model.bin is read (torch's weights-only unpickler) where there is no
+    safetensors file; without it the checkpoint is refused, naming the key."""
+    gpm, ckpt = tiny_gpm(2, seed=3), tmp_path / "ckpt"
+    gpm.save_pretrained(ckpt)
+    torch.save(load_file(str(ckpt / "model.safetensors")), ckpt / "pytorch_model.bin")
+    (ckpt / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="pytorch_model.bin is pickle: scorer.allow_pickle=true loads it"):
+        load_preference_model("gpm", str(ckpt))
+    loaded = load_preference_model("gpm", str(ckpt), trust=ModelTrust(allow_pickle=True)).state_dict()
+    assert all(torch.equal(loaded[n], t) for n, t in gpm.state_dict().items())
+
+
+def test_a_backbone_of_its_own_code_loads_only_with_trust_remote_code(tmp_path):
+    """scorer.trust_remote_code: a checkpoint whose config names an architecture in its own modeling file."""
+    gpm, ckpt = tiny_gpm(2, seed=3), tmp_path / "ckpt"
+    gpm.save_pretrained(ckpt)
+    config = json.loads((ckpt / "config.json").read_text())
+    config.update(model_type="selfplay_mine_base", auto_map={"AutoConfig": "modeling_mine.MineConfig",
+                                                             "AutoModel": "modeling_mine.MineModel"})
+    (ckpt / "config.json").write_text(json.dumps(config))
+    (ckpt / "modeling_mine.py").write_text(
+        "from transformers import LlamaConfig, LlamaModel\n\n\nclass MineConfig(LlamaConfig):\n"
+        "    model_type = 'selfplay_mine_base'\n\n\nclass MineModel(LlamaModel):\n    config_class = MineConfig\n")
+    with pytest.raises(ModelLoadError, match="has no usable config.json"):
+        load_preference_model("gpm", str(ckpt))
+    loaded = load_preference_model("gpm", str(ckpt), trust=ModelTrust(trust_remote_code=True))
+    assert type(loaded.model).__name__ == "MineModel"
+    assert all(torch.equal(loaded.state_dict()[n], t) for n, t in gpm.state_dict().items())
 
 
 def test_odd_value_head_refused(tmp_path):

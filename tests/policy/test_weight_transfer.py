@@ -163,7 +163,8 @@ def test_the_nccl_protocol_end_to_end_on_cpu(world, ray_cluster, tmp_path):
     from actors.group import wait
     from actors.learner import LearnerGroup
     from selfplay.config.schema import Config
-    from selfplay.loop.stages import Workers, connect_weight_transfer, sync_weights
+    from selfplay.loop.sync import connect_weight_transfer, sync_weights
+    from selfplay.loop.workers import Workers
 
     cfg = OmegaConf.structured(Config)  # validation would refuse nccl without GPUs: the data plane here needs none
     cfg.sync.transport, cfg.sync.bucket_mb, cfg.sync.timeout_s = "nccl", 0.2, 120.0
