@@ -219,6 +219,7 @@ def main(argv: list[str]) -> int:
     from selfplay.loop.driver import selfplay
     from selfplay.loop.plan import RunError
     from selfplay.loop.preflight import check_models
+    from selfplay.loop.stages import BadNumbers
     from selfplay.loop.workers import TooManyFailures
 
     try:
@@ -248,9 +249,9 @@ def main(argv: list[str]) -> int:
     try:
         workers = start_workers(cfg, sources, run_dir, last)
         selfplay(cfg, workers, judge, prompts, run_dir, last, oracle)
-    except (StageTimeout, TooManyFailures) as e:
+    except (StageTimeout, TooManyFailures, BadNumbers) as e:
         print(f"error: {e}; the run is intact up to iteration {last_complete_iteration(run_dir)} "
-              "(run.resume=true continues it; run.stage_timeouts sets a stage's bound)", file=sys.stderr)
+              "(run.resume=true continues it)", file=sys.stderr)
         return 1
     except OSError as e:
         if e.errno not in DISK_ERRORS:

@@ -142,3 +142,16 @@ def test_launch_files_parse_and_name_only_schema_keys(path):
     assert commands, f"{path.name}: no selfplay.run command with arguments"
     for args in commands:
         load_config(args)  # unknown keys and bad values raise ConfigError
+
+
+def test_the_dashboard_listens_on_loopback_wherever_we_start_a_head():
+    """The dashboard takes job submissions (code execution): every head the launch files start binds it to
+    127.0.0.1, but KubeRay's, whose operator reaches it on the pod IP (a ClusterIP Service; the file says so);
+    the run's own local cluster starts none."""
+    hosts = {p.name: re.findall(r"dashboard-host[=:]\s*\"?([\d.]+)", p.read_text())
+             for p in (REPO / "launch").iterdir() if p.is_file()}
+    assert hosts["local_job.sh"] == ["127.0.0.1"] and hosts["ray-cluster.yaml"] == ["127.0.0.1"]
+    assert {h for name, found in hosts.items() if name != "kuberay-rayjob.yaml" for h in found} == {"127.0.0.1"}
+    assert hosts["kuberay-rayjob.yaml"] == ["0.0.0.0"]
+    assert "no Ingress or LoadBalancer" in (REPO / "launch" / "kuberay-rayjob.yaml").read_text()
+    assert "include_dashboard=False" in (REPO / "selfplay" / "run.py").read_text()

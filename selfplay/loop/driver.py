@@ -40,7 +40,7 @@ from selfplay.loop.evaluation import eval_path, evaluate, iteration_record, load
 from selfplay.loop.faults import fault_point
 from selfplay.loop.judges import Judge
 from selfplay.loop.plan import Oracle, Prompts
-from selfplay.loop.stages import generate, iteration_seed, sample_eval, take_prompts, train
+from selfplay.loop.stages import BadNumbers, generate, iteration_seed, sample_eval, take_prompts, train
 from selfplay.loop.sync import generators_asleep, sync_weights
 from selfplay.loop.workers import ActorFailure, Workers, failing_as, stage_timeout
 
@@ -51,8 +51,11 @@ log = logging.getLogger(__name__)
 def stage(name: str, t: int, times: dict[str, float]) -> Iterator[None]:
     fault_point(name, t)  # tests of resume stop the driver here (SELFPLAY_FAULT)
     start = time.perf_counter()
-    with failing_as(name):  # an actor that dies or hangs here: ActorFailure
-        yield
+    try:
+        with failing_as(name):  # an actor that dies or hangs here: ActorFailure
+            yield
+    except (BadNumbers, FloatingPointError) as e:  # an actor's arrives as RayTaskError: its cause is the message
+        raise BadNumbers(f"iteration {t}, {name}: {getattr(e, 'cause', e)}") from e
     times[f"{name}_s"] = round(time.perf_counter() - start, 3)
 
 

@@ -20,6 +20,12 @@ from selfplay.loop.plan import Prompts
 from selfplay.loop.workers import Workers, stage_timeout
 
 log = logging.getLogger(__name__)
+TIED = 1e-6  # preference log-odds at most this far from 0 are a tie
+
+
+class BadNumbers(ValueError):
+    """What a stage produced cannot be trained or evaluated on (all responses empty, non-finite scores, log-probs
+    or losses); the driver names the iteration and the stage."""
 
 
 def iteration_seed(cfg: DictConfig, t: int, salt: int) -> int:
@@ -51,7 +57,11 @@ def generate(workers: Workers, prompt_ids: list[list[int]], n: int, temperature:
 
     names = [workers.generator_names()[c % replicas] for c in range(len(starts))]
     parts = gather([send(c) for c in range(len(starts))], desc, cfg.run.progress, timeout_s, names, redo)
-    return [group for part in parts for group in part]
+    groups = [group for part in parts for group in part]
+    if all(not sample.text.strip() for group in groups for sample in group):
+        raise BadNumbers(f"every one of the {sum(map(len, groups))} responses is empty: the policy ends them at "
+                         "once (check its chat template, EOS token and generator.max_new_tokens)")
+    return groups
 
 
 def score(workers: Workers, method: str, prompts: list[Messages], responses: list[list[str]],
@@ -79,7 +89,7 @@ def score(workers: Workers, method: str, prompts: list[Messages], responses: lis
     scores = [s for part in parts for s in part]
     for i, s in enumerate(scores):
         if not torch.isfinite(s).all():
-            raise FloatingPointError(f"the scorer returned non-finite {method} for prompt {i}: {prompt_text(prompts[i])!r}")
+            raise BadNumbers(f"the scorer returned non-finite {method} for prompt {i}: {prompt_text(prompts[i])!r}")
     return scores
 
 
@@ -96,14 +106,15 @@ def take_prompts(prompts: Prompts, judge, cfg: DictConfig, t: int) -> Batch:
 
 
 def train(workers: Workers, rollout: Batch, cfg: DictConfig, t: int) -> dict:
-    """Build the algorithm's examples and train on them; with none (every pair filtered out), say so and skip."""
+    """Build the algorithm's examples and train on them; with nothing to learn (every response of every prompt
+    tied, or every pair filtered out), say so and skip."""
+    if rollout.scores and all(float(s.abs().max()) <= TIED for s in rollout.scores):
+        return skip(t, "every response of every prompt tied (all preference log-odds 0): no preference to learn")
     rng = random.Random(iteration_seed(cfg, t, 2))  # pair strategies that draw (best_random)
     batch = get_algorithm(cfg.algo.name).build(rollout, cfg.algo, rng)
     if len(batch) == 0:
-        reason = (f"no training examples: the margin filter (algo.min_prob={cfg.algo.min_prob}) and the "
-                  "rule against pairs of identical or tied responses filtered out every pair")
-        log.warning("iteration %d: %s; skipping training (the policy is unchanged)", t, reason)
-        return {"loss": None, "skipped": reason}
+        return skip(t, f"no training examples: the margin filter (algo.min_prob={cfg.algo.min_prob}) and the rule "
+                       "against pairs of identical or tied responses filtered out every pair")
     timeout_s = stage_timeout(cfg, "train")  # the whole stage's: the reference log-probs and every epoch
     start = time.monotonic()
     stats = leader(workers.learner.begin_iteration(batch), timeout_s, "train: reference log-probs")
@@ -114,6 +125,12 @@ def train(workers: Workers, rollout: Batch, cfg: DictConfig, t: int) -> dict:
     # the last epoch's means; every optimizer step's loss and gradient norm, over all the epochs
     return {**stats, **leader_epochs[-1], **{k: [x for e in leader_epochs for x in e[k]]
                                              for k in ("step_losses", "step_grad_norms")}}
+
+
+def skip(t: int, reason: str) -> dict:
+    """Iteration t trains nothing (the policy is unchanged); the metrics line records why."""
+    log.warning("iteration %d: %s; skipping training (the policy is unchanged)", t, reason)
+    return {"loss": None, "skipped": reason}
 
 
 def sample_eval(workers: Workers, prompts: Prompts, cfg: DictConfig) -> dict:

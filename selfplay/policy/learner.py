@@ -142,6 +142,9 @@ class Learner:
         if self.algo_cfg.init == "sft":
             self.restore_initial()
         batch.ref_logps = self._reference_logprobs(batch)
+        if batch.ref_logps is not None and not torch.isfinite(batch.ref_logps).all():
+            bad = int((~torch.isfinite(batch.ref_logps)).sum())
+            raise FloatingPointError(f"non-finite reference log-probs for {bad} of {len(batch.ref_logps)} sequences")
         self.batch = batch
         self.torch_optimizer.state.clear()  # AdamW keeps its step count in the state: a fresh start
         cfg = self.train_cfg
@@ -220,6 +223,9 @@ class Learner:
             for part_rows in self._micro_batches(step_examples):
                 part = batch.select(part_rows or step_examples[:1])
                 logps, kl = self._policy_logprobs(part, g, gen)
+                if not torch.isfinite(logps).all():  # before any update from them
+                    raise FloatingPointError(f"non-finite policy log-probs in epoch {epoch}, optimizer step "
+                                             f"{start // cfg.batch_size + 1}")
                 per_example, metrics = self.algorithm.objective(self._loss_inputs(part, logps, kl), self.algo_cfg)
                 # an empty share still runs forward and backward (the shards' collectives), with weight 0
                 loss = per_example.sum() / len(step_examples) * (1.0 if part_rows else 0.0)
@@ -238,7 +244,7 @@ class Learner:
         names = sorted(metric_sums)  # the same on every rank: each ran the objective on every step
         metric_sums = dict(zip(names, self.placement.all_sum([metric_sums[k] for k in names])))
         if not all(math.isfinite(x) for x in losses):
-            raise FloatingPointError(f"non-finite training loss in iteration {iteration}, epoch {epoch}: {losses}")
+            raise FloatingPointError(f"non-finite training loss in epoch {epoch}: {losses}")
         return {"loss": sum(losses) / len(losses), "grad_norm": sum(grad_norms) / len(grad_norms),
                 "lr": lrs[-1], **{k: v / len(batch) for k, v in metric_sums.items()}, "step_losses": losses,
                 "step_grad_norms": grad_norms}
