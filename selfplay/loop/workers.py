@@ -130,7 +130,16 @@ class Workers:
 
     def recover(self, failure: ActorFailure, last: int, cfg: DictConfig) -> None:
         """After an ActorFailure: record it; start again every generator or scorer that is dead or did not
-        answer, and the learner from iteration ``last``'s checkpoint; give every generator its weights."""
+        answer, and the learner from iteration ``last``'s checkpoint; give every generator its weights.  An
+        actor that fails meanwhile is one more failure, and the recovery starts over."""
+        while True:
+            try:
+                with failing_as("restart"):
+                    return self._recover(failure, last, cfg)
+            except ActorFailure as again:
+                failure = again
+
+    def _recover(self, failure: ActorFailure, last: int, cfg: DictConfig) -> None:
         from selfplay.loop.sync import sync_weights
 
         late = failure.error.late if isinstance(failure.error, StageTimeout) else []
@@ -148,7 +157,8 @@ class Workers:
 
     def _restartable(self, stage: str, actor: str, error: Exception) -> None:
         if self.spawn is None:
-            raise error
+            raise TooManyFailures(f"{stage}: {actor} failed ({cause(error)}); these workers are not restarted "
+                                  "(no Spawn)") from error
         self.failures.record(stage, actor, error)
 
     def _weights_by_object_store(self, cfg: DictConfig, what: str) -> None:

@@ -112,3 +112,22 @@ def test_one_failure_more_than_max_failures_stops_the_run_in_one_line(hf_run, tm
     assert err.startswith("error: iteration 2, generate: generator 0 failed (ActorDiedError: ")
     assert "run.max_failures=0: no actor is restarted" in err and "intact up to iteration 1" in err
     assert [r["iteration"] for r in read_metrics(run_dir)] == [1]
+
+
+def test_workers_that_cannot_restart_stop_at_the_first_failure_naming_it(ray_cluster):
+    """Without a Spawn (benches, single-stage tests) a dead generator is one clear error, not a retry loop."""
+    import ray
+
+    from selfplay.config.loading import load_config
+    from selfplay.loop.stages import generate
+    from selfplay.loop.workers import TooManyFailures, Workers
+
+    @ray.remote(num_cpus=0)
+    class Doomed:
+        def generate(self, *args):
+            return []
+
+    doomed = Doomed.remote()
+    ray.kill(doomed)
+    with pytest.raises(TooManyFailures, match=r"^generate: generator 0 failed \(ActorDiedError: .*no Spawn\)$"):
+        generate(Workers([doomed], None, None), [[5, 6]], 2, 1.0, load_config(["smoke"]), seed=0, desc="generate")
