@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from selfplay.core.lm import ModelLoadError, ModelTrust, resolve
 from selfplay.loop.plan import RunError, Sources
+from selfplay.models.backbone import PICKLE_WEIGHTS as READ_PICKLE
 
 SAFE_WEIGHTS = "*.safetensors"
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")  # torch.load's formats: unpickling can run code
@@ -35,8 +36,11 @@ def check_weights(name: str, role: str, allow_pickle: bool) -> None:
     if path is None or any(path.glob(SAFE_WEIGHTS)):
         return
     pickled = sorted(p.name for pattern in PICKLE_WEIGHTS for p in path.glob(pattern))
-    if pickled and allow_pickle:
+    if allow_pickle and any(path.glob(READ_PICKLE)):
         return
+    if pickled and allow_pickle:  # e.g. a bare model.pt: the loaders would find no weights inside Ray
+        raise ModelLoadError(f"{role} model '{name}' has pickle weights ({', '.join(pickled)}) but none the loaders "
+                             f"read: with {role}.allow_pickle they read {READ_PICKLE} (transformers' names)")
     if pickled:
         raise ModelLoadError(f"{role} model '{name}' has only pickle weights ({', '.join(pickled)}); selfplay loads "
                              "safetensors only (unpickling runs code): convert them with transformers' "

@@ -17,7 +17,7 @@ from selfplay.core.batch import Batch
 from selfplay.core.lm import Messages, prompt_text
 from selfplay.data.prompts import iteration_prompts
 from selfplay.loop.plan import Prompts
-from selfplay.loop.workers import Workers, stage_timeout
+from selfplay.loop.workers import Workers, resending, stage_timeout
 
 log = logging.getLogger(__name__)
 TIED = 1e-6  # preference log-odds at most this far from 0 are a tie
@@ -49,12 +49,8 @@ def generate(workers: Workers, prompt_ids: list[list[int]], n: int, temperature:
         return sent_to[c].generate.remote(prompt_ids[start:start + size], n, temperature, g.top_p, g.max_new_tokens,
                                           seed + start * n, None if codes is None else codes[start:start + size])
 
-    def redo(c: int, error: Exception):
-        if workers.generators[c % replicas] is sent_to[c]:  # not restarted yet for another of its chunks
-            workers.restart_generator(c % replicas, stage, error, cfg)
-        sent_to[c] = workers.generators[c % replicas]
-        return send(c)
-
+    redo = resending(sent_to, lambda c: workers.generators[c % replicas],
+                     lambda c, error: workers.restart_generator(c % replicas, stage, error, cfg), send)
     names = [workers.generator_names()[c % replicas] for c in range(len(starts))]
     parts = gather([send(c) for c in range(len(starts))], desc, cfg.run.progress, timeout_s, names, redo)
     groups = [group for part in parts for group in part]
@@ -78,12 +74,8 @@ def score(workers: Workers, method: str, prompts: list[Messages], responses: lis
         return getattr(sent_to[c], method).remote(prompts[starts[c]:starts[c] + size],
                                                   responses[starts[c]:starts[c] + size])
 
-    def redo(c: int, error: Exception):
-        if workers.scorer is sent_to[c]:
-            workers.restart_scorer(method, error, cfg)
-        sent_to[c] = workers.scorer
-        return send(c)
-
+    redo = resending(sent_to, lambda c: workers.scorer, lambda c, error: workers.restart_scorer(method, error, cfg),
+                     send)
     parts = gather([send(c) for c in range(len(starts))], method, cfg.run.progress, stage_timeout(cfg, "score"),
                    ["scorer"] * len(starts), redo)
     scores = [s for part in parts for s in part]

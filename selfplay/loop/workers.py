@@ -176,6 +176,19 @@ class Workers:
         return new
 
 
+def resending(sent_to: list, current: Callable[[int], object], restart: Callable[[int, Exception], object],
+              send: Callable[[int], object]) -> Callable[[int, Exception], object]:
+    """A ``gather`` redo for calls sent to actors: call c's actor failed, so it is restarted (``restart``) unless
+    another of its calls already had it restarted (``current(c)``, the actor that now serves call c, is no
+    longer ``sent_to[c]``); then c is sent again (``send``, which reads ``sent_to``)."""
+    def redo(c: int, error: Exception):
+        if current(c) is sent_to[c]:
+            restart(c, error)
+        sent_to[c] = current(c)
+        return send(c)
+    return redo
+
+
 def failed_actor(workers: Workers, error: Exception) -> str:
     """The name of the actor a RayActorError is about (``error.actor_id``), or 'an actor'."""
     actor_id = getattr(error, "actor_id", None)

@@ -158,3 +158,17 @@ def test_a_hub_name_is_left_to_the_loaders():
     check_weights("some-org/some-model", "policy", False)
     check_code("some-org/some-model", "policy", False)
     check_vocabulary("some-org/some-model", "some-org/some-model", "policy model", False)
+
+
+def test_allowed_pickle_weights_under_a_name_no_loader_reads_are_refused(world, tmp_path):
+    """``allow_pickle`` lets through what the loaders read (``pytorch_model*.bin``); a bare ``model.pt`` would
+    pass to the actors and fail there with no weights, so it is refused here, naming the names read."""
+    from selfplay.core.lm import ModelLoadError
+    from selfplay.loop.preflight import check_weights
+
+    path = Path(tiny_llama(tmp_path / "pickled", 64, pickled=True))
+    check_weights(str(path), "policy", allow_pickle=True)
+    (path / "pytorch_model.bin").rename(path / "model.pt")
+    with pytest.raises(ModelLoadError, match=r"has pickle weights \(model\.pt\) but none the loaders read: with "
+                                             r"policy\.allow_pickle they read pytorch_model\*\.bin"):
+        check_weights(str(path), "policy", allow_pickle=True)
