@@ -11,6 +11,7 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 
 from selfplay.config.embedded import WorldConfig
+from selfplay.config.scorer_config import DEFAULT_TAU, ScorerConfig  # noqa: F401 (part of the schema)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -74,23 +75,6 @@ class GeneratorConfig:
     num_gpus: float = 0.0
 
 
-@dataclass
-class ScorerConfig:
-    kind: str = "gpm"  # gpm | bt | pairwise | multi_objective
-    # Directory or hub name of a checkpoint of that kind (a GPM in the published layout, a Hugging Face
-    # sequence-classification reward model, or one written by selfplay.train_pm); None: the embedded world's.
-    model: Optional[str] = None
-    tokenizer: Optional[str] = None  # defaults to scorer.model
-    k: Optional[int] = None  # GPM only: refuse a checkpoint whose heads are not this size; None reads it
-    # GPM: P = sigma(s / tau); multi_objective: P = sigma(v^T (r_i - r_j) / tau); unset: DEFAULT_TAU by kind
-    tau: Optional[float] = "${scorer_tau:${.kind}}"
-    batch_size: int = 64
-    trust_remote_code: bool = False  # as policy.trust_remote_code, for the scorer's model
-    allow_pickle: bool = False  # as policy.allow_pickle
-    num_cpus: float = 0.0
-    num_gpus: float = 0.0
-
-
 # Each algorithm's defaults for the ``algo`` keys it owns (docs/methods.md §3-6; the tiny world's values where
 # the papers' are for 7B models, see the README).  An ``algo`` key left unset reads its algorithm's default
 # through the ``algo_default`` interpolation, and None where its algorithm does not own it.
@@ -102,13 +86,8 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
     "simpo": {"beta": 2.0, "gamma": 1.0, "pairs": "best_worst"},
     "dpa": {"replay": 0.15, "init": "sft", "pairs": "best_of_n"},
 }
-# scorer.tau when unset, per scorer kind: the GPM's P = sigma(s / tau); the multi-objective model's
-# P = sigma(v^T (r_i - r_j) / tau) on 0-100 ratings (10 rating points = 1 logit).  BT and pairwise: none.
-DEFAULT_TAU = {"gpm": 0.1, "multi_objective": 10.0}
-
 OmegaConf.register_resolver("algo_default", lambda key, name: ALGORITHM_DEFAULTS.get(name, {}).get(key),
                             replace=True)
-OmegaConf.register_resolver("scorer_tau", lambda kind: DEFAULT_TAU.get(kind), replace=True)
 
 
 def _algo_default(key: str) -> Any:

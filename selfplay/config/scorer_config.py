@@ -1,0 +1,31 @@
+"""The scorer's part of the run's config schema (``scorer.*``): which judge scores the responses, and how."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from omegaconf import OmegaConf
+
+# scorer.tau when unset, per scorer kind: the GPM's P = sigma(s / tau); the multi-objective model's
+# P = sigma(v^T (r_i - r_j) / tau) on 0-100 ratings (10 rating points = 1 logit).  BT and pairwise: none.
+DEFAULT_TAU = {"gpm": 0.1, "multi_objective": 10.0}
+
+OmegaConf.register_resolver("scorer_tau", lambda kind: DEFAULT_TAU.get(kind), replace=True)
+
+
+@dataclass
+class ScorerConfig:
+    kind: str = "gpm"  # gpm | bt | pairwise | multi_objective
+    # Directory or hub name of a checkpoint of that kind (a GPM in the published layout, a Hugging Face
+    # sequence-classification reward model, or one written by selfplay.train_pm); None: the embedded world's.
+    model: Optional[str] = None
+    tokenizer: Optional[str] = None  # defaults to scorer.model
+    k: Optional[int] = None  # GPM only: refuse a checkpoint whose heads are not this size; None reads it
+    # GPM: P = sigma(s / tau); multi_objective: P = sigma(v^T (r_i - r_j) / tau); unset: DEFAULT_TAU by kind
+    tau: Optional[float] = "${scorer_tau:${.kind}}"
+    batch_size: int = 64
+    trust_remote_code: bool = False  # as policy.trust_remote_code, for the scorer's model
+    allow_pickle: bool = False  # as policy.allow_pickle
+    num_cpus: float = 0.0
+    num_gpus: float = 0.0
