@@ -11,7 +11,7 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 
 from selfplay.config.embedded import WorldConfig
-from selfplay.config.scorer_config import DEFAULT_TAU, ScorerConfig  # noqa: F401 (part of the schema)
+from selfplay.config.scoring import DEFAULT_TAU, ScorerConfig  # noqa: F401 (part of the schema)
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
