@@ -15,7 +15,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 Messages = list[dict[str, str]]
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# float64 for the learner only (tests prove sharded = one process in it, where rounding cannot hide a bug)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 
 
 class ModelLoadError(ValueError):
@@ -136,5 +137,6 @@ def sequence_logprobs(
     """log pi(y|x): the sum of response-token log-probs, prompt tokens masked.  Returns (B,)."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]  # (B, T-1, V)
     targets = input_ids[:, 1:]
-    token_logps = torch.gather(F.log_softmax(logits.float(), dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 up to float32; float64 kept
+    token_logps = torch.gather(F.log_softmax(logits, dim=-1), 2, targets.unsqueeze(-1)).squeeze(-1)
     return (token_logps * loss_mask[:, 1:]).sum(-1)
