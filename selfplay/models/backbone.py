@@ -11,6 +11,7 @@ reward-model checkpoints, whose kind is read from their heads).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +62,19 @@ def batched(seqs: list[list[int]], tokenizer: PreTrainedTokenizerBase, batch_siz
         yield start, ids.to(device), mask.to(device)
 
 
+Encode = Callable[[PreTrainedTokenizerBase, Messages, str], tuple[list[int], int]]
+
+
 def encode_responses(
-    tokenizer: PreTrainedTokenizerBase, prompts: list[Messages], responses: list[list[str]]
+    tokenizer: PreTrainedTokenizerBase, prompts: list[Messages], responses: list[list[str]],
+    encode: Encode = encode_exchange,
 ) -> tuple[list[list[int]], list[int]]:
-    """Token ids of every templated (prompt, response), prompt-major, and each one's prompt length."""
+    """Token ids of every (prompt, response) as ``encode`` writes them (by default the templated prompt with its
+    generation header, the response and EOS), prompt-major, and each one's prompt length."""
     seqs, prompt_lens = [], []
     for msgs, group in zip(prompts, responses):
         for r in group:
-            ids, n = encode_exchange(tokenizer, msgs, r)
+            ids, n = encode(tokenizer, msgs, r)
             seqs.append(ids)
             prompt_lens.append(n)
     return seqs, prompt_lens
@@ -150,6 +156,11 @@ class PreferenceModel(nn.Module):
     """
 
     kind: str = ""
+
+    def encode(self, tokenizer: PreTrainedTokenizerBase, messages: Messages, response: str) -> tuple[list[int], int]:
+        """The ids this model reads for (prompt, response), and the prompt's length: the templated prompt with its
+        generation header, the response, EOS (``encode_exchange``); the GPM reads its authors' layout instead."""
+        return encode_exchange(tokenizer, messages, response)
 
     def __init__(self, backbone: nn.Module):
         super().__init__()

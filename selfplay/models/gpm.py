@@ -18,12 +18,18 @@ the paper's eq. 4.2.
 Checkpoint layout (A.1): the base model's config; safetensors with the backbone
 under ``model.``, ``value_head.weight`` [2k, hidden] and, with the gate,
 ``prompt_head.weight`` [k, hidden]; no biases.  We add ``preference_model.json``
-(kind, k, gate, tau); a published checkpoint without it loads the same way, its
+(kind, k, gate, tau, max_length); a published checkpoint without it loads the same way, its
 gate read from whether ``prompt_head.weight`` is present.
+
+Input layout: the authors' released example pipeline (``GPMPipeline`` in gpm_example_usage.py), which the
+released checkpoints were trained with (``GeneralRewardDataset``), so a published checkpoint scores here as it
+does there (``encode_published``; docs/methods.md §2.2).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from pathlib import Path
 
 import torch
@@ -35,6 +41,38 @@ from selfplay.core.lm import Messages, ModelLoadError, ModelTrust
 from selfplay.data.pairs import PreferencePair
 from selfplay.models.backbone import (PreferenceModel, at_positions, backbone_from_state, batched, check_kind,
                                       device_of, encode_responses, last_token, read_checkpoint, save_checkpoint)
+
+
+MAX_LENGTH = 4096  # GPMPipeline's default: longer conversations are cut from the right
+
+
+def encode_published(tokenizer: PreTrainedTokenizerBase, messages: Messages, response: str,
+                     max_length: int = MAX_LENGTH) -> tuple[list[int], int]:
+    """The GPM authors' input for (prompt, response) and the gate's position plus one.
+
+    - The ids: the whole conversation (prompt turns and the response) rendered by the chat template without a
+      generation prompt, tokenised with the tokenizer's special tokens (so a template that writes BOS itself
+      gets a second one, as their data code notes and keeps), cut at ``max_length``, its last token overwritten
+      with EOS (a template's trailing newline becomes EOS; a turn cut short ends in EOS).
+    - The gate reads the token that closes the *first* message rendered alone (``[sample[0]]`` in their code):
+      the user turn's end for a plain prompt, the system turn's end where a system prompt comes first.  The
+      second value is that token's index plus one (at most the sequence's length).
+
+    Memoised: training sees the same pairs every epoch."""
+    ids, n = _encode_published(tokenizer, json.dumps(messages), response, max_length)
+    return list(ids), n
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _encode_published(tokenizer: PreTrainedTokenizerBase, messages: str, response: str,
+                      max_length: int) -> tuple[tuple[int, ...], int]:
+    msgs = json.loads(messages)
+    full = tokenizer.apply_chat_template([*msgs, {"role": "assistant", "content": response}], tokenize=False)
+    ids = tokenizer(full, truncation=True, max_length=max_length)["input_ids"]
+    ids[-1] = tokenizer.eos_token_id
+    first = tokenizer.apply_chat_template(msgs[:1], tokenize=False)
+    n = len(tokenizer(first, truncation=True, max_length=max_length)["input_ids"])
+    return tuple(ids), min(n, len(ids))
 
 
 def score_matrix(v: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
@@ -59,20 +97,23 @@ class GPM(PreferenceModel):
 
     kind = "gpm"
 
-    def __init__(self, backbone: nn.Module, k: int, gate: bool = True, tau: float = 0.1):
+    def __init__(self, backbone: nn.Module, k: int, gate: bool = True, tau: float = 0.1, max_length: int = MAX_LENGTH):
         super().__init__(backbone)
         hidden = backbone.config.hidden_size
-        self.k, self.gate, self.tau = k, gate, tau
+        self.k, self.gate, self.tau, self.max_length = k, gate, tau, max_length
         self.value_head = nn.Linear(hidden, 2 * k, bias=False)
         self.prompt_head = nn.Linear(hidden, k, bias=False) if gate else None
+
+    def encode(self, tokenizer: PreTrainedTokenizerBase, messages: Messages, response: str) -> tuple[list[int], int]:
+        return encode_published(tokenizer, messages, response, self.max_length)
 
     def embed(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Unit embeddings v (B, 2k) at the last non-pad token and eigenvalues lambda (B, k).
 
-        Sequences are right-padded; ``prompt_len[b]`` is the length of the prompt
-        part of sequence b, whose last token gives the gate's input.
+        Sequences are right-padded; the gate reads the state at ``prompt_len[b] - 1`` of sequence b
+        (``encode_published``: the end of the first message).
         """
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
         v = F.normalize(self.value_head(last_token(hidden, attention_mask)).float(), dim=-1)
@@ -86,7 +127,7 @@ class GPM(PreferenceModel):
         self, tokenizer: PreTrainedTokenizerBase, prompts: list[Messages], responses: list[list[str]], batch_size: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """v (N, 2k) and lambda (N, k) for every (prompt, response), prompt-major, in chunks of ``batch_size``."""
-        seqs, prompt_lens = encode_responses(tokenizer, prompts, responses)
+        seqs, prompt_lens = encode_responses(tokenizer, prompts, responses, self.encode)
         device = device_of(self)
         plen = torch.tensor(prompt_lens, device=device)
         vs, lams = [], []
@@ -116,7 +157,7 @@ class GPM(PreferenceModel):
         out, start = [], 0
         for group in responses:
             k = len(group)
-            # The gate reads the prompt part, identical across a prompt's K sequences: use the first.
+            # The gate reads the end of the first message, the same prefix in a prompt's K sequences: use the first.
             out.append((score_matrix(v[start:start + k], lam[start]) / self.tau).cpu())
             start += k
         return out
@@ -125,13 +166,15 @@ class GPM(PreferenceModel):
         heads = {"value_head.weight": self.value_head.weight}
         if self.prompt_head is not None:
             heads["prompt_head.weight"] = self.prompt_head.weight
-        save_checkpoint(path, self.model, heads, {"kind": self.kind, "k": self.k, "gate": self.gate, "tau": self.tau})
+        save_checkpoint(path, self.model, heads, {"kind": self.kind, "k": self.k, "gate": self.gate, "tau": self.tau,
+                                                  "max_length": self.max_length})
 
     @classmethod
     def from_pretrained(cls, name: str, k: int | None = None, tau: float | None = None,
-                        trust: ModelTrust = ModelTrust()) -> GPM:
+                        trust: ModelTrust = ModelTrust(), max_length: int | None = None) -> GPM:
         """Load our layout or the published one (A.1).  k defaults to the checkpoint's head size;
-        a configured k that does not match the checkpoint is refused, never randomly initialised."""
+        a configured k that does not match the checkpoint is refused, never randomly initialised.  ``max_length``
+        (tokens a conversation is cut to) defaults to the checkpoint's record, else the authors' 4096."""
         path, state, meta = read_checkpoint(name, "scorer model", trust.allow_pickle)
         check_kind(meta, cls.kind, name)
         if "value_head.weight" not in state:
@@ -147,7 +190,8 @@ class GPM(PreferenceModel):
                 f"scorer model '{name}': prompt_head.weight has {state['prompt_head.weight'].shape[0]} rows, expected k={two_k // 2}"
             )
         backbone = backbone_from_state(path, state, "scorer model", trust.trust_remote_code)
-        gpm = cls(backbone, k=two_k // 2, gate=gate, tau=tau if tau is not None else meta.get("tau", 0.1))
+        gpm = cls(backbone, k=two_k // 2, gate=gate, tau=tau if tau is not None else meta.get("tau", 0.1),
+                  max_length=max_length or meta.get("max_length", MAX_LENGTH))
         gpm.value_head.weight.data.copy_(state["value_head.weight"])
         if gate:
             gpm.prompt_head.weight.data.copy_(state["prompt_head.weight"])

@@ -52,7 +52,7 @@ class RewardModel(PreferenceModel):
         self, tokenizer: PreTrainedTokenizerBase, prompts: list[Messages], responses: list[list[str]], batch_size: int
     ) -> torch.Tensor:
         """Rewards (N, num_labels) of every (prompt, response), prompt-major."""
-        seqs, _ = encode_responses(tokenizer, prompts, responses)
+        seqs, _ = encode_responses(tokenizer, prompts, responses, self.encode)
         return torch.cat([self(ids, mask) for _, ids, mask in batched(seqs, tokenizer, batch_size, device_of(self))])
 
     def pair_logits(self, tokenizer: PreTrainedTokenizerBase, pairs: list[PreferencePair]) -> torch.Tensor:

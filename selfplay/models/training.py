@@ -113,7 +113,7 @@ def last_features(model: PreferenceModel, tokenizer: PreTrainedTokenizerBase, pr
                   batch_size: int) -> torch.Tensor:
     """The backbone's last-token hidden states (N, hidden) of each (prompt, response), float32 on the CPU:
     what a one-state head (the GPM's, the reward models') reads."""
-    seqs, _ = encode_responses(tokenizer, prompts, [[r] for r in responses])
+    seqs, _ = encode_responses(tokenizer, prompts, [[r] for r in responses], model.encode)
     out = []
     for _, ids, mask in batched(seqs, tokenizer, batch_size, device_of(model)):
         hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state

@@ -54,7 +54,7 @@ from selfplay.world.tokenizer import train_tokenizer
 log = logging.getLogger(__name__)
 
 
-WORLD_VERSION = 2
+WORLD_VERSION = 3  # 3: the GPM reads its authors' input layout (models.gpm.encode_published)
 # The WorldConfig sections of parts built on first use: left out of the world's key, each keys its own part.
 LAZY_PARTS = ("steerable", "attributes", "sft_data")
 
