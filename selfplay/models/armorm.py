@@ -26,8 +26,8 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from selfplay.core.lm import Messages, ModelLoadError, ModelTrust
-from selfplay.models.backbone import (PreferenceModel, at_positions, backbone_from_state, batched, device_of,
-                                      last_token, read_checkpoint)
+from selfplay.models.backbone import (PreferenceModel, at_positions, backbone_from_state, batched, check_kind,
+                                      device_of, last_token, read_checkpoint)
 from selfplay.models.multi_objective import select_attributes
 from selfplay.models.reward import reward_score_matrix
 
@@ -133,7 +133,8 @@ class ArmoRM(PreferenceModel):
                         attributes: dict[str, int] | None = None) -> ArmoRM:
         """The published layout: ``model.*`` (a Llama), ``regression_layer.weight``, ``gating.*`` and
         ``reward_transform_matrix``; the gate's temperature from config.json (``gating_temperature``)."""
-        path, state, _ = read_checkpoint(name, "scorer model", trust.allow_pickle)
+        path, state, meta = read_checkpoint(name, "scorer model", trust.allow_pickle)
+        check_kind(meta, cls.kind, name)  # one of ours, saved as another kind
         missing = [t for t in HEADS if t not in state]
         if missing:
             raise ModelLoadError(f"scorer model '{name}' has no {', '.join(missing)}: not an ArmoRM checkpoint")
