@@ -11,9 +11,9 @@ from selfplay.models.scorer import load_scorer
 @ray.remote
 class Scorer:
     def __init__(self, kind: str, model: str, batch_size: int, k: int | None, tau: float, tokenizer: str, device: str,
-                 trust: ModelTrust = ModelTrust()):
+                 trust: ModelTrust = ModelTrust(), dtype: str = "auto", attributes=None):
         self.scorer = load_scorer(kind, model, batch_size, k=k, tau=tau, tokenizer=tokenizer, device=device,
-                                  trust=trust)
+                                  trust=trust, dtype=dtype, attributes=attributes)
 
     def score(self, prompts, responses):
         return self.scorer.score(prompts, responses)

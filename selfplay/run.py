@@ -25,16 +25,20 @@ LEARNER_PLACEMENT = ("world_size", "activation_checkpointing", "cpu_offload", "n
 
 
 def choose_judge(cfg: DictConfig, scorer: str):
-    """The run's judge (``loop.judges``), chosen once: directions over a multi-objective model's attributes, or
-    a preference model's K x K log-odds.  DirectionError on a direction that does not fit the model."""
+    """The run's judge (``loop.judges``), chosen once: directions over a multi-objective model's attributes
+    (``scorer.attributes``), or a preference model's K x K log-odds (``config.scoring.directional`` says which).
+    DirectionError on a direction that does not fit the model."""
+    from selfplay.config.scoring import directional
     from selfplay.loop.judges import DirectionalJudge, PreferenceJudge
 
-    if cfg.scorer.kind != "multi_objective":
+    if not directional(cfg):
         return PreferenceJudge()
     from selfplay.models.multi_objective import attribute_names
     from selfplay.steering.directional import Steering
 
-    return DirectionalJudge(Steering.from_config(cfg, attribute_names(scorer, cfg.scorer.trust_remote_code)))
+    s = cfg.scorer
+    selection = OmegaConf.to_container(s.attributes) if s.attributes is not None else None
+    return DirectionalJudge(Steering.from_config(cfg, attribute_names(scorer, s.kind, selection, s.trust_remote_code)))
 
 
 def start_errors() -> tuple[type[Exception], ...]:
@@ -54,7 +58,10 @@ def resolve_sources(cfg: DictConfig):
     steerable warm start is trained."""
     from selfplay.loop.plan import resolve_data, resolve_policy
 
+    from selfplay.loop.preflight import check_scorer
+
     data, oracle = resolve_data(cfg)
+    check_scorer(data.scorer, cfg)  # its code and heads before its attributes are read for the directions
     judge = choose_judge(cfg, data.scorer)
     return resolve_policy(cfg, data, judge.directional), oracle, judge
 
@@ -127,6 +134,15 @@ def prepare_run_dir(cfg: DictConfig, sources) -> tuple[Path, int]:
     return run_dir, last
 
 
+def forget_start(run_dir: Path) -> None:
+    """Undo a fresh start that failed before its first iteration (an actor that would not start): its
+    ``config.yaml`` goes, so the directory holds no run and the same command starts again."""
+    from selfplay.core.checkpoint import read_metrics
+
+    if not read_metrics(run_dir):
+        (run_dir / "config.yaml").unlink(missing_ok=True)
+
+
 def starting_point(run_dir: Path, last: int, sources) -> tuple[str, str]:
     """The policy and tokenizer iteration ``last + 1`` starts from: pi_0 as configured, or iteration ``last``'s
     checkpoint (which carries its tokenizer)."""
@@ -170,7 +186,8 @@ def start_workers(cfg: DictConfig, sources, run_dir: Path, last: int):
         return Scorer.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, runtime_env={"env_vars": threads},
                               **on(p.scorer_resource)).remote(
             s.kind, sources.scorer, s.batch_size, s.k, s.tau, sources.scorer_tokenizer,
-            "cuda" if s.num_gpus > 0 else "cpu", trust=ModelTrust.of(cfg.scorer))
+            "cuda" if s.num_gpus > 0 else "cpu", trust=ModelTrust.of(cfg.scorer), dtype=s.dtype,
+            attributes=OmegaConf.to_container(s.attributes) if s.attributes is not None else None)
 
     def learner(t: int):  # from iteration t's checkpoint, its optimizer state included
         rank_threads = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // train.world_size))}
@@ -247,11 +264,17 @@ def main(argv: list[str]) -> int:
         ray.init(address=cfg.run.ray_address, include_dashboard=False)
     workers = None
     try:
-        workers = start_workers(cfg, sources, run_dir, last)
+        try:
+            workers = start_workers(cfg, sources, run_dir, last)
+        except BaseException:
+            if not cfg.run.resume:  # nothing was run: the same command may start it again
+                forget_start(run_dir)
+            raise
         selfplay(cfg, workers, judge, prompts, run_dir, last, oracle)
     except (StageTimeout, TooManyFailures, BadNumbers) as e:
-        print(f"error: {e}; the run is intact up to iteration {last_complete_iteration(run_dir)} "
-              "(run.resume=true continues it)", file=sys.stderr)
+        again = ("the same command starts it again" if workers is None and not cfg.run.resume else
+                 f"the run is intact up to iteration {last_complete_iteration(run_dir)} (run.resume=true continues it)")
+        print(f"error: {e}; {again}", file=sys.stderr)
         return 1
     except OSError as e:
         if e.errno not in DISK_ERRORS:

@@ -31,7 +31,7 @@ from selfplay.config.schema import (
     Config,
     ConfigError,
 )
-from selfplay.models import KINDS
+from selfplay.models import DIRECTIONAL_KINDS, KINDS
 
 
 def presets(preset_dir: Path = CONFIG_DIR) -> dict[str, str]:
@@ -146,13 +146,17 @@ def validate(cfg: DictConfig) -> None:
         check_algo(cfg.algo)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    directional = cfg.scorer.kind == "multi_objective"
-    need(cfg.algo.name != "dpa" or directional,
-         f"algo.name=dpa ranks responses by v^T r: it needs scorer.kind=multi_objective, got '{cfg.scorer.kind}'")
+    from selfplay.config.scoring import SCORER_DTYPES, directional, directions_set
+
+    need(cfg.scorer.dtype in SCORER_DTYPES, f"scorer.dtype must be one of {SCORER_DTYPES}, got '{cfg.scorer.dtype}'")
+    check_attributes(cfg.scorer)
+    multi = "scorer.kind=multi_objective | armorm"
+    need(cfg.algo.name != "dpa" or directional(cfg),
+         f"algo.name=dpa ranks responses by v^T r: it needs {multi}, got '{cfg.scorer.kind}'")
     d = cfg.directions
-    need(directional or (d.fixed is None and d.center is None and d.per_prompt == 1 and d.grid is None),
+    need(directional(cfg) or not directions_set(d),
          "directions.* condition prompts on directions over a multi-objective reward model's attributes: "
-         f"they need scorer.kind=multi_objective, got '{cfg.scorer.kind}'")
+         f"they need {multi}, got '{cfg.scorer.kind}'")
     need(d.per_prompt >= 1, f"directions.per_prompt must be >= 1, got {d.per_prompt}")
     need(len(d.angles) == 2 and d.angles[0] <= d.angles[1],
          f"directions.angles must be [low, high] degrees with low <= high, got {list(d.angles)}")
@@ -216,6 +220,23 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.train.lr_schedule in LR_SCHEDULES,
          f"train.lr_schedule must be one of {LR_SCHEDULES}, got '{cfg.train.lr_schedule}'")
     check_world(cfg.world)
+
+
+def check_attributes(s: DictConfig) -> None:
+    """``scorer.attributes``: None, a mapping of distinct names to distinct rows >= 0, or a list of distinct names,
+    for a multi-objective kind only."""
+    a = s.attributes
+    if a is None:
+        return
+    need(s.kind in DIRECTIONAL_KINDS, "scorer.attributes selects a multi-objective model's outputs: it needs "
+                                      f"scorer.kind={' | '.join(DIRECTIONAL_KINDS)}, got '{s.kind}'")
+    if OmegaConf.is_dict(a):
+        rows = list(a.values())
+        need(len(a) > 0 and all(type(r) is int and r >= 0 for r in rows) and len(set(rows)) == len(rows),
+             f"scorer.attributes must map names to distinct rows >= 0 (e.g. {{helpfulness: 0, verbosity: 4}}), got {a}")
+        return
+    need(OmegaConf.is_list(a) and len(a) > 0 and all(isinstance(n, str) for n in a) and len(set(a)) == len(a),
+         f"scorer.attributes must be distinct names of the model's outputs or a {{name: row}} mapping, got {a}")
 
 
 def check_world(world: DictConfig) -> None:

@@ -16,7 +16,8 @@ The estimates (bytes):
   adapters only, r (in + out) parameters per target layer; no reference copy (pi_0 is the base).
 - generator: its weights over ``generator.tensor_parallel`` devices; on a GPU vLLM takes
   ``generator.gpu_memory_utilization`` of it and the weights must fit in that with room for a KV cache.
-- scorer: its weights in float32 and the activations of ``scorer.batch_size`` sequences.
+- scorer: its weights in ``scorer.dtype`` (auto: bfloat16 on a GPU, float32 on the CPU) and the activations of
+  ``scorer.batch_size`` sequences.
 - with ``sync.transport=nccl|ipc``, learner and generator each hold vLLM's two transfer buffers of
   ``sync.bucket_mb`` on the GPU.
 """
@@ -135,8 +136,10 @@ def generator_need(cfg: DictConfig, policy: ModelShape) -> Need:
 
 def scorer_need(cfg: DictConfig, scorer: ModelShape) -> Need:
     s = cfg.scorer
+    device = "cuda" if s.num_gpus > 0 else "cpu"
+    w = BYTES[("bfloat16" if device == "cuda" else "float32") if s.dtype == "auto" else s.dtype]
     activations = 4 * s.batch_size * cfg.generator.max_model_len * scorer.hidden * 4
-    return Need("scorer", 1, "cuda" if s.num_gpus > 0 else "cpu", {"weights": 4 * scorer.params, "activations": activations},
+    return Need("scorer", 1, device, {"weights": w * scorer.params, "activations": activations},
                 fix="give the scorer a larger share (scorer.num_gpus) or lower scorer.batch_size")
 
 

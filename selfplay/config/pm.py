@@ -137,6 +137,10 @@ def _kind_keys() -> dict[str, tuple[str, ...]]:
 def check_train(cfg: DictConfig) -> None:
     """Checks on a TrainPMConfig that no type can express; each message names the key."""
     _check_common("kind", cfg.kind, "train.device", cfg.train.device, cfg.data.max_bad_share)
+    from selfplay.models import TRAINED_KINDS
+
+    need(cfg.kind in TRAINED_KINDS, f"kind={cfg.kind} is a published checkpoint read as it is, not trained here; "
+                                    f"train_pm trains kind={' | '.join(TRAINED_KINDS)}")
     check_world(cfg.world)
     defaults = OmegaConf.structured(TrainPMConfig)
     for key, kinds in _kind_keys().items():

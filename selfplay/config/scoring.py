@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
 # scorer.tau when unset, per scorer kind: the GPM's P = sigma(s / tau); the multi-objective model's
-# P = sigma(v^T (r_i - r_j) / tau) on 0-100 ratings (10 rating points = 1 logit).  BT and pairwise: none.
-DEFAULT_TAU = {"gpm": 0.1, "multi_objective": 10.0}
+# P = sigma(v^T (r_i - r_j) / tau) on 0-100 ratings (10 rating points = 1 logit); ArmoRM's on its [0, 1] rewards,
+# the same tenth of the range per logit (0.1 = half a HelpSteer point, as a rating is 5 r - 0.5).  BT, pairwise
+# and ArmoRM's gated score: none (their differences are the log-odds they were trained as).
+DEFAULT_TAU = {"gpm": 0.1, "multi_objective": 10.0, "armorm": 0.1}
+SCORER_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 OmegaConf.register_resolver("scorer_tau", lambda kind: DEFAULT_TAU.get(kind), replace=True)
 
 
 @dataclass
 class ScorerConfig:
-    kind: str = "gpm"  # gpm | bt | pairwise | multi_objective
+    kind: str = "gpm"  # gpm | bt | pairwise | multi_objective | armorm
     # Directory or hub name of a checkpoint of that kind (a GPM in the published layout, a Hugging Face
     # sequence-classification reward model, or one written by selfplay.train_pm); None: the embedded world's.
     model: Optional[str] = None
@@ -25,7 +28,29 @@ class ScorerConfig:
     # GPM: P = sigma(s / tau); multi_objective: P = sigma(v^T (r_i - r_j) / tau); unset: DEFAULT_TAU by kind
     tau: Optional[float] = "${scorer_tau:${.kind}}"
     batch_size: int = 64
+    # The weights' precision: auto (bfloat16 on a GPU, as judges are published; float32 on the CPU) | float32 |
+    # bfloat16 | float16.
+    dtype: str = "auto"
+    # multi_objective / armorm: the scored objectives, rows by name ({helpfulness: 0, verbosity: 4}) or a list of
+    # the model's own output names; None: every output of a multi_objective model, ArmoRM's helpfulness (row 0)
+    # and verbosity (row 4).  Setting it makes an armorm run directional.
+    attributes: Optional[Any] = None
     trust_remote_code: bool = False  # as policy.trust_remote_code, for the scorer's model
     allow_pickle: bool = False  # as policy.allow_pickle
     num_cpus: float = 0.0
     num_gpus: float = 0.0
+
+
+def directions_set(d) -> bool:
+    """Whether the ``directions`` section asks for anything beyond its defaults that only a directional run reads."""
+    return d.fixed is not None or d.center is not None or d.per_prompt != 1 or d.grid is not None
+
+
+def directional(cfg) -> bool:
+    """Whether the run conditions prompts on directions over the scorer's objectives (``DirectionalJudge``): always
+    with a multi_objective scorer; with ArmoRM when the run asks for directions (algo.name=dpa, directions.*, or
+    scorer.attributes), otherwise its gated scalar score judges the pairs."""
+    kind = cfg.scorer.kind
+    if kind != "armorm":
+        return kind == "multi_objective"
+    return cfg.algo.name == "dpa" or cfg.scorer.attributes is not None or directions_set(cfg.directions)

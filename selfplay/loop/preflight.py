@@ -49,10 +49,17 @@ def check_weights(name: str, role: str, allow_pickle: bool) -> None:
                          + (f" (nor {', '.join(PICKLE_WEIGHTS)})" if allow_pickle else ""))
 
 
-def check_code(name: str, role: str, trust_remote_code: bool) -> None:
+# The auto classes the scorer's loaders resolve: every kind builds its base model from config.json's model_type
+# (AutoConfig, AutoModel) and reads its heads from the safetensors itself, so a class mapped for any other auto
+# class (ArmoRM's AutoModelForSequenceClassification) is code no loader of ours imports.
+SCORER_AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoTokenizer")
+
+
+def check_code(name: str, role: str, trust_remote_code: bool, resolved: tuple[str, ...] | None = None) -> None:
     """A local model whose config.json maps its classes to its own Python files (``auto_map``) is refused:
     loading it would run that code (transformers' ``trust_remote_code``), unless ``{role}.trust_remote_code``
-    opts in."""
+    opts in.  ``resolved``: the auto classes the role's loaders resolve, where only those entries would run
+    (None: every entry counts)."""
     path = local_directory(name)
     config = path / "config.json" if path is not None else None
     if trust_remote_code or config is None or not config.exists():
@@ -61,6 +68,8 @@ def check_code(name: str, role: str, trust_remote_code: bool) -> None:
         mapped = json.loads(config.read_text()).get("auto_map")
     except (json.JSONDecodeError, AttributeError) as e:
         raise ModelLoadError(f"{role} model '{name}': config.json is not a JSON object: {e}") from e
+    if mapped and resolved is not None:
+        mapped = {auto: target for auto, target in mapped.items() if auto in resolved}
     if mapped:
         raise ModelLoadError(f"{role} model '{name}' ships its own Python code (auto_map: "
                              f"{', '.join(sorted(mapped))}); selfplay does not run a model's code unless asked: set {role}.trust_remote_code=true "
@@ -97,14 +106,36 @@ def check_vocabulary(name: str, tokenizer_name: str, what: str, trust_remote_cod
                              "trained with")
 
 
+def check_heads(name: str, kind: str) -> None:
+    """A local scorer's safetensors (every shard) hold the heads ``kind``'s loader reads, from their headers alone;
+    refused in one line naming the head tensors found (``models.kinds.check_heads``)."""
+    from selfplay.models.backbone import checkpoint_tensors
+    from selfplay.models.kinds import check_heads as refuse_unreadable
+
+    path = local_directory(name)
+    if path is None or not any(path.glob(SAFE_WEIGHTS)):  # a hub name, or pickle weights: the loader checks them
+        return
+    refuse_unreadable(kind, name, checkpoint_tensors(path))
+
+
+def check_scorer(name: str, cfg: DictConfig) -> None:
+    """The scorer's code and heads, before its config is read for anything else (its attributes, for the
+    directions); its weights' presence and format come with the policy's (``check_models``)."""
+    trust = ModelTrust.of(cfg.scorer)
+    check_code(name, "scorer", trust.trust_remote_code, SCORER_AUTO_CLASSES)
+    check_heads(name, cfg.scorer.kind)
+
+
 def check_models(sources: Sources, cfg: DictConfig) -> None:
-    """The policy's and the scorer's weights, code and vocabularies, from their local files, before any actor
-    starts; ``cfg.policy`` and ``cfg.scorer`` say what each model may load (``ModelTrust``)."""
+    """Both models' weights, the policy's code (the scorer's: ``check_scorer``, earlier) and both vocabularies,
+    from their local files, before any actor starts; ``cfg.policy`` and ``cfg.scorer`` say what each model may
+    load (``ModelTrust``)."""
     for model, tokenizer, role in ((sources.policy, sources.policy_tokenizer, "policy"),
                                    (sources.scorer, sources.scorer_tokenizer, "scorer")):
         trust = ModelTrust.of(cfg[role])
         check_weights(model, role, trust.allow_pickle)
-        check_code(model, role, trust.trust_remote_code)
+        if role == "policy":
+            check_code(model, role, trust.trust_remote_code)
         check_vocabulary(model, tokenizer, f"{role} model", trust.trust_remote_code)
 
 

@@ -26,6 +26,7 @@ from selfplay.models.losses import preference_nll
 
 META_FILE = "preference_model.json"
 PICKLE_WEIGHTS = "pytorch_model*.bin"  # transformers' pickle weights (and their shards): read with allow_pickle only
+HEADER_LIMIT = 100 << 20  # safetensors' own bound on a header's size
 
 
 def load_backbone(name: str, dtype: torch.dtype = torch.float32, trust: ModelTrust = ModelTrust()) -> nn.Module:
@@ -125,19 +126,49 @@ def read_checkpoint(name: str, what: str,
 
 
 def backbone_from_state(path: Path, state: dict[str, torch.Tensor], what: str,
-                        trust_remote_code: bool = False) -> nn.Module:
-    """The base model described by ``path``'s config, with the ``model.*`` tensors of ``state``."""
+                        trust_remote_code: bool = False, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The base model described by ``path``'s config, with the ``model.*`` tensors of ``state``, built in
+    ``dtype`` (``scorer.dtype``) so that no float32 copy of a bf16 checkpoint is ever held."""
     try:
         config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except Exception as e:
         raise ModelLoadError(f"{what} '{path}' has no usable config.json: {e}") from e
-    backbone = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+    backbone = AutoModel.from_config(config, trust_remote_code=trust_remote_code, dtype=dtype)
     weights = {n[len("model."):]: t for n, t in state.items() if n.startswith("model.")}
     missing, _ = backbone.load_state_dict(weights, strict=False)
     missing = [m for m in missing if "rotary" not in m]
     if missing:
         raise ModelLoadError(f"{what} '{path}' lacks backbone weights: {missing[:5]}")
     return backbone
+
+
+def safetensors_header(path: Path) -> dict[str, list[int]]:
+    """The tensor names and shapes in one safetensors file, from its header alone (an 8-byte little-endian
+    length, then that many bytes of JSON): no tensor is read, so a 16 GB shard costs a few kilobytes."""
+    with path.open("rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        if not 0 < size <= HEADER_LIMIT:
+            raise ModelLoadError(f"'{path}' is not a safetensors file (its header length reads {size})")
+        try:
+            header = json.loads(f.read(size))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ModelLoadError(f"'{path}' is not a safetensors file (its header is not JSON: {e})") from None
+    return {name: entry["shape"] for name, entry in header.items() if name != "__metadata__"}
+
+
+def checkpoint_tensors(path: Path) -> dict[str, list[int]]:
+    """The names and shapes of every tensor in the safetensors files of the directory ``path``, every shard
+    included (those ``model.safetensors.index.json`` lists, and any other ``*.safetensors`` beside them)."""
+    files = set(path.glob("*.safetensors"))
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        files |= {path / shard for shard in set(json.loads(index.read_text()).get("weight_map", {}).values())}
+    tensors: dict[str, list[int]] = {}
+    for f in sorted(files):
+        if not f.exists():
+            raise ModelLoadError(f"'{path}': {index.name} lists {f.name}, which is not there")
+        tensors.update(safetensors_header(f))
+    return tensors
 
 
 def check_kind(meta: dict[str, Any], expected: str, name: str, required: bool = False) -> None:
@@ -156,6 +187,14 @@ class PreferenceModel(nn.Module):
     """
 
     kind: str = ""
+    head_tensors: tuple[str, ...] = ()  # what its loader reads besides ``model.*``: preflight checks the headers
+
+    @classmethod
+    def head_problem(cls, tensors: dict[str, list[int]]) -> str | None:
+        """What a checkpoint with these tensors (name -> shape, from its safetensors headers) lacks for this kind,
+        or None when its loader can read it."""
+        missing = [t for t in cls.head_tensors if t not in tensors]
+        return f"has no {', '.join(missing)}" if missing else None
 
     def encode(self, tokenizer: PreTrainedTokenizerBase, messages: Messages, response: str) -> tuple[list[int], int]:
         """The ids this model reads for (prompt, response), and the prompt's length: the templated prompt with its

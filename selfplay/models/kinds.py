@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-from selfplay.core.lm import ModelTrust
+from selfplay.core.lm import ModelLoadError, ModelTrust
 from selfplay.models import KINDS
+from selfplay.models.armorm import ArmoRM
 from selfplay.models.backbone import PreferenceModel
 from selfplay.models.gpm import GPM
-from selfplay.models.multi_objective import MultiObjectiveRewardModel
+from selfplay.models.multi_objective import MultiObjectiveRewardModel, Selection
 from selfplay.models.pairwise import PairwiseModel
 from selfplay.models.reward import RewardModel
+
+LOADERS: dict[str, type[PreferenceModel]] = {"gpm": GPM, "bt": RewardModel, "pairwise": PairwiseModel,
+                                             "multi_objective": MultiObjectiveRewardModel, "armorm": ArmoRM}
+# The GPM's heads, declared here until selfplay/models/gpm.py declares its own ``head_tensors``.
+GPM_HEADS = ("value_head.weight",)
+MAX_NAMED = 12  # head tensors a refusal lists
 
 
 def _check(kind: str) -> None:
@@ -23,7 +31,7 @@ def new_preference_model(
     attributes: list[str] | None = None,
 ) -> PreferenceModel:
     """A fresh model of ``kind`` on ``backbone`` (k, gate and tau apply to the GPM only, attributes to
-    multi_objective only, which requires them)."""
+    multi_objective only, which requires them).  ArmoRM is read from its checkpoint, never made fresh."""
     _check(kind)
     if kind == "gpm":
         return GPM(backbone, k=k, gate=gate, tau=tau)
@@ -31,15 +39,46 @@ def new_preference_model(
         if not attributes:
             raise ValueError("kind 'multi_objective' needs its attribute names: new_preference_model(..., attributes=[...])")
         return MultiObjectiveRewardModel(backbone, attributes)
+    if kind == "armorm":
+        raise ValueError("kind 'armorm' is ArmoRM's published checkpoint, read with load_preference_model; "
+                         "it is not trained here")
     return PairwiseModel(backbone) if kind == "pairwise" else RewardModel(backbone)
 
 
 def load_preference_model(kind: str, name: str, k: int | None = None, tau: float | None = None,
-                          trust: ModelTrust = ModelTrust()) -> PreferenceModel:
-    """Load a checkpoint of ``kind``; one saved as another kind, or with other head shapes, is refused.
-    ``trust``: what loading it may do besides reading safetensors (``scorer.trust_remote_code`` / ``allow_pickle``)."""
+                          trust: ModelTrust = ModelTrust(), dtype: torch.dtype = torch.float32,
+                          attributes: Selection = None) -> PreferenceModel:
+    """Load a checkpoint of ``kind`` in ``dtype`` (``scorer.dtype``); one saved as another kind, or with other head
+    shapes, is refused.  ``trust``: what loading it may do besides reading safetensors (``scorer.trust_remote_code``
+    / ``allow_pickle``); ``attributes``: the objectives a multi-objective model scores (``scorer.attributes``)."""
     _check(kind)
-    if kind == "gpm":
-        return GPM.from_pretrained(name, k=k, tau=tau, trust=trust)
-    loader = {"bt": RewardModel, "pairwise": PairwiseModel, "multi_objective": MultiObjectiveRewardModel}[kind]
-    return loader.from_pretrained(name, trust)
+    if kind == "gpm":  # GPM.from_pretrained builds in float32: cast once loaded
+        return GPM.from_pretrained(name, k=k, tau=tau, trust=trust).to(dtype)
+    if kind in ("multi_objective", "armorm"):
+        return LOADERS[kind].from_pretrained(name, trust, dtype=dtype, attributes=attributes)
+    return LOADERS[kind].from_pretrained(name, trust, dtype=dtype)
+
+
+def head_problem(kind: str, tensors: dict[str, list[int]]) -> str | None:
+    """What a checkpoint with ``tensors`` (name -> shape) lacks for ``kind``'s loader, or None."""
+    cls = LOADERS[kind]
+    if cls.head_tensors or kind != "gpm":
+        return cls.head_problem(tensors)
+    missing = [t for t in GPM_HEADS if t not in tensors]
+    return f"has no {', '.join(missing)}" if missing else None
+
+
+def check_heads(kind: str, name: str, tensors: dict[str, list[int]]) -> None:
+    """Refuse, in one line naming the head tensors found, a checkpoint whose heads ``kind`` cannot read; name the
+    kinds that can."""
+    _check(kind)
+    problem = head_problem(kind, tensors)
+    if problem is None:
+        return
+    heads = sorted(t for t in tensors if not t.startswith("model."))
+    found = ", ".join(f"{t} {list(tensors[t])}" for t in heads[:MAX_NAMED]) + (
+        f" and {len(heads) - MAX_NAMED} more" if len(heads) > MAX_NAMED else "")
+    readers = [k for k in KINDS if k != kind and head_problem(k, tensors) is None]
+    hint = f"; scorer.kind={' or '.join(readers)} reads this layout" if readers else ""
+    raise ModelLoadError(f"scorer model '{name}' {problem}: not a '{kind}' checkpoint (besides the backbone's "
+                         f"model.* it holds {found or 'nothing'}){hint}")

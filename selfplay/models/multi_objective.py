@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
+from collections.abc import Mapping, Sequence
+
 from selfplay.core.lm import Messages, ModelLoadError, ModelTrust
 from selfplay.models.backbone import backbone_from_state
 from selfplay.models.reward import RewardModel, read_reward_checkpoint
@@ -37,6 +39,7 @@ class MultiObjectiveRewardModel(RewardModel):
 
     kind = "multi_objective"
     kind_required = False  # a published multi-objective RM has no meta file: its layout and config say enough
+    outputs = None  # m >= 1 rows of score.weight
 
     def __init__(self, backbone: nn.Module, attributes: list[str]):
         if not attributes:
@@ -45,6 +48,7 @@ class MultiObjectiveRewardModel(RewardModel):
             raise ValueError(f"attribute names must be distinct, got {attributes}")
         super().__init__(backbone, num_labels=len(attributes))
         self.attributes = list(attributes)
+        self.scored = dict(zip(attributes, range(len(attributes))))  # what attribute_rewards returns: name -> row
 
     # forward: RewardModel's, rewards (B, m) at the last non-pad token.
 
@@ -52,8 +56,9 @@ class MultiObjectiveRewardModel(RewardModel):
     def attribute_rewards(
         self, tokenizer: PreTrainedTokenizerBase, prompts: list[Messages], responses: list[list[str]], batch_size: int
     ) -> list[torch.Tensor]:
-        """One (K_p, m) float tensor of rewards on the CPU per prompt, columns in ``self.attributes`` order."""
-        r = self.rewards(tokenizer, prompts, responses, batch_size).cpu()  # (N, m), prompt-major
+        """One (K_p, m) float tensor of rewards on the CPU per prompt, one column per ``self.scored`` attribute
+        (all of ``self.attributes`` unless ``scorer.attributes`` selects some)."""
+        r = self.rewards(tokenizer, prompts, responses, batch_size)[:, list(self.scored.values())].cpu()
         return list(torch.split(r, [len(group) for group in responses]))
 
     def pair_logits(self, tokenizer: PreTrainedTokenizerBase, pairs: list) -> torch.Tensor:
@@ -73,20 +78,48 @@ class MultiObjectiveRewardModel(RewardModel):
         return config
 
     @classmethod
-    def from_pretrained(cls, name: str, trust: ModelTrust = ModelTrust()) -> MultiObjectiveRewardModel:
+    def from_pretrained(cls, name: str, trust: ModelTrust = ModelTrust(), dtype: torch.dtype = torch.float32,
+                        attributes: Selection = None) -> MultiObjectiveRewardModel:
         """Any sequence-classification checkpoint with a ``score.weight`` of m >= 1 rows; the attribute
-        names are its config's ``id2label`` in index order (``LABEL_i`` where the config names none)."""
+        names are its config's ``id2label`` in index order (``LABEL_i`` where the config names none), of which
+        ``attributes`` (``scorer.attributes``) selects the scored ones."""
         path, state = read_reward_checkpoint(name, cls.kind, cls.kind_required, trust.allow_pickle)
         rows = state["score.weight"].shape[0]
-        backbone = backbone_from_state(path, state, "scorer model", trust.trust_remote_code)
+        backbone = backbone_from_state(path, state, "scorer model", trust.trust_remote_code, dtype)
         model = cls(backbone, attributes=config_attributes(backbone.config, rows, name))
         model.score.weight.data.copy_(state["score.weight"])
-        return model
+        model.scored = select_attributes(attributes, model.attributes, name)
+        return model.to(dtype)
 
 
-def attribute_names(name: str, trust_remote_code: bool = False) -> list[str]:
-    """The attribute names of the multi-objective reward model ``name`` from its config alone (no weights):
-    ``id2label`` in index order, ``LABEL_i`` where the config names none."""
+Selection = Mapping[str, int] | Sequence[str] | None  # scorer.attributes
+
+
+def select_attributes(selection: Selection, names: Sequence[str], model: str) -> dict[str, int]:
+    """The scored attributes of a model whose rows are named ``names``, as name -> row: every row under its own
+    name (``selection`` None), the rows a mapping names under its names (``{helpfulness: 0, verbosity: 4}``),
+    or the rows of a list of the model's names."""
+    if selection is None:
+        return {n: i for i, n in enumerate(names)}
+    if isinstance(selection, Mapping):
+        chosen = {str(n): row for n, row in selection.items()}
+        outside = [f"{n}: {row}" for n, row in chosen.items() if not (isinstance(row, int) and 0 <= row < len(names))]
+        if outside:
+            raise ModelLoadError(f"scorer model '{model}' has {len(names)} outputs (rows 0..{len(names) - 1}); "
+                                 f"scorer.attributes names rows outside them ({', '.join(outside)})")
+        return chosen
+    unknown = [n for n in selection if n not in names]
+    if unknown:
+        raise ModelLoadError(f"scorer model '{model}' has no output named {', '.join(unknown)} (its outputs: "
+                             f"{', '.join(names)}); name rows by index instead: scorer.attributes={{name: row}}")
+    return {n: list(names).index(n) for n in selection}
+
+
+def attribute_names(name: str, kind: str = "multi_objective", selection: Selection = None,
+                    trust_remote_code: bool = False) -> list[str]:
+    """The scored attribute names of the ``kind`` reward model ``name`` from its config alone (no weights):
+    ``selection`` (``scorer.attributes``) over its outputs, named by ``id2label`` in index order (``LABEL_i`` where
+    the config names none) or, for ArmoRM, by its model card."""
     from transformers import AutoConfig
 
     from selfplay.core.lm import resolve
@@ -95,7 +128,12 @@ def attribute_names(name: str, trust_remote_code: bool = False) -> list[str]:
         config = AutoConfig.from_pretrained(resolve(name), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"scorer model '{name}': cannot read its config ({e})") from None
-    return config_attributes(config, config.num_labels, name)
+    if kind == "armorm":
+        from selfplay.models.armorm import DEFAULT_ATTRIBUTES, objective_names
+
+        names = objective_names(getattr(config, "num_objectives", 19))
+        return list(select_attributes(DEFAULT_ATTRIBUTES if selection is None else selection, names, name))
+    return list(select_attributes(selection, config_attributes(config, config.num_labels, name), name))
 
 
 def config_attributes(config: PretrainedConfig, rows: int, name: str) -> list[str]:

@@ -37,6 +37,16 @@ class RewardModel(PreferenceModel):
 
     kind = "bt"
     kind_required = False  # a reward model without our meta file (e.g. TRL's) is taken as BT
+    head_tensors = ("score.weight",)
+    outputs: int | None = 1  # rows of score.weight; None: any number
+
+    @classmethod
+    def head_problem(cls, tensors: dict[str, list[int]]) -> str | None:
+        rows = tensors.get("score.weight", [None])[0]
+        if rows is not None and cls.outputs is not None and rows != cls.outputs:
+            return (f"has a score head of {rows} outputs; a '{cls.kind}' model has {cls.outputs} (a reward model of "
+                    "several attributes: kind=multi_objective)")
+        return super().head_problem(tensors)
 
     def __init__(self, backbone: nn.Module, num_labels: int = 1):
         super().__init__(backbone)
@@ -84,15 +94,16 @@ class RewardModel(PreferenceModel):
                         config=self.head_config())
 
     @classmethod
-    def from_pretrained(cls, name: str, trust: ModelTrust = ModelTrust()) -> RewardModel:
+    def from_pretrained(cls, name: str, trust: ModelTrust = ModelTrust(),
+                        dtype: torch.dtype = torch.float32) -> RewardModel:
         path, state = read_reward_checkpoint(name, cls.kind, cls.kind_required, trust.allow_pickle)
+        problem = cls.head_problem({n: list(t.shape) for n, t in state.items()})
+        if problem:
+            raise ModelLoadError(f"scorer model '{name}' {problem}")
         rows = state["score.weight"].shape[0]
-        if rows != 1:
-            raise ModelLoadError(f"scorer model '{name}' has a score head of {rows} outputs; a '{cls.kind}' model "
-                                 "has 1 (a reward model of several attributes: kind=multi_objective)")
-        model = cls(backbone_from_state(path, state, "scorer model", trust.trust_remote_code), num_labels=rows)
+        model = cls(backbone_from_state(path, state, "scorer model", trust.trust_remote_code, dtype), num_labels=rows)
         model.score.weight.data.copy_(state["score.weight"])
-        return model
+        return model.to(dtype)
 
 
 def read_reward_checkpoint(name: str, kind: str, kind_required: bool,

@@ -11,16 +11,19 @@ Every kind's matrix is skew-symmetric with a zero diagonal, so P + P^T = 1.
 
 A multi-objective reward model (docs/methods.md §2.3) gives no matrix of its own: ``rewards``
 returns its (K, m) attribute rewards, which the self-play loop turns into scores
-along a direction v, S = v^T (r_i - r_j) / tau.
+along a direction v, S = v^T (r_i - r_j) / tau.  ArmoRM gives both: its objectives' rewards, and the
+matrix of its gated scalar score, S = s_i - s_j.
 """
 
 from __future__ import annotations
 
 import torch
 
-from selfplay.core.lm import Messages, ModelTrust, load_tokenizer
+from selfplay.core.lm import DTYPES, Messages, ModelTrust, load_tokenizer
+from selfplay.models import DIRECTIONAL_KINDS
 from selfplay.models.backbone import PreferenceModel
 from selfplay.models.kinds import load_preference_model
+from selfplay.models.multi_objective import Selection
 
 
 class Scorer:
@@ -37,14 +40,15 @@ class Scorer:
 
     @property
     def attributes(self) -> list[str] | None:
-        """The attribute names of a multi-objective model (its reward columns); None for the other kinds."""
-        return self.model.attributes if self.kind == "multi_objective" else None
+        """The scored attribute names of a multi-objective model (its reward columns); None for the other kinds."""
+        return list(self.model.scored) if self.kind in DIRECTIONAL_KINDS else None
 
     def rewards(self, prompts: list[Messages], responses: list[list[str]]) -> list[torch.Tensor]:
-        """One (K_p, m) tensor of attribute rewards (0-100) per prompt, columns in ``attributes`` order."""
-        if self.kind != "multi_objective":
+        """One (K_p, m) tensor of attribute rewards per prompt (0-100 for ours, about [0, 1] for ArmoRM), columns in
+        ``attributes`` order."""
+        if self.kind not in DIRECTIONAL_KINDS:
             raise ValueError(f"rewards: the scorer is a '{self.kind}' model; attribute rewards come from a "
-                             "multi-objective reward model (scorer.kind=multi_objective)")
+                             f"multi-objective reward model (scorer.kind={' | '.join(DIRECTIONAL_KINDS)})")
         return self.model.attribute_rewards(self.tokenizer, prompts, responses, self.batch_size)
 
     def score(self, prompts: list[Messages], responses: list[list[str]]) -> list[torch.Tensor]:
@@ -56,11 +60,22 @@ class Scorer:
         return [torch.sigmoid(s) for s in self.score(prompts, responses)]
 
 
+def scorer_dtype(name: str, device: str) -> torch.dtype:
+    """``scorer.dtype``: ``auto`` is bfloat16 on a GPU (the precision judges are published in) and float32 on the
+    CPU; otherwise the named dtype."""
+    if name == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return DTYPES[name]
+
+
 def load_scorer(
     kind: str, model: str, batch_size: int, k: int | None = None, tau: float | None = None,
-    tokenizer: str | None = None, device: str = "cpu", trust: ModelTrust = ModelTrust(),
+    tokenizer: str | None = None, device: str = "cpu", trust: ModelTrust = ModelTrust(), dtype: str = "auto",
+    attributes: Selection = None,
 ) -> Scorer:
-    """Load the ``kind`` checkpoint ``model`` (directory or hub name) and its tokenizer (default: the same place);
-    ``trust``: the scorer's opt-ins (``scorer.trust_remote_code`` / ``scorer.allow_pickle``)."""
-    pm = load_preference_model(kind, model, k=k, tau=tau, trust=trust).to(device)
+    """Load the ``kind`` checkpoint ``model`` (directory or hub name) in ``dtype`` (``scorer.dtype``) and its
+    tokenizer (default: the same place); ``trust``: the scorer's opt-ins (``scorer.trust_remote_code`` /
+    ``scorer.allow_pickle``); ``attributes``: ``scorer.attributes``."""
+    pm = load_preference_model(kind, model, k=k, tau=tau, trust=trust, dtype=scorer_dtype(dtype, device),
+                               attributes=attributes).to(device)
     return Scorer(pm, load_tokenizer(tokenizer or model, trust), batch_size)

@@ -170,7 +170,7 @@ def test_help_text_lists_presets_and_keys():
     assert text.startswith("usage: python -m selfplay.run")
     for name in presets():
         assert f"  {name} " in text
-    for line in ["  generator.k=4", "  iter=3", "  scorer.tau=0.1  (by scorer.kind: gpm 0.1, multi_objective 10.0)", "  algo.name=gpo",
+    for line in ["  generator.k=4", "  iter=3", "  scorer.tau=0.1  (by scorer.kind: gpm 0.1, multi_objective 10.0, armorm 0.1)", "  algo.name=gpo",
                  "  dpa    replay=0.15 init=sft pairs=best_of_n (best_of_n) reference=none",
                  "  gpo    beta=2.0 pairs=all (all|best_worst) reference=previous (previous)",
                  "  simpo  beta=2.0 gamma=1.0 pairs=best_worst (best_worst|best_random|all_pairs) reference=none",

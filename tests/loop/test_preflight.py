@@ -172,3 +172,110 @@ def test_allowed_pickle_weights_under_a_name_no_loader_reads_are_refused(world, 
     with pytest.raises(ModelLoadError, match=r"has pickle weights \(model\.pt\) but none the loaders read: with "
                                              r"policy\.allow_pickle they read pytorch_model\*\.bin"):
         check_weights(str(path), "policy", allow_pickle=True)
+
+
+def armorm(tmp_path, extra_auto_map: dict | None = None) -> str:
+    """The tiny ArmoRM of tests/models/test_armorm.py (the hub's layout and config.json, auto_map included)."""
+    import json
+
+    from tests.models.test_armorm import armorm_checkpoint
+
+    path = armorm_checkpoint(tmp_path / "ArmoRM")
+    if extra_auto_map:
+        config = json.loads((Path(path) / "config.json").read_text())
+        config["auto_map"].update(extra_auto_map)
+        (Path(path) / "config.json").write_text(json.dumps(config))
+    return path
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_armorm_asked_as_multi_objective_is_refused_naming_its_heads(world, tmp_path, capsys, no_ray, trusted):
+    """The issue's two failures (a direction error over LABEL_0; with trust_remote_code, the actor dying on
+    score.weight) become one line before Ray, from the safetensors header: what it holds and which kind reads it."""
+    scorer = armorm(tmp_path)
+    err = assert_refused(["algo.name=dpa", f"policy.model={world.policy}", f"scorer.model={scorer}", "scorer.kind=multi_objective",
+                          f"scorer.trust_remote_code={str(trusted).lower()}"],
+                         f"scorer model '{scorer}' has no score.weight: not a 'multi_objective' checkpoint (besides "
+                         "the backbone's model.* it holds gating.layers.0.bias [24], gating.layers.0.weight [24, 32]",
+                         tmp_path, capsys)
+    assert "regression_layer.weight [19, 32], reward_transform_matrix [19, 19]); scorer.kind=armorm reads this layout" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_armorm_with_its_auto_map_passes_the_checks_when_read_natively(world, tmp_path, capsys, no_ray):
+    """ArmoRM's config.json maps AutoModelForSequenceClassification to its modeling_custom.py; no loader of the scorer
+    resolves that class (the backbone is built from model_type, the heads read from the safetensors), so the run
+    goes on to start Ray without scorer.trust_remote_code, and its file is never imported (it would exit)."""
+    from selfplay.run import main
+
+    scorer = armorm(tmp_path)
+    with pytest.raises(AssertionError, match="went on to start Ray"):
+        main(["dpa", "run.progress=false", f"run.dir={tmp_path / 'run'}", f"policy.model={world.policy}",
+              f"policy.tokenizer={world.tokenizer}", f"scorer.model={scorer}", "scorer.kind=armorm"])
+    assert "error" not in capsys.readouterr().err
+
+
+def test_the_code_check_comes_before_the_direction_check(world, tmp_path, capsys, no_ray):
+    """A scorer whose config maps AutoModel (which the loaders do resolve) to its own code, with a direction of the
+    wrong length: the code is what the run names."""
+    scorer = armorm(tmp_path, {"AutoModel": "modeling_custom.LlamaForRewardModelWithGating"})
+    assert_refused(["algo.name=dpa", f"policy.model={world.policy}", f"scorer.model={scorer}", "scorer.kind=armorm",
+                    "directions.fixed=[1.0,0.0,0.0]"],
+                   f"scorer model '{scorer}' ships its own Python code (auto_map: AutoModel); selfplay does not run",
+                   tmp_path, capsys)
+
+
+def test_every_shard_of_a_sharded_checkpoint_is_read_from_its_header(tmp_path):
+    """The heads may sit in any shard model.safetensors.index.json lists; only the headers are read."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from selfplay.core.lm import ModelLoadError
+    from selfplay.loop.preflight import check_heads
+    from selfplay.models.backbone import checkpoint_tensors
+
+    path = Path(armorm(tmp_path))
+    state = load_file(str(path / "model.safetensors"))
+    (path / "model.safetensors").unlink()
+    backbone = {n: t for n, t in state.items() if n.startswith("model.")}
+    heads = {n: t for n, t in state.items() if not n.startswith("model.")}
+    shards = {"model-00001-of-00002.safetensors": backbone, "model-00002-of-00002.safetensors": heads}
+    for shard, tensors in shards.items():
+        save_file(tensors, str(path / shard))
+    weight_map = {n: shard for shard, tensors in shards.items() for n in tensors}
+    (path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    assert checkpoint_tensors(path) == {n: list(t.shape) for n, t in state.items()}
+    check_heads(str(path), "armorm")
+    with pytest.raises(ModelLoadError, match=r"has no value_head.weight: not a 'gpm' checkpoint .*armorm reads"):
+        check_heads(str(path), "gpm")
+    (path / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="lists model-00002-of-00002.safetensors, which is not there"):
+        check_heads(str(path), "armorm")
+
+
+def test_a_start_that_fails_leaves_a_directory_the_same_command_starts_again_in(world, tmp_path, capsys,
+                                                                                 monkeypatch):
+    """An actor that will not start (here: start_workers raising as a dying scorer would) leaves no config.yaml,
+    so the same command, once the cause is gone, starts rather than saying the directory already holds a run."""
+    import selfplay.run
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("the scorer actor died")
+
+    def started(*args, **kwargs):
+        raise AssertionError("started")
+
+    run_dir = tmp_path / "run"
+    argv = ["smoke", "run.progress=false", f"run.dir={run_dir}", f"policy.model={world.policy}",
+            f"policy.tokenizer={world.tokenizer}", f"scorer.model={world.gpm}"]
+    monkeypatch.setattr("ray.init", lambda *a, **k: None)
+    monkeypatch.setattr("ray.shutdown", lambda *a, **k: None)
+    monkeypatch.setattr(selfplay.run, "start_workers", dies)
+    with pytest.raises(RuntimeError, match="the scorer actor died"):
+        selfplay.run.main(argv)
+    assert run_dir.is_dir() and not (run_dir / "config.yaml").exists()
+    monkeypatch.setattr(selfplay.run, "start_workers", started)
+    with pytest.raises(AssertionError, match="started"):
+        selfplay.run.main(argv)
+    assert "already holds a run" not in capsys.readouterr().err
