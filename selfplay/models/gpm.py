@@ -96,6 +96,7 @@ class GPM(PreferenceModel):
     """A causal-LM backbone with the GPM embedding head and optional scale gate."""
 
     kind = "gpm"
+    head_tensors = ("value_head.weight",)
 
     def __init__(self, backbone: nn.Module, k: int, gate: bool = True, tau: float = 0.1, max_length: int = MAX_LENGTH):
         super().__init__(backbone)
@@ -171,10 +172,12 @@ class GPM(PreferenceModel):
 
     @classmethod
     def from_pretrained(cls, name: str, k: int | None = None, tau: float | None = None,
-                        trust: ModelTrust = ModelTrust(), max_length: int | None = None) -> GPM:
+                        trust: ModelTrust = ModelTrust(), max_length: int | None = None,
+                        dtype: torch.dtype = torch.float32) -> GPM:
         """Load our layout or the published one (A.1).  k defaults to the checkpoint's head size;
         a configured k that does not match the checkpoint is refused, never randomly initialised.  ``max_length``
-        (tokens a conversation is cut to) defaults to the checkpoint's record, else the authors' 4096."""
+        (tokens a conversation is cut to) defaults to the checkpoint's record, else the authors' 4096; ``dtype``
+        (``scorer.dtype``) is the one the weights are built in."""
         path, state, meta = read_checkpoint(name, "scorer model", trust.allow_pickle)
         check_kind(meta, cls.kind, name)
         if "value_head.weight" not in state:
@@ -189,10 +192,10 @@ class GPM(PreferenceModel):
             raise ModelLoadError(
                 f"scorer model '{name}': prompt_head.weight has {state['prompt_head.weight'].shape[0]} rows, expected k={two_k // 2}"
             )
-        backbone = backbone_from_state(path, state, "scorer model", trust.trust_remote_code)
+        backbone = backbone_from_state(path, state, "scorer model", trust.trust_remote_code, dtype)
         gpm = cls(backbone, k=two_k // 2, gate=gate, tau=tau if tau is not None else meta.get("tau", 0.1),
                   max_length=max_length or meta.get("max_length", MAX_LENGTH))
         gpm.value_head.weight.data.copy_(state["value_head.weight"])
         if gate:
             gpm.prompt_head.weight.data.copy_(state["prompt_head.weight"])
-        return gpm
+        return gpm.to(dtype)

@@ -16,8 +16,6 @@ from selfplay.models.reward import RewardModel
 
 LOADERS: dict[str, type[PreferenceModel]] = {"gpm": GPM, "bt": RewardModel, "pairwise": PairwiseModel,
                                              "multi_objective": MultiObjectiveRewardModel, "armorm": ArmoRM}
-# The GPM's heads, declared here until selfplay/models/gpm.py declares its own ``head_tensors``.
-GPM_HEADS = ("value_head.weight",)
 MAX_NAMED = 12  # head tensors a refusal lists
 
 
@@ -52,8 +50,8 @@ def load_preference_model(kind: str, name: str, k: int | None = None, tau: float
     shapes, is refused.  ``trust``: what loading it may do besides reading safetensors (``scorer.trust_remote_code``
     / ``allow_pickle``); ``attributes``: the objectives a multi-objective model scores (``scorer.attributes``)."""
     _check(kind)
-    if kind == "gpm":  # GPM.from_pretrained builds in float32: cast once loaded
-        return GPM.from_pretrained(name, k=k, tau=tau, trust=trust).to(dtype)
+    if kind == "gpm":
+        return GPM.from_pretrained(name, k=k, tau=tau, trust=trust, dtype=dtype)
     if kind in ("multi_objective", "armorm"):
         return LOADERS[kind].from_pretrained(name, trust, dtype=dtype, attributes=attributes)
     return LOADERS[kind].from_pretrained(name, trust, dtype=dtype)
@@ -61,11 +59,7 @@ def load_preference_model(kind: str, name: str, k: int | None = None, tau: float
 
 def head_problem(kind: str, tensors: dict[str, list[int]]) -> str | None:
     """What a checkpoint with ``tensors`` (name -> shape) lacks for ``kind``'s loader, or None."""
-    cls = LOADERS[kind]
-    if cls.head_tensors or kind != "gpm":
-        return cls.head_problem(tensors)
-    missing = [t for t in GPM_HEADS if t not in tensors]
-    return f"has no {', '.join(missing)}" if missing else None
+    return LOADERS[kind].head_problem(tensors)
 
 
 def check_heads(kind: str, name: str, tensors: dict[str, list[int]]) -> None:

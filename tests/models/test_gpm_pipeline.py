@@ -245,3 +245,13 @@ def test_a_gpm_we_train_scores_the_same_in_their_pipeline(tmp_path, tokenizers):
     prompt = [{"role": "user", "content": "Explain apples briefly."}]
     want = official_matrix(str(tmp_path / "ours"), prompt, RESPONSES[:3], 4096)
     torch.testing.assert_close(ours(str(tmp_path / "ours"), prompt, RESPONSES[:3]), want, rtol=0, atol=1e-4)
+
+
+def test_loaded_in_bfloat16_scores_near_float32(tmp_path, tokenizers):
+    """``scorer.dtype=bfloat16``: every weight in bf16, the scores within bf16's rounding of float32's."""
+    path = tmp_path / "gpm"
+    published_gpm(path, tokenizers["qwen2"], 2, True, seed=7)
+    gpm = GPM.from_pretrained(str(path), dtype=torch.bfloat16).eval()
+    assert {p.dtype for p in gpm.parameters()} == {torch.bfloat16}
+    got = gpm.score_matrices(load_tokenizer(str(path)), [PLAIN], [RESPONSES], batch_size=4)[0] * gpm.tau
+    torch.testing.assert_close(got, ours(str(path), PLAIN, RESPONSES), rtol=0, atol=0.05)
