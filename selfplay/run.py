@@ -170,7 +170,8 @@ def start_workers(cfg: DictConfig, sources, run_dir: Path, last: int):
         return Scorer.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, runtime_env={"env_vars": threads},
                               **on(p.scorer_resource)).remote(
             s.kind, sources.scorer, s.batch_size, s.k, s.tau, sources.scorer_tokenizer,
-            "cuda" if s.num_gpus > 0 else "cpu", trust=ModelTrust.of(cfg.scorer))
+            "cuda" if s.num_gpus > 0 else "cpu", trust=ModelTrust.of(cfg.scorer), aggregate=s.aggregate,
+            source=s.source, template=sources.policy_tokenizer)  # PairRM's source: the policy's chat template
 
     def learner(t: int):  # from iteration t's checkpoint, its optimizer state included
         rank_threads = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // train.world_size))}

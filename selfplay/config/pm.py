@@ -137,6 +137,8 @@ def _kind_keys() -> dict[str, tuple[str, ...]]:
 def check_train(cfg: DictConfig) -> None:
     """Checks on a TrainPMConfig that no type can express; each message names the key."""
     _check_common("kind", cfg.kind, "train.device", cfg.train.device, cfg.data.max_bad_share)
+    need(cfg.kind != "pairrm", "kind=pairrm is a published judge (llm-blender/PairRM) that selfplay.train_pm does "
+                               "not train: score with it through scorer.kind=pairrm")
     check_world(cfg.world)
     defaults = OmegaConf.structured(TrainPMConfig)
     for key, kinds in _kind_keys().items():

@@ -2,4 +2,7 @@
 
 PAIR_KINDS = ("gpm", "bt", "pairwise")  # trained on pairs; score K x K matrices on their own
 # multi_objective: trained on attribute labels; scores pairs only along a direction over its attributes
-KINDS = (*PAIR_KINDS, "multi_objective")
+# pairrm: a published judge (llm-blender/PairRM) loaded as it is: scores K x K matrices, never trained here
+KINDS = (*PAIR_KINDS, "multi_objective", "pairrm")
+PAIRRM_SOURCES = ("template", "last_turn")  # scorer.source: the text PairRM reads as the source (pairrm.py)
+AGGREGATES = ("none", "sppo")  # scorer.aggregate: a kind's own matrix, or SPPO's K-way aggregation of it

@@ -9,6 +9,7 @@ from selfplay.models import KINDS
 from selfplay.models.backbone import PreferenceModel
 from selfplay.models.gpm import GPM
 from selfplay.models.multi_objective import MultiObjectiveRewardModel
+from selfplay.models.pairrm import load_pairrm
 from selfplay.models.pairwise import PairwiseModel
 from selfplay.models.reward import RewardModel
 
@@ -25,6 +26,9 @@ def new_preference_model(
     """A fresh model of ``kind`` on ``backbone`` (k, gate and tau apply to the GPM only, attributes to
     multi_objective only, which requires them)."""
     _check(kind)
+    if kind == "pairrm":
+        raise ValueError("kind 'pairrm' is a published judge, loaded from its checkpoint (load_preference_model); "
+                         "selfplay does not build or train one")
     if kind == "gpm":
         return GPM(backbone, k=k, gate=gate, tau=tau)
     if kind == "multi_objective":
@@ -41,5 +45,7 @@ def load_preference_model(kind: str, name: str, k: int | None = None, tau: float
     _check(kind)
     if kind == "gpm":
         return GPM.from_pretrained(name, k=k, tau=tau, trust=trust)
+    if kind == "pairrm":  # its tokenizer and source text: selfplay.models.scorer.load_scorer
+        return load_pairrm(name, trust=trust)[0]
     loader = {"bt": RewardModel, "pairwise": PairwiseModel, "multi_objective": MultiObjectiveRewardModel}[kind]
     return loader.from_pretrained(name, trust)
