@@ -140,6 +140,7 @@ def test_too_many_bad_rows_writes_nothing(world, tmp_path: Path, capsys) -> None
     (["train.lr_schedule=step"], "train.lr_schedule must be one of ('constant', 'linear', 'cosine'), got 'step'"),
     (["head_init=zeros"], "head_init must be one of ('random', 'difference'), got 'zeros'"),
     (["kind=bt", "head_init=difference"], "head_init applies to kind=gpm only"),
+    (["kind=pairrm"], "kind=pairrm is a published judge (llm-blender/PairRM) that selfplay.train_pm does not train"),
     (["train.batch_size=0"], "train.batch_size must be >= 1"),
     (["train.device=toaster"], "train.device must be"),
     (["nopreset"], "unknown preset 'nopreset'"),
