@@ -1,5 +1,5 @@
 """PairRM (LLM-Blender; Jiang, Ren & Lin, ACL 2023, arXiv:2306.02561), scored as ``llm-blender/PairRM`` scores
-(docs/methods.md §2.4): a DeBERTa-v3 cross-encoder that reads the source and two candidates in one sequence.
+(docs/methods.md §2.5): a DeBERTa-v3 cross-encoder that reads the source and two candidates in one sequence.
 
 The sequence of an ordered pair (A, B), as LLM-Blender's ``CrossCompareCollator`` and
 ``CrossCompareReranker._forward`` / ``cat_ids`` build it (llm_blender/pair_ranker/collator.py, ranker.py):

@@ -1,4 +1,4 @@
-"""PairRM (selfplay/models/pairrm.py, docs/methods.md §2.4) against LLM-Blender's own computation, re-derived here
+"""PairRM (selfplay/models/pairrm.py, docs/methods.md §2.5) against LLM-Blender's own computation, re-derived here
 from reading llm_blender/pair_ranker/{collator.py, ranker.py, pairrm.py}, blender/blender.py and
 gpt_eval/utils.py, and SPPO's aggregation from uclaml/SPPO scripts/rank.py + compute_prob.py.
 
