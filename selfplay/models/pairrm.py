@@ -182,8 +182,11 @@ def _ranker_layout(path: Path, raw: dict[str, Any], name: str, tokenizer: str | 
         raise ModelLoadError(f"scorer model '{name}': its base model '{base}' (scorer.tokenizer, default the "
                              f"RankerConfig's model_name) has no usable config.json: {e}") from e
     config.vocab_size = len(tok)  # build_ranker: resize_token_embeddings(len(tokenizer))
-    ids = tok.convert_tokens_to_ids(list(PREFIXES))
-    fmt = PairRMFormat(*ids, raw["source_maxlength"], raw["candidate_maxlength"])
+    lengths = [raw.get("source_maxlength"), raw.get("candidate_maxlength")]
+    if not all(isinstance(n, int) and n > 2 for n in lengths):
+        raise ModelLoadError(f"scorer model '{name}': its RankerConfig's source_maxlength / candidate_maxlength are "
+                             f"{lengths}, expected token counts (PairRM: 1224 / 412)")
+    fmt = PairRMFormat(*tok.convert_tokens_to_ids(list(PREFIXES)), *lengths)
     return config, tok, fmt, raw.get("n_tasks", 1)
 
 
