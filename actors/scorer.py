@@ -11,9 +11,11 @@ from selfplay.models.scorer import load_scorer
 @ray.remote
 class Scorer:
     def __init__(self, kind: str, model: str, batch_size: int, k: int | None, tau: float, tokenizer: str, device: str,
-                 trust: ModelTrust = ModelTrust(), dtype: str = "auto", attributes=None):
+                 trust: ModelTrust = ModelTrust(), dtype: str = "auto", attributes=None, aggregate: str = "none",
+                 source: str = "last_turn", template: str | None = None):
         self.scorer = load_scorer(kind, model, batch_size, k=k, tau=tau, tokenizer=tokenizer, device=device,
-                                  trust=trust, dtype=dtype, attributes=attributes)
+                                  trust=trust, dtype=dtype, attributes=attributes, aggregate=aggregate, source=source,
+                                  template=template)
 
     def score(self, prompts, responses):
         return self.scorer.score(prompts, responses)

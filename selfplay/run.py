@@ -187,7 +187,9 @@ def start_workers(cfg: DictConfig, sources, run_dir: Path, last: int):
                               **on(p.scorer_resource)).remote(
             s.kind, sources.scorer, s.batch_size, s.k, s.tau, sources.scorer_tokenizer,
             "cuda" if s.num_gpus > 0 else "cpu", trust=ModelTrust.of(cfg.scorer), dtype=s.dtype,
-            attributes=OmegaConf.to_container(s.attributes) if s.attributes is not None else None)
+            attributes=OmegaConf.to_container(s.attributes) if s.attributes is not None else None,
+            aggregate=s.aggregate, source=s.source,
+            template=sources.policy_tokenizer)  # PairRM's source: the policy's chat template
 
     def learner(t: int):  # from iteration t's checkpoint, its optimizer state included
         rank_threads = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // train.world_size))}

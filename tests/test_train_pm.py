@@ -140,6 +140,7 @@ def test_too_many_bad_rows_writes_nothing(world, tmp_path: Path, capsys) -> None
     (["train.lr_schedule=step"], "train.lr_schedule must be one of ('constant', 'linear', 'cosine'), got 'step'"),
     (["head_init=zeros"], "head_init must be one of ('random', 'difference'), got 'zeros'"),
     (["kind=bt", "head_init=difference"], "head_init applies to kind=gpm only"),
+    (["kind=pairrm"], "kind=pairrm is a published checkpoint read as it is, not trained here"),
     (["train.batch_size=0"], "train.batch_size must be >= 1"),
     (["train.device=toaster"], "train.device must be"),
     (["nopreset"], "unknown preset 'nopreset'"),

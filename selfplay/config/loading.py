@@ -31,7 +31,7 @@ from selfplay.config.schema import (
     Config,
     ConfigError,
 )
-from selfplay.models import DIRECTIONAL_KINDS, KINDS
+from selfplay.models import AGGREGATES, DIRECTIONAL_KINDS, KINDS, PAIRRM_SOURCES
 
 
 def presets(preset_dir: Path = CONFIG_DIR) -> dict[str, str]:
@@ -139,6 +139,7 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.scorer.tau is None or cfg.scorer.tau > 0, f"scorer.tau must be > 0, got {cfg.scorer.tau}")
     need(cfg.scorer.k is None or (cfg.scorer.kind == "gpm" and cfg.scorer.k >= 1),
          f"scorer.k applies to scorer.kind=gpm only and must be >= 1, got k={cfg.scorer.k} with kind={cfg.scorer.kind}")
+    check_pairrm(cfg.scorer)
     from selfplay.algorithms.registry import ALGORITHMS, check_algo  # imports torch: only when validating
 
     need(cfg.algo.name in ALGORITHMS, f"algo.name must be one of {tuple(ALGORITHMS)}, got '{cfg.algo.name}'")
@@ -237,6 +238,17 @@ def check_attributes(s: DictConfig) -> None:
         return
     need(OmegaConf.is_list(a) and len(a) > 0 and all(isinstance(n, str) for n in a) and len(set(a)) == len(a),
          f"scorer.attributes must be distinct names of the model's outputs or a {{name: row}} mapping, got {a}")
+
+
+def check_pairrm(s: DictConfig) -> None:
+    """The scorer keys of PairRM and SPPO's aggregation; each message names the key."""
+    need(s.kind != "pairrm" or s.model is not None, "scorer.kind=pairrm needs scorer.model (llm-blender/PairRM, "
+                                                    "llm-blender/PairRM-hf or a copy): the embedded world has none")
+    need(s.source in PAIRRM_SOURCES, f"scorer.source must be one of {PAIRRM_SOURCES}, got '{s.source}'")
+    need(s.kind == "pairrm" or s.source == "template", f"scorer.source applies to scorer.kind=pairrm only, not {s.kind}")
+    need(s.aggregate in AGGREGATES, f"scorer.aggregate must be one of {AGGREGATES}, got '{s.aggregate}'")
+    need(s.aggregate == "none" or s.kind != "multi_objective",
+         "scorer.aggregate=sppo aggregates a K x K matrix: a multi_objective scorer's come from directions")
 
 
 def check_world(world: DictConfig) -> None:

@@ -84,7 +84,8 @@ class TrainPMConfig:
 
 @dataclass
 class EvalScorerConfig:
-    kind: str = "gpm"  # gpm | bt | pairwise (multi_objective: see train_pm's eval_report.json)
+    # gpm | bt | pairwise | pairrm (its source: the raw last user turn) (multi_objective: see train_pm's eval_report.json)
+    kind: str = "gpm"
     model: str | None = None  # required: a checkpoint directory or hub name of that kind
     tokenizer: str | None = None  # defaults to scorer.model
     k: int | None = None  # GPM only: refuse a checkpoint whose heads are not this size; None reads it

@@ -19,7 +19,7 @@ OmegaConf.register_resolver("scorer_tau", lambda kind: DEFAULT_TAU.get(kind), re
 
 @dataclass
 class ScorerConfig:
-    kind: str = "gpm"  # gpm | bt | pairwise | multi_objective | armorm
+    kind: str = "gpm"  # gpm | bt | pairwise | multi_objective | armorm | pairrm
     # Directory or hub name of a checkpoint of that kind (a GPM in the published layout, a Hugging Face
     # sequence-classification reward model, or one written by selfplay.train_pm); None: the embedded world's.
     model: Optional[str] = None
@@ -37,6 +37,12 @@ class ScorerConfig:
     attributes: Optional[Any] = None
     trust_remote_code: bool = False  # as policy.trust_remote_code, for the scorer's model
     allow_pickle: bool = False  # as policy.allow_pickle
+    # pairrm only: the source text it reads.  template (SPPO's scripts/rank.py): the prompt in the policy's chat
+    # template, ending with its assistant header; last_turn (LLM-Blender's examples): the raw last user turn.
+    source: str = "template"
+    # none: the kind's own log-odds S; sppo: SPPO's K-way aggregation (scripts/rank.py, compute_prob.py),
+    # S[i, j] = score_i - score_j with score_i = mean_j S[i, j], so that sigmoid(S) is SPPO's P.
+    aggregate: str = "none"
     num_cpus: float = 0.0
     num_gpus: float = 0.0
 

@@ -59,12 +59,14 @@ def resolve(name: str) -> str:
     return str(p.resolve()) if p.exists() else name
 
 
-def load_tokenizer(name: str, trust: ModelTrust = ModelTrust()) -> PreTrainedTokenizerBase:
+def load_tokenizer(name: str, trust: ModelTrust = ModelTrust(), chat_template: bool = True) -> PreTrainedTokenizerBase:
+    """The tokenizer ``name``, padding with EOS where it has no pad token.  ``chat_template=False`` accepts one
+    without a chat template: an encoder judge (PairRM) that reads plain text, never the policy's format."""
     try:
         tok = AutoTokenizer.from_pretrained(resolve(name), trust_remote_code=trust.trust_remote_code)
     except Exception as e:  # transformers raises OSError, ValueError, HF hub errors...
         raise _describe(name, "tokenizer", e) from e
-    if tok.chat_template is None:
+    if chat_template and tok.chat_template is None:
         raise ModelLoadError(f"tokenizer '{name}' has no chat template; selfplay applies the tokenizer's own template")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token

@@ -136,7 +136,8 @@ def check_models(sources: Sources, cfg: DictConfig) -> None:
         check_weights(model, role, trust.allow_pickle)
         if role == "policy":
             check_code(model, role, trust.trust_remote_code)
-        check_vocabulary(model, tokenizer, f"{role} model", trust.trust_remote_code)
+        if not (role == "scorer" and cfg.scorer.kind == "pairrm"):  # LLM-Blender's RankerConfig reads as another
+            check_vocabulary(model, tokenizer, f"{role} model", trust.trust_remote_code)  # model: its loader checks
 
 
 def check_writable(run_dir: Path) -> None:

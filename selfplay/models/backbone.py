@@ -126,16 +126,23 @@ def read_checkpoint(name: str, what: str,
 
 
 def backbone_from_state(path: Path, state: dict[str, torch.Tensor], what: str,
-                        trust_remote_code: bool = False, dtype: torch.dtype = torch.float32) -> nn.Module:
-    """The base model described by ``path``'s config, with the ``model.*`` tensors of ``state``, built in
-    ``dtype`` (``scorer.dtype``) so that no float32 copy of a bf16 checkpoint is ever held."""
-    try:
-        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    except Exception as e:
-        raise ModelLoadError(f"{what} '{path}' has no usable config.json: {e}") from e
+                        trust_remote_code: bool = False, dtype: torch.dtype = torch.float32,
+                        prefix: str = "model.", config: PretrainedConfig | None = None) -> nn.Module:
+    """The base model described by ``config`` (default: ``path``'s config.json), with the ``prefix`` tensors of
+    ``state`` (``model.*`` in our and the GPM's layout, ``pretrained_model.*`` in PairRM's), built in ``dtype``
+    (``scorer.dtype``) so that no float32 copy of a bf16 checkpoint is ever held."""
+    if config is None:
+        try:
+            config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        except Exception as e:
+            raise ModelLoadError(f"{what} '{path}' has no usable config.json: {e}") from e
     backbone = AutoModel.from_config(config, trust_remote_code=trust_remote_code, dtype=dtype)
-    weights = {n[len("model."):]: t for n, t in state.items() if n.startswith("model.")}
-    missing, _ = backbone.load_state_dict(weights, strict=False)
+    weights = {n[len(prefix):]: t for n, t in state.items() if n.startswith(prefix)}
+    try:
+        missing, _ = backbone.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # torch: "size mismatch for <name>: ... shape ... in current model is ..."
+        detail = "; ".join(line.strip() for line in str(e).splitlines()[1:3])
+        raise ModelLoadError(f"{what} '{path}': backbone weights of other shapes than its config says: {detail}") from e
     missing = [m for m in missing if "rotary" not in m]
     if missing:
         raise ModelLoadError(f"{what} '{path}' lacks backbone weights: {missing[:5]}")

@@ -11,11 +11,14 @@ from selfplay.models.armorm import ArmoRM
 from selfplay.models.backbone import PreferenceModel
 from selfplay.models.gpm import GPM
 from selfplay.models.multi_objective import MultiObjectiveRewardModel, Selection
+from selfplay.models.pairrm import PairRM, load_pairrm
 from selfplay.models.pairwise import PairwiseModel
 from selfplay.models.reward import RewardModel
 
 LOADERS: dict[str, type[PreferenceModel]] = {"gpm": GPM, "bt": RewardModel, "pairwise": PairwiseModel,
-                                             "multi_objective": MultiObjectiveRewardModel, "armorm": ArmoRM}
+                                             "multi_objective": MultiObjectiveRewardModel, "armorm": ArmoRM,
+                                             "pairrm": PairRM}
+BACKBONE_PREFIXES = ("model.", "pretrained_model.")  # ours, the GPM's and ArmoRM's; PairRM's
 MAX_NAMED = 12  # head tensors a refusal lists
 
 
@@ -31,6 +34,9 @@ def new_preference_model(
     """A fresh model of ``kind`` on ``backbone`` (k, gate and tau apply to the GPM only, attributes to
     multi_objective only, which requires them).  ArmoRM is read from its checkpoint, never made fresh."""
     _check(kind)
+    if kind == "pairrm":
+        raise ValueError("kind 'pairrm' is a published judge, loaded from its checkpoint (load_preference_model); "
+                         "selfplay does not build or train one")
     if kind == "gpm":
         return GPM(backbone, k=k, gate=gate, tau=tau)
     if kind == "multi_objective":
@@ -52,6 +58,8 @@ def load_preference_model(kind: str, name: str, k: int | None = None, tau: float
     _check(kind)
     if kind == "gpm":
         return GPM.from_pretrained(name, k=k, tau=tau, trust=trust, dtype=dtype)
+    if kind == "pairrm":  # its tokenizer and source text: selfplay.models.scorer.load_scorer
+        return load_pairrm(name, trust=trust, dtype=dtype)[0]
     if kind in ("multi_objective", "armorm"):
         return LOADERS[kind].from_pretrained(name, trust, dtype=dtype, attributes=attributes)
     return LOADERS[kind].from_pretrained(name, trust, dtype=dtype)
@@ -69,10 +77,10 @@ def check_heads(kind: str, name: str, tensors: dict[str, list[int]]) -> None:
     problem = head_problem(kind, tensors)
     if problem is None:
         return
-    heads = sorted(t for t in tensors if not t.startswith("model."))
+    heads = sorted(t for t in tensors if not t.startswith(BACKBONE_PREFIXES))
     found = ", ".join(f"{t} {list(tensors[t])}" for t in heads[:MAX_NAMED]) + (
         f" and {len(heads) - MAX_NAMED} more" if len(heads) > MAX_NAMED else "")
     readers = [k for k in KINDS if k != kind and head_problem(k, tensors) is None]
     hint = f"; scorer.kind={' or '.join(readers)} reads this layout" if readers else ""
     raise ModelLoadError(f"scorer model '{name}' {problem}: not a '{kind}' checkpoint (besides the backbone's "
-                         f"model.* it holds {found or 'nothing'}){hint}")
+                         f"{' / '.join(p + '*' for p in BACKBONE_PREFIXES)} it holds {found or 'nothing'}){hint}")

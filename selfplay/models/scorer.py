@@ -5,9 +5,11 @@
 
 - GPM: s(y_i > y_j | x) / tau, K forward passes then one small matrix product;
 - BT reward model: r_i - r_j, K forward passes;
-- pairwise baseline: (f(i, j) - f(j, i)) / 2, K(K-1) forward passes.
+- pairwise baseline: (f(i, j) - f(j, i)) / 2, K(K-1) forward passes;
+- PairRM: l(i, j) - l(j, i), K(K-1) forward passes (selfplay.models.pairrm).
 
-Every kind's matrix is skew-symmetric with a zero diagonal, so P + P^T = 1.
+Every kind's matrix is skew-symmetric with a zero diagonal, so P + P^T = 1.  With ``scorer.aggregate=sppo``
+the scorer returns SPPO's aggregation of it instead (``sppo_aggregate``).
 
 A multi-objective reward model (docs/methods.md §2.3) gives no matrix of its own: ``rewards``
 returns its (K, m) attribute rewards, which the self-play loop turns into scores
@@ -24,15 +26,26 @@ from selfplay.models import DIRECTIONAL_KINDS
 from selfplay.models.backbone import PreferenceModel
 from selfplay.models.kinds import load_preference_model
 from selfplay.models.multi_objective import Selection
+from selfplay.models.pairrm import load_pairrm
+
+
+def sppo_aggregate(s: torch.Tensor) -> torch.Tensor:
+    """SPPO's K-way aggregation (uclaml/SPPO scripts/rank.py, compute_prob.py): each response's score is
+    score_i = mean_j S[i, j] over all K columns, the zero diagonal included (LLM-Blender's get_scores_from_cmps,
+    (C - C^T).mean(-1), which is S.mean(-1) for PairRM's S = C - C^T), and the matrix is S'[i, j] = score_i - score_j,
+    so sigmoid(S') is compute_prob.py's P[i][j] = 1 / (1 + exp(score_j - score_i)).  (K, K) -> (K, K), skew-symmetric."""
+    score = s.mean(-1)
+    return score[:, None] - score[None, :]
 
 
 class Scorer:
     """A preference model with its tokenizer: what the scorer actor and the PM evaluation hold."""
 
-    def __init__(self, model: PreferenceModel, tokenizer, batch_size: int):
+    def __init__(self, model: PreferenceModel, tokenizer, batch_size: int, aggregate: str = "none"):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.aggregate = aggregate
 
     @property
     def kind(self) -> str:
@@ -52,8 +65,9 @@ class Scorer:
         return self.model.attribute_rewards(self.tokenizer, prompts, responses, self.batch_size)
 
     def score(self, prompts: list[Messages], responses: list[list[str]]) -> list[torch.Tensor]:
-        """One (K_p, K_p) log-odds matrix per prompt; K may differ between prompts."""
-        return self.model.score_matrices(self.tokenizer, prompts, responses, self.batch_size)
+        """One (K_p, K_p) log-odds matrix per prompt (SPPO's aggregation of it with aggregate sppo); K may differ."""
+        mats = self.model.score_matrices(self.tokenizer, prompts, responses, self.batch_size)
+        return [sppo_aggregate(m) for m in mats] if self.aggregate == "sppo" else mats
 
     def probabilities(self, prompts: list[Messages], responses: list[list[str]]) -> list[torch.Tensor]:
         """One (K_p, K_p) matrix of P(y_i > y_j | x) per prompt (0.5 on the diagonal)."""
@@ -71,11 +85,17 @@ def scorer_dtype(name: str, device: str) -> torch.dtype:
 def load_scorer(
     kind: str, model: str, batch_size: int, k: int | None = None, tau: float | None = None,
     tokenizer: str | None = None, device: str = "cpu", trust: ModelTrust = ModelTrust(), dtype: str = "auto",
-    attributes: Selection = None,
+    attributes: Selection = None, aggregate: str = "none", source: str = "last_turn", template: str | None = None,
 ) -> Scorer:
     """Load the ``kind`` checkpoint ``model`` (directory or hub name) in ``dtype`` (``scorer.dtype``) and its
-    tokenizer (default: the same place); ``trust``: the scorer's opt-ins (``scorer.trust_remote_code`` /
-    ``scorer.allow_pickle``); ``attributes``: ``scorer.attributes``."""
-    pm = load_preference_model(kind, model, k=k, tau=tau, trust=trust, dtype=scorer_dtype(dtype, device),
+    tokenizer (default: the same place; PairRM's: see ``load_pairrm``); ``trust``: the scorer's opt-ins
+    (``scorer.trust_remote_code`` / ``scorer.allow_pickle``); ``attributes``: ``scorer.attributes``; ``aggregate``:
+    ``scorer.aggregate``; PairRM only: ``source`` (``scorer.source``) and ``template``, the tokenizer whose chat
+    template formats the source (the policy's)."""
+    torch_dtype = scorer_dtype(dtype, device)
+    if kind == "pairrm":
+        pm, tok = load_pairrm(model, tokenizer, trust, source, template, dtype=torch_dtype)
+        return Scorer(pm.to(device), tok, batch_size, aggregate)
+    pm = load_preference_model(kind, model, k=k, tau=tau, trust=trust, dtype=torch_dtype,
                                attributes=attributes).to(device)
-    return Scorer(pm, load_tokenizer(tokenizer or model, trust), batch_size)
+    return Scorer(pm, load_tokenizer(tokenizer or model, trust), batch_size, aggregate)

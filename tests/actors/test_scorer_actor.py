@@ -1,4 +1,4 @@
-"""The scorer actor holds any preference-model kind and returns what the library's Scorer computes."""
+"""The scorer actor holds any preference-model kind (PairRM too) and returns what the library's Scorer computes."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from selfplay.core.lm import load_tokenizer
 from selfplay.models import PAIR_KINDS
 from selfplay.models.kinds import new_preference_model
 from selfplay.models.scorer import load_scorer
+from tests.models.test_pairrm import hf_layout
 
 PROMPTS = [[{"role": "user", "content": "Tell me about chess."}]]
 RESPONSES = [["sure king pawn board", "hmm stuff thing", "well knight move"]]
@@ -31,4 +32,16 @@ def test_scorer_actor_serves_every_kind(kind, world, ray_cluster, tmp_path):
     (local,) = load_scorer(kind, str(tmp_path / kind), 8).score(PROMPTS, RESPONSES)
     torch.testing.assert_close(remote, local)
     assert remote.shape == (3, 3) and torch.equal(remote, -remote.T)
+    ray.kill(actor)
+
+
+def test_scorer_actor_serves_pairrm(world, ray_cluster, tmp_path):
+    """A PairRM-hf checkpoint, its source in the world policy's chat template, SPPO's aggregation: as run.py starts it."""
+    path, _ = hf_layout(tmp_path)
+    options = {"aggregate": "sppo", "source": "template", "template": world.tokenizer}
+    actor = ScorerActor.remote("pairrm", str(path), 4, None, None, str(path), "cpu", **options)
+    (remote,) = ray.get(actor.score.remote(PROMPTS, RESPONSES))
+    (local,) = load_scorer("pairrm", str(path), 4, tokenizer=str(path), **options).score(PROMPTS, RESPONSES)
+    torch.testing.assert_close(remote, local)
+    assert remote.shape == (3, 3) and torch.equal(remote, -remote.T) and remote.abs().max() > 1e-3
     ray.kill(actor)

@@ -130,11 +130,16 @@ def test_wrong_type_names_key(arg, key):
         ("generator.temperature=-0.5", "generator.temperature must be >= 0"),
         ("placement.sleep_level=3", "placement.sleep_level must be 1 or 2, got 3"),
         ("placement.colocate=true", "placement.colocate=true with generator.backend=vllm needs GPUs"),
+        ("scorer.kind=pairrm", "scorer.kind=pairrm needs scorer.model"),
+        ("scorer.source=raw", "scorer.source must be one of ('template', 'last_turn'), got 'raw'"),
+        ("scorer.source=last_turn", "scorer.source applies to scorer.kind=pairrm only, not gpm"),
+        ("scorer.aggregate=mean", "scorer.aggregate must be one of ('none', 'sppo'), got 'mean'"),
+        ("scorer.kind=multi_objective scorer.aggregate=sppo", "scorer.aggregate=sppo aggregates a K x K matrix"),
     ],
 )
 def test_validation_errors(arg, needle):
     with pytest.raises(ConfigError) as e:
-        load_config([arg])
+        load_config(arg.split(" "))
     assert needle in str(e.value)
 
 

@@ -196,7 +196,7 @@ def test_armorm_asked_as_multi_objective_is_refused_naming_its_heads(world, tmp_
     err = assert_refused(["algo.name=dpa", f"policy.model={world.policy}", f"scorer.model={scorer}", "scorer.kind=multi_objective",
                           f"scorer.trust_remote_code={str(trusted).lower()}"],
                          f"scorer model '{scorer}' has no score.weight: not a 'multi_objective' checkpoint (besides "
-                         "the backbone's model.* it holds gating.layers.0.bias [24], gating.layers.0.weight [24, 32]",
+                         "the backbone's model.* / pretrained_model.* it holds gating.layers.0.bias [24], gating.layers.0.weight [24, 32]",
                          tmp_path, capsys)
     assert "regression_layer.weight [19, 32], reward_transform_matrix [19, 19]); scorer.kind=armorm reads this layout" in err
     assert len(err.strip().splitlines()) == 1
