@@ -138,7 +138,12 @@ def scorer_need(cfg: DictConfig, scorer: ModelShape) -> Need:
     s = cfg.scorer
     device = "cuda" if s.num_gpus > 0 else "cpu"
     w = BYTES[("bfloat16" if device == "cuda" else "float32") if s.dtype == "auto" else s.dtype]
-    activations = 4 * s.batch_size * cfg.generator.max_model_len * scorer.hidden * 4
+    length = cfg.generator.max_model_len
+    if s.kind == "pairrm":  # source and two candidates: up to 1224 + 2 x 412 tokens, whatever the generator writes
+        from selfplay.models.pairrm import HF_LENGTHS
+
+        length = HF_LENGTHS[0] + 2 * HF_LENGTHS[1]
+    activations = 4 * s.batch_size * length * scorer.hidden * 4
     return Need("scorer", 1, device, {"weights": w * scorer.params, "activations": activations},
                 fix="give the scorer a larger share (scorer.num_gpus) or lower scorer.batch_size")
 
@@ -221,6 +226,10 @@ def plan(cfg: DictConfig, policy: str, scorer: str) -> tuple[list[Need], list[st
     """Every actor's needs against its device, and what cannot fit (empty when the plan fits).  A model whose
     config needs its own code is read only with ``{role}.trust_remote_code``."""
     shapes = {}
+    if cfg.scorer.kind == "pairrm":
+        from selfplay.models.pairrm import backbone_source
+
+        scorer = backbone_source(scorer, cfg.scorer.tokenizer)
     for role, source, causal in (("policy", policy, True), ("scorer", scorer, False)):
         trusted = cfg[role].trust_remote_code
         try:

@@ -165,13 +165,27 @@ def _config_json(path: Path, name: str) -> dict[str, Any]:
     raise ModelLoadError(f"scorer model '{name}' has no config.json in {path}")
 
 
+def ranker_base(path: Path, raw: dict[str, Any], tokenizer: str | None) -> str | None:
+    """The base model of the RankerConfig layout: ``scorer.tokenizer`` where it names another place than the
+    checkpoint, else the config's model_name (None where it names none)."""
+    return tokenizer if tokenizer is not None and resolve(tokenizer) != str(path) else raw.get("model_name")
+
+
+def backbone_source(name: str, tokenizer: str | None) -> str:
+    """Where the Hugging Face config of a PairRM's backbone is: the base model for the RankerConfig layout (whose
+    own config.json transformers would misread as DeBERTa v1), the checkpoint itself for -hf."""
+    path = Path(resolve(name))
+    raw = _config_json(path, name) if path.is_dir() else {}
+    return (ranker_base(path, raw, tokenizer) or name) if "ranker_type" in raw else name
+
+
 def _ranker_layout(path: Path, raw: dict[str, Any], name: str, tokenizer: str | None,
                    trust: ModelTrust) -> tuple[PretrainedConfig, PreTrainedTokenizerBase, PairRMFormat, int]:
     """llm-blender/PairRM: the base model's tokenizer plus the prefixes, its config with one embedding row per token."""
     if raw["ranker_type"] != "pairranker":
         raise ModelLoadError(f"scorer model '{name}' is an LLM-Blender '{raw['ranker_type']}' ranker, not PairRM's "
                              "'pairranker'")
-    base = tokenizer if tokenizer is not None and resolve(tokenizer) != str(path) else raw.get("model_name")
+    base = ranker_base(path, raw, tokenizer)
     if base is None:
         raise ModelLoadError(f"scorer model '{name}': its RankerConfig names no model_name; set scorer.tokenizer to "
                              "the base model PairRM was trained from (microsoft/deberta-v3-large)")

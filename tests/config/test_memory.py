@@ -114,3 +114,24 @@ def test_the_default_world_run_fits_and_an_unreadable_model_is_named(world, tmp_
     (tmp_path / "empty").mkdir()
     assert plan_main([f"policy.model={tmp_path / 'empty'}", f"scorer.model={world.gpm}"]) == 2
     assert f"cannot read the Hugging Face config of the policy '{tmp_path / 'empty'}'" in capsys.readouterr().err
+
+
+def test_scorer_weights_in_scorer_dtype_and_pairrm_shaped_by_its_base_model(world, llama_8b, tmp_path):
+    """scorer.dtype=auto: bf16 weights on a GPU (2 bytes a parameter), float32 on the CPU; an explicit dtype wins.
+    PairRM's RankerConfig layout is measured on its base model's config (its own config.json would read as a
+    DeBERTa v1 of another size), and its sequences as 1224 + 2 x 412 tokens, whatever the generator writes."""
+    from tests.models.test_pairrm import ranker_layout
+
+    def scorer(args: list[str], scorer_model: str):
+        return plan(load_config(args), llama_8b, scorer_model)[0][2]
+
+    gpu = ["scorer.num_gpus=1", "placement.gpu_memory_gb=80"]
+    shape = ModelShape.of(llama_8b, causal_lm=False)
+    assert scorer(gpu, llama_8b).parts["weights"] == 2 * shape.params
+    assert scorer([], llama_8b).parts["weights"] == 4 * shape.params
+    assert scorer([*gpu, "scorer.dtype=float32"], llama_8b).parts["weights"] == 4 * shape.params
+    path, base, _ = ranker_layout(tmp_path)
+    pairrm = scorer([f"scorer.model={path}", "scorer.kind=pairrm"], str(path))
+    assert pairrm.parts["weights"] == 4 * ModelShape.of(str(base), causal_lm=False).params
+    hidden = ModelShape.of(str(base), causal_lm=False).hidden
+    assert pairrm.parts["activations"] == 4 * 64 * 2048 * hidden * 4
