@@ -56,6 +56,7 @@ def load_pairs_logged(source: str, split: str, d: DictConfig) -> tuple[list[Pref
 
 def run(cfg: DictConfig) -> None:
     """Load the pairs and the scorer, print the accuracy table, and write the report to ``out`` if set."""
+    from selfplay.core.lm import ModelTrust
     from selfplay.models.scorer import load_scorer
     from selfplay.models.training import accuracy_report
 
@@ -63,7 +64,8 @@ def run(cfg: DictConfig) -> None:
     path = d.path or world_pairs_file(cfg.world, "test.jsonl")
     pairs, bad = load_pairs_logged(path, d.split, d)
     device = resolve_device(s.device)
-    scorer = load_scorer(s.kind, s.model, s.batch_size, k=s.k, tau=s.tau, tokenizer=s.tokenizer, device=device)
+    scorer = load_scorer(s.kind, s.model, s.batch_size, k=s.k, tau=s.tau, tokenizer=s.tokenizer, device=device,
+                         trust=ModelTrust.of(s), dtype=s.dtype)
     report = accuracy_report(scorer.model, scorer.tokenizer, pairs, s.batch_size)
     print(f"{s.kind} model {s.model} on {path}:\n{format_report(report)}")
     if cfg.out is not None:

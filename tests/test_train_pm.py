@@ -155,6 +155,7 @@ def test_train_pm_config_errors(args: list[str], expected: str, capsys) -> None:
     (["scorer.model=x", "scorer.kind=rm"], "scorer.kind must be one of"),
     (["scorer.model=x", "scorer.kind=bt", "scorer.k=2"], "scorer.k applies to scorer.kind=gpm only"),
     (["scorer.model=x", "kind=bt"], "unknown config key 'kind'"),
+    (["scorer.model=x", "scorer.dtype=fp8"], "scorer.dtype must be one of"),
 ])
 def test_eval_pm_config_errors(args: list[str], expected: str, capsys) -> None:
     assert eval_pm.main(args) == 2
@@ -188,3 +189,23 @@ def test_world_defaults(world) -> None:
     assert (cfg.model, cfg.tokenizer) == (world.policy, world.policy)
     assert cfg.data.path == str(Path(world.pairs) / "train.jsonl")
     assert cfg.data.eval_path == str(Path(world.pairs) / "test.jsonl")
+
+
+def test_eval_pm_reads_pickle_weights_only_with_allow_pickle(trained: Path, data, tmp_path: Path, capsys) -> None:
+    """eval_pm takes the run's scorer opt-ins: a pickle-only copy of the checkpoint is refused (never unpickled)
+    by default and scores as the safetensors original with scorer.allow_pickle=true."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(trained, pickled)
+    torch.save(load_file(str(pickled / "model.safetensors")), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    args = ["scorer.kind=bt", f"scorer.model={pickled}", "scorer.device=cpu", f"data.path={data['test']}"]
+    assert eval_pm.main(args) != 0
+    assert "scorer.allow_pickle=true" in capsys.readouterr().err
+    assert eval_pm.main([*args, "scorer.allow_pickle=true", f"out={tmp_path / 'r.json'}"]) == 0
+    trained_report = json.loads((trained / "eval_report.json").read_text())["held_out"]
+    assert json.loads((tmp_path / "r.json").read_text())["accuracy"] == pytest.approx(trained_report["accuracy"])

@@ -92,6 +92,9 @@ class EvalScorerConfig:
     tau: float | None = None  # GPM only; None: the checkpoint's own
     batch_size: int = 64
     device: str = "auto"
+    dtype: str = "auto"  # as scorer.dtype: bfloat16 on a GPU, float32 on the CPU
+    trust_remote_code: bool = False  # as the run's scorer.trust_remote_code
+    allow_pickle: bool = False  # as the run's scorer.allow_pickle
 
 
 @dataclass
@@ -182,6 +185,9 @@ def check_eval(cfg: DictConfig) -> None:
                                "(e.g. the out directory of selfplay.train_pm)")
     need(s.k is None or (s.kind == "gpm" and s.k >= 1),
           f"scorer.k applies to scorer.kind=gpm only and must be >= 1, got k={s.k} with kind={s.kind}")
+    from selfplay.config.scoring import SCORER_DTYPES
+
+    need(s.dtype in SCORER_DTYPES, f"scorer.dtype must be one of {SCORER_DTYPES}, got '{s.dtype}'")
     need(s.tau is None or s.tau > 0, f"scorer.tau must be > 0, got {s.tau}")
     need(s.batch_size >= 1, f"scorer.batch_size must be >= 1, got {s.batch_size}")
 
