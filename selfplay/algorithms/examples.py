@@ -1,6 +1,6 @@
 """How a scored rollout becomes an algorithm's training examples (a ``Batch`` of one group per example, each
-keeping its prompt's id): GPO/SPPO's square-loss targets, preference pairs, DPA's rejection sampling and
-memory replay.
+keeping its prompt's id), the parts several algorithms share: GPO/SPPO's square-loss examples, preference pairs,
+DPA's rejection sampling and memory replay (the world and the loop use these two as well).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import random
 import torch
 from omegaconf import DictConfig
 
-from selfplay.algorithms.selection import candidate_pairs, row_means, select_pairs
+from selfplay.algorithms.selection import candidate_pairs, select_pairs
 from selfplay.core.batch import Batch
 from selfplay.steering.directions import scalarise
 
@@ -20,25 +20,13 @@ ALL = "all"  # GPO/SPPO's all-K form: every response is an example
 BEST_OF_N = "best_of_n"  # DPA: the best response per (prompt, direction)
 
 
-# ---- targets (docs/methods.md §4, 5) ---------------------------------------------------------------------------------
-
-def gpo_targets(scores: torch.Tensor, beta: float) -> torch.Tensor:
-    """(1/beta) * s_hat(y_i > pi_t | x), s_hat_i = (1/K) sum_k S[i, k] (docs/methods.md §4).  scores (K, K) -> (K,)."""
-    return row_means(scores) / beta
-
-
-def sppo_targets(probs: torch.Tensor, eta: float) -> torch.Tensor:
-    """eta * (P_hat(y_i > pi_t | x) - 1/2), P_hat_i = (1/K) sum_k P[i, k] (docs/methods.md §5).  probs (K, K) -> (K,)."""
-    return eta * (row_means(probs) - 0.5)
-
-
 # ---- building examples --------------------------------------------------------------------------------------
 
 def _targets(targets: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(targets) if targets else torch.zeros(0)
 
 
-def _square_batch(rollout: Batch, cfg: DictConfig, rank_and_targets) -> Batch:
+def square_batch(rollout: Batch, cfg: DictConfig, rank_and_targets) -> Batch:
     """GPO/SPPO examples.  ``pairs=all``: every response with its target (docs/methods.md §4-5).  ``pairs=best_worst``:
     the public recipe (docs/methods.md §A.2): chosen = argmax, rejected = argmin of the row means of the ranking matrix,
     one example of two rows per prompt."""
@@ -55,23 +43,6 @@ def _square_batch(rollout: Batch, cfg: DictConfig, rank_and_targets) -> Batch:
         response_ids += [responses[i] for i in rows]
         targets += [t[i] for i in rows]
     return Batch.examples(uids, prompt_ids, response_ids, _targets(targets), group, "previous")
-
-
-def build_gpo(rollout: Batch, cfg: DictConfig, rng: random.Random | None = None) -> Batch:
-    return _square_batch(rollout, cfg, lambda s: (s, gpo_targets(s, cfg.beta)))
-
-
-def build_sppo(rollout: Batch, cfg: DictConfig, rng: random.Random | None = None) -> Batch:
-    def rank_and_targets(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        probs = torch.sigmoid(scores)
-        targets = sppo_targets(probs, cfg.eta)
-        if cfg.hard:  # p_w -> 1, p_l -> 0 (docs/methods.md §A.2): targets +-eta/2 for the chosen / rejected row
-            p = row_means(probs)
-            targets = torch.full_like(p, -cfg.eta / 2)
-            targets[p.argmax()] = cfg.eta / 2
-        return probs, targets
-
-    return _square_batch(rollout, cfg, rank_and_targets)
 
 
 def build_pairs(rollout: Batch, cfg: DictConfig, rng: random.Random) -> Batch:
@@ -102,15 +73,3 @@ def replay_count(n: int, share: float) -> int:
 def draw_replay(pool: list, n: int, share: float, rng: random.Random) -> list:
     """``replay_count(n, share)`` rows of ``pool`` without replacement (all of it if it is smaller)."""
     return rng.sample(pool, min(len(pool), replay_count(n, share)))
-
-
-def build_dpa(rollout: Batch, cfg: DictConfig, rng: random.Random | None = None) -> Batch:
-    """(system prompt with v, x) -> y* for every (prompt, direction) of the rollout, then the replay rows."""
-    uids, prompt_ids, response_ids = list(rollout.uids), list(rollout.prompt_ids), []
-    for responses, rewards, v in zip(rollout.grouped(rollout.response_ids), rollout.rewards, rollout.directions):
-        response_ids.append(responses[rejection_sample(rewards, v)])
-    for i, (p_ids, r_ids) in enumerate(rollout.replay):
-        uids.append(f"replay/{i}")
-        prompt_ids.append(p_ids)
-        response_ids.append(r_ids)
-    return Batch.examples(uids, prompt_ids, response_ids, torch.zeros(len(prompt_ids)), 1, None)

@@ -17,7 +17,6 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from selfplay.config.schema import (
-    ALGORITHM_DEFAULTS,
     CONFIG_DIR,
     DEFAULT_TAU,
     DTYPE_NAMES,
@@ -140,7 +139,7 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.scorer.k is None or (cfg.scorer.kind == "gpm" and cfg.scorer.k >= 1),
          f"scorer.k applies to scorer.kind=gpm only and must be >= 1, got k={cfg.scorer.k} with kind={cfg.scorer.kind}")
     check_pairrm(cfg.scorer)
-    from selfplay.algorithms.registry import ALGORITHMS, check_algo  # imports torch: only when validating
+    from selfplay.algorithms.registry import ALGORITHMS, check_algo, resolve
 
     need(cfg.algo.name in ALGORITHMS, f"algo.name must be one of {tuple(ALGORITHMS)}, got '{cfg.algo.name}'")
     try:
@@ -152,8 +151,9 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.scorer.dtype in SCORER_DTYPES, f"scorer.dtype must be one of {SCORER_DTYPES}, got '{cfg.scorer.dtype}'")
     check_attributes(cfg.scorer)
     multi = "scorer.kind=multi_objective | armorm"
-    need(cfg.algo.name != "dpa" or directional(cfg),
-         f"algo.name=dpa ranks responses by v^T r: it needs {multi}, got '{cfg.scorer.kind}'")
+    algorithm = resolve(cfg.algo)
+    need(not algorithm.needs_directions or directional(cfg),
+         f"algo.name={cfg.algo.name} ranks responses by v^T r: it needs {multi}, got '{cfg.scorer.kind}'")
     d = cfg.directions
     need(directional(cfg) or not directions_set(d),
          "directions.* condition prompts on directions over a multi-objective reward model's attributes: "
@@ -206,7 +206,7 @@ def validate(cfg: DictConfig) -> None:
     need(transport != "nccl" or not cfg.placement.colocate,
          "sync.transport=nccl cannot join two processes on one GPU: with placement.colocate=true use ipc")
     need(cfg.train.lora.rank >= 0, f"train.lora.rank must be >= 0, got {cfg.train.lora.rank}")
-    if cfg.algo.lpc.codes:
+    if algorithm.coded:
         need(cfg.generator.tensor_parallel == 1, "algo.lpc's code bias runs in the generator's own process: "
              "set generator.tensor_parallel=1")
         need(cfg.train.world_size == 1 and cfg.train.lora.rank == 0,
@@ -298,7 +298,7 @@ def help_text() -> str:
 
     lines += ["", "algorithms (algo=NAME) and the defaults of their keys:"]
     for name, a in ALGORITHMS.items():
-        defaults = ALGORITHM_DEFAULTS[name]
+        defaults = a.defaults()
         keys = [f"{k}={defaults[k]}" for k in a.params] + [f"pairs={defaults['pairs']} ({'|'.join(a.pairs)})"]
         keys.append(f"reference={defaults['reference']} ({'|'.join(a.references)})" if a.references else "reference=none")
         lines.append(f"  {name:<6} " + " ".join(keys))

@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
+from selfplay.algorithms.latent import LpcSettings
+from selfplay.algorithms.registry import ALGORITHMS, key_types
 from selfplay.config.embedded import WorldConfig
 from selfplay.config.scoring import DEFAULT_TAU, ScorerConfig  # noqa: F401 (part of the schema)
 
@@ -75,17 +77,11 @@ class GeneratorConfig:
     num_gpus: float = 0.0
 
 
-# Each algorithm's defaults for the ``algo`` keys it owns (docs/methods.md §3-6; the tiny world's values where
-# the papers' are for 7B models, see the README).  An ``algo`` key left unset reads its algorithm's default
-# through the ``algo_default`` interpolation, and None where its algorithm does not own it.
-ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
-    "gpo": {"beta": 2.0, "pairs": "all", "reference": "previous"},
-    "sppo": {"eta": 4.0, "hard": False, "pairs": "all", "reference": "previous"},
-    "dpo": {"beta": 0.1, "pairs": "best_worst", "reference": "initial"},
-    "ipo": {"tau": 0.5, "length_normalize": True, "pairs": "best_worst", "reference": "initial"},
-    "simpo": {"beta": 2.0, "gamma": 1.0, "pairs": "best_worst"},
-    "dpa": {"replay": 0.15, "init": "sft", "pairs": "best_of_n"},
-}
+# Each algorithm's defaults for the ``algo`` keys it owns, from its unit's config (``selfplay.algorithms.<name>``;
+# docs/methods.md §3-6; the tiny world's values where the papers' are for 7B models, see the README).  An ``algo``
+# key left unset reads its algorithm's default through the ``algo_default`` interpolation, and None where its
+# algorithm does not own it.
+ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {name: a.defaults() for name, a in ALGORITHMS.items()}
 OmegaConf.register_resolver("algo_default", lambda key, name: ALGORITHM_DEFAULTS.get(name, {}).get(key),
                             replace=True)
 
@@ -94,42 +90,23 @@ def _algo_default(key: str) -> Any:
     return field(default=f"${{algo_default:{key},${{.name}}}}")
 
 
-@dataclass
-class LpcSettings:
-    """Latent Preference Coding (seed 000) on dpo / ipo / simpo: ``codes`` > 0 turns it on (docs/methods.md §6)."""
+def _algo_fields() -> list[tuple[str, Any, Any]]:
+    """``algo``'s keys: the name, the union of the units' keys (each unset: its algorithm's default), the pair
+    filter's, and LPC's settings."""
+    keys = key_types()
+    own = [(k, Optional[t], _algo_default(k)) for k, t in keys.items() if k not in ("pairs", "reference")]
+    return [("name", str, field(default="gpo")), *own,
+            ("pairs", Optional[keys["pairs"]], _algo_default("pairs")),  # the algorithm's pair strategy
+            ("max_pairs", int, field(default=4)),  # pairs per prompt, at most
+            ("min_prob", float, field(default=0.0)),  # margin filter: drop pairs with P(y_w > y_l) below this
+            ("reference", Optional[keys["reference"]], _algo_default("reference")),  # None: no reference model
+            ("lpc", LpcSettings, field(default_factory=LpcSettings))]
 
-    codes: int = 0  # C, the codebook's size (seed 000 finds 32-64 best); 0: off
-    lam: float = 0.05  # lambda, the weight of KL(q || p)
-    mlp_hidden: Optional[int] = None  # the prior's and posterior's hidden width; None: the policy's hidden size
-    init_std: float = 1.0  # the codebook's initial entries ~ N(0, init_std^2); 0: z starts at the origin
-    lr: Optional[float] = None  # the heads' (codebook, prior, posterior) learning rate; None: train.lr
-    gumbel_tau: float = 1.0  # the Gumbel-softmax temperature
-    g_over: str = "iteration"  # g rises 0 -> 1 over each iteration's training | over the whole run
-    inference: str = "mean"  # z at generation: the prior's expected code (mean) | one drawn from it (sample)
 
-
-@dataclass
-class AlgoConfig:
-    """The algorithm and its hyperparameters; an unset key is its algorithm's default (``ALGORITHM_DEFAULTS``)."""
-
-    name: str = "gpo"  # gpo | sppo | dpo | ipo | simpo | dpa
-    beta: Optional[float] = _algo_default("beta")  # GPO: targets s_hat / beta; DPO: beta; SimPO: beta
-    eta: Optional[float] = _algo_default("eta")  # SPPO: targets eta * (P_hat - 1/2) (the released scripts' 1/beta)
-    hard: Optional[bool] = _algo_default("hard")  # SPPO pair recipe: p_w = 1, p_l = 0
-    tau: Optional[float] = _algo_default("tau")  # IPO: target margin 1/(2 tau) of the log-ratio difference
-    # IPO: average each log-ratio over its response tokens (true, TRL's form) or sum it (false)
-    length_normalize: Optional[bool] = _algo_default("length_normalize")
-    gamma: Optional[float] = _algo_default("gamma")  # SimPO: target margin
-    # gpo/sppo: all (every response) | best_worst (docs/methods.md §A.2's pair);
-    # dpo/ipo/simpo: best_worst | best_random | all_pairs (at most max_pairs per prompt); dpa: best_of_n
-    pairs: Optional[str] = _algo_default("pairs")
-    max_pairs: int = 4
-    min_prob: float = 0.0  # margin filter: drop pairs with P(y_w > y_l) below this
-    # dpo/ipo: initial (pi_0) | previous (pi_{t-1}); gpo/sppo: previous; simpo and dpa: none
-    reference: Optional[str] = _algo_default("reference")
-    replay: Optional[float] = _algo_default("replay")  # DPA: share of the fine-tuning data from data.replay
-    init: Optional[str] = _algo_default("init")  # DPA: each iteration starts from sft (pi_0; seed 003) | previous
-    lpc: LpcSettings = field(default_factory=LpcSettings)
+# The algorithm (``name``: a unit of ``selfplay.algorithms``) and every unit's hyperparameters; an unset key is
+# its algorithm's default (``ALGORITHM_DEFAULTS``), and another algorithm's key is refused by validation.
+AlgoConfig = make_dataclass("AlgoConfig", _algo_fields())
+AlgoConfig.__module__ = __name__
 
 
 @dataclass

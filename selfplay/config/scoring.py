@@ -7,6 +7,8 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
+from selfplay.algorithms.registry import get_algorithm
+
 # scorer.tau when unset, per scorer kind: the GPM's P = sigma(s / tau); the multi-objective model's
 # P = sigma(v^T (r_i - r_j) / tau) on 0-100 ratings (10 rating points = 1 logit); ArmoRM's on its [0, 1] rewards,
 # the same tenth of the range per logit (0.1 = half a HelpSteer point, as a rating is 5 r - 0.5).  BT, pairwise
@@ -54,9 +56,10 @@ def directions_set(d) -> bool:
 
 def directional(cfg) -> bool:
     """Whether the run conditions prompts on directions over the scorer's objectives (``DirectionalJudge``): always
-    with a multi_objective scorer; with ArmoRM when the run asks for directions (algo.name=dpa, directions.*, or
+    with a multi_objective scorer; with ArmoRM when the run asks for directions (an algorithm that needs them, directions.*, or
     scorer.attributes), otherwise its gated scalar score judges the pairs."""
     kind = cfg.scorer.kind
     if kind != "armorm":
         return kind == "multi_objective"
-    return cfg.algo.name == "dpa" or cfg.scorer.attributes is not None or directions_set(cfg.directions)
+    wants = get_algorithm(cfg.algo.name).needs_directions  # e.g. DPA, which ranks responses by v^T r
+    return wants or cfg.scorer.attributes is not None or directions_set(cfg.directions)

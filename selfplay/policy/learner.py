@@ -18,7 +18,8 @@ import torch
 from omegaconf import DictConfig
 
 from selfplay.algorithms.losses import categorical_kl
-from selfplay.algorithms.registry import LossInputs, get_algorithm
+from selfplay.algorithms.registry import resolve
+from selfplay.algorithms.unit import LossInputs
 from selfplay.core.batch import Batch
 from selfplay.core.checkpoint import atomic_dir
 from selfplay.core.lm import ModelTrust, load_causal_lm, load_tokenizer, response_batch, sequence_logprobs
@@ -57,11 +58,11 @@ class Learner:
         else:
             self.model = self.placement.wrap(load_causal_lm(model, dtype, trust))
         self.tokenizer = load_tokenizer(tokenizer, trust)
-        self.algorithm = get_algorithm(algo.name)
+        self.algorithm = resolve(algo)  # its unit, LPC-wrapped with algo.lpc.codes > 0
         self.iterations = iterations
         # LPC's heads (seed 000): a resumed run's from its checkpoint, else new (seeded by run.seed)
         self.codes: LatentCodes | None = None
-        if algo.lpc.codes:
+        if self.algorithm.coded:
             torch.manual_seed(seed)
             self.codes = (lpc.load(model) if lpc.has_heads(model) else
                           LatentCodes(self.model.config.hidden_size, algo.lpc.codes, algo.lpc.mlp_hidden,

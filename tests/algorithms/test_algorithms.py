@@ -11,16 +11,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from selfplay.algorithms.examples import build_gpo, build_pairs, build_sppo
-from selfplay.algorithms.losses import dpo_loss, ipo_loss, simpo_loss
-from selfplay.algorithms.registry import (
-    LossInputs,
-    check_algo,
-    dpo_objective,
-    ipo_objective,
-    simpo_objective,
-    square_objective,
-)
+from selfplay.algorithms.dpo import dpo_loss, dpo_objective
+from selfplay.algorithms.examples import build_pairs
+from selfplay.algorithms.gpo import build_gpo, square_objective
+from selfplay.algorithms.ipo import ipo_loss, ipo_objective
+from selfplay.algorithms.registry import check_algo
+from selfplay.algorithms.simpo import simpo_loss, simpo_objective
+from selfplay.algorithms.sppo import build_sppo
+from selfplay.algorithms.unit import LossInputs
 from selfplay.algorithms.selection import candidate_pairs, row_means, select_pairs
 from selfplay.config.schema import AlgoConfig
 from selfplay.core.batch import Batch, Sample

@@ -6,8 +6,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from selfplay.algorithms.examples import build_dpa, draw_replay, rejection_sample, replay_count
-from selfplay.algorithms.registry import LossInputs, check_algo, get_algorithm
+from selfplay.algorithms.dpa import build_dpa
+from selfplay.algorithms.examples import draw_replay, rejection_sample, replay_count
+from selfplay.algorithms.registry import check_algo, get_algorithm
+from selfplay.algorithms.unit import LossInputs
 from selfplay.config.schema import AlgoConfig, Config
 from selfplay.core.batch import Batch, Sample
 from selfplay.steering.directional import Steering, directional_scores, front_metrics

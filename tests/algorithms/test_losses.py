@@ -6,7 +6,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from selfplay.algorithms.examples import build_gpo, gpo_targets
+from selfplay.algorithms.gpo import build_gpo, gpo_targets
 from selfplay.algorithms.losses import square_loss as gpo_loss
 from selfplay.algorithms.registry import ALGORITHMS, get_algorithm
 from selfplay.core.batch import Batch, Sample

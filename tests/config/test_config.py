@@ -41,19 +41,31 @@ def test_validation_writes_nothing(preset, overrides):
 
 
 def test_algorithm_defaults_fit_the_registry():
-    """Each algorithm's defaults cover exactly the keys it owns, and its default pair strategy and reference
-    are ones it accepts."""
+    """The schema's defaults are each unit's config: exactly the keys it owns, a pair strategy and a reference it
+    accepts; ``algo=NAME`` reads them, and every other unit's key is unset."""
     from selfplay.algorithms.registry import ALGORITHMS, HYPERPARAMETERS
 
     assert set(ALGORITHM_DEFAULTS) == set(ALGORITHMS)
+    assert {"gpo", "sppo", "dpo", "ipo", "simpo", "dpa"} <= set(ALGORITHMS)
     for name, algo in ALGORITHMS.items():
         defaults = ALGORITHM_DEFAULTS[name]
         assert set(defaults) & set(HYPERPARAMETERS) == set(algo.params), name
         assert defaults["pairs"] in algo.pairs, name
         assert defaults.get("reference") in (algo.references or (None,)), name
-        cfg = load_config([f"algo={name}"] + (["scorer.kind=multi_objective"] if name == "dpa" else []))
+        assert algo.reference_free == ("reference" not in defaults), name
+        cfg = load_config([f"algo={name}"] + (["scorer.kind=multi_objective"] if algo.needs_directions else []))
         assert {k: cfg.algo[k] for k in defaults} == defaults
         assert all(cfg.algo[k] is None for k in HYPERPARAMETERS if k not in defaults)
+
+
+def test_the_schema_keeps_the_algo_keys_of_before():
+    """The composed ``algo`` section offers every key it did when it was written by hand, with the same defaults."""
+    algo = OmegaConf.to_container(load_config([]).algo, resolve=True)
+    assert {"name": "gpo", "beta": 2.0, "eta": None, "hard": None, "tau": None, "length_normalize": None,
+            "gamma": None, "pairs": "all", "max_pairs": 4, "min_prob": 0.0, "reference": "previous",
+            "replay": None, "init": None}.items() <= algo.items()
+    assert algo["lpc"] == {"codes": 0, "lam": 0.05, "mlp_hidden": None, "init_std": 1.0, "lr": None,
+                           "gumbel_tau": 1.0, "g_over": "iteration", "inference": "mean"}
 
 
 def test_default_preset_equals_defaults():
@@ -126,7 +138,7 @@ def test_wrong_type_names_key(arg, key):
         ("generator.backend=foo", "generator.backend must be one of"),
         ("scorer.tau=0", "scorer.tau must be > 0"),
         ("algo.beta=-1", "algo.beta must be > 0"),
-        ("algo.name=ppo", "algo.name must be one of ('gpo', 'sppo', 'dpo', 'ipo', 'simpo', 'dpa'), got 'ppo'"),
+        ("algo.name=ppo", "algo.name must be one of ('dpa', 'dpo', 'gpo', 'ipo', "),  # every unit, by module name
         ("generator.temperature=-0.5", "generator.temperature must be >= 0"),
         ("placement.sleep_level=3", "placement.sleep_level must be 1 or 2, got 3"),
         ("placement.colocate=true", "placement.colocate=true with generator.backend=vllm needs GPUs"),

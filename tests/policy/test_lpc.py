@@ -8,15 +8,13 @@ import math
 import pytest
 import torch
 
-from selfplay.algorithms.losses import (
-    categorical_kl,
-    dpo_loss,
-    ipo_loss,
-    lpc_dpo_loss,
-    lpc_ipo_loss,
-    lpc_simpo_loss,
-    simpo_loss,
-)
+from selfplay.algorithms.dpo import DpoConfig, dpo_loss
+from selfplay.algorithms.ipo import IpoConfig
+from selfplay.algorithms.latent import LpcSettings, coded
+from selfplay.algorithms.losses import categorical_kl
+from selfplay.algorithms.registry import ALGORITHMS, resolve
+from selfplay.algorithms.simpo import SimpoConfig
+from selfplay.algorithms.unit import LossInputs
 from selfplay.core.lm import load_causal_lm, response_batch, sequence_logprobs
 from selfplay.policy.lpc import (
     LatentCodes,
@@ -57,14 +55,28 @@ def test_the_kl_term_by_hand():
     assert categorical_kl(torch.randn(3, 1), torch.randn(3, 1)).abs().max().item() < 1e-7  # one code: always 0
 
 
-def test_the_lpc_losses_are_their_pair_loss_plus_lambda_kl():
-    h_w, h_l, kl = torch.tensor([0.3, -0.2]), torch.tensor([0.1, 0.4]), torch.tensor([0.5, 2.0])
-    lens = torch.tensor([3.0, 5.0])
-    assert torch.allclose(lpc_dpo_loss(h_w, h_l, kl, 0.1, 0.05), dpo_loss(h_w, h_l, 0.1) + 0.05 * kl)
-    assert torch.allclose(lpc_ipo_loss(h_w, h_l, kl, 0.01, 0.05), ipo_loss(h_w, h_l, 0.01) + 0.05 * kl)
-    assert torch.allclose(lpc_simpo_loss(h_w, h_l, lens, lens, kl, 2.0, 1.0, 0.05),
-                          simpo_loss(h_w, h_l, lens, lens, 2.0, 1.0) + 0.05 * kl)
-    assert lpc_dpo_loss(h_w, h_l, kl, 0.1, 0.05)[0].item() == pytest.approx(
+def test_the_lpc_unit_is_its_pair_loss_plus_lambda_kl():
+    """LPC wraps dpo, ipo and simpo (seed 000 eqs. 8, 14, 13): the same examples, the base loss plus lambda KL,
+    the base's metrics and lpc_kl; without codes the unit is the base itself."""
+    from omegaconf import OmegaConf
+
+    logps = torch.tensor([[-3.0, -4.0], [-5.0, -2.5]])
+    x = LossInputs(logps, logps - torch.tensor([[0.3, 0.1], [-0.2, 0.4]]), torch.zeros(2, 2),
+                   torch.tensor([[3.0, 5.0], [4.0, 2.0]]), kl=torch.tensor([0.5, 2.0]))
+    for name, config in (("dpo", DpoConfig), ("ipo", IpoConfig), ("simpo", SimpoConfig)):
+        cfg = OmegaConf.create({"name": name, **vars(config()),
+                                "lpc": vars(LpcSettings(codes=8))})
+        base = ALGORITHMS[name]
+        wrapped = resolve(cfg)
+        assert wrapped.coded and not base.coded and wrapped.build is base.build
+        loss, metrics = wrapped.objective(x, cfg)
+        base_loss, base_metrics = base.objective(x, cfg)
+        torch.testing.assert_close(loss, base_loss + 0.05 * x.kl)
+        assert metrics == {**base_metrics, "lpc_kl": pytest.approx(1.25)}
+        cfg.lpc.codes = 0
+        assert resolve(cfg) is base
+    h_w, h_l = torch.tensor([0.3, -0.2]), torch.tensor([0.1, 0.4])
+    assert coded(dpo_loss(h_w, h_l, 0.1), x.kl, 0.05)[0].item() == pytest.approx(
         -math.log(1 / (1 + math.exp(-0.1 * 0.2))) + 0.025, abs=1e-6)
 
 
@@ -97,7 +109,7 @@ def test_with_one_zero_code_lpc_dpo_is_dpo(pair):
     ref = plain.detach() - 0.5
     kl = categorical_kl(posterior, prior)
     assert torch.equal(kl, torch.zeros(2))
-    lpc = lpc_dpo_loss(conditioned[:1] - ref[:1], conditioned[1:] - ref[1:], kl[:1], 0.1, 0.05)
+    lpc = coded(dpo_loss(conditioned[:1] - ref[:1], conditioned[1:] - ref[1:], 0.1), kl[:1], 0.05)
     assert torch.allclose(lpc, dpo_loss(plain[:1] - ref[:1], plain[1:] - ref[1:], 0.1), rtol=0, atol=1e-6)
 
 
@@ -130,7 +142,7 @@ def test_gradients_reach_the_codebook_and_both_networks(pair):
     posterior = codes.posterior_logits(states[rows, last], states[rows, last].flip(0))
     z = codes.embed(mixture(prior, posterior, 0.5, 1.0, torch.Generator().manual_seed(1)))
     logps = conditioned_logprobs(model, states, ids, mask, z)
-    lpc_dpo_loss(logps[:1], logps[1:], categorical_kl(posterior, prior)[:1], 0.1, 0.05).sum().backward()
+    coded(dpo_loss(logps[:1], logps[1:], 0.1), categorical_kl(posterior, prior)[:1], 0.05).sum().backward()
     for name, p in codes.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
