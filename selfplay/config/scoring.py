@@ -56,8 +56,8 @@ def directions_set(d) -> bool:
 
 def directional(cfg) -> bool:
     """Whether the run conditions prompts on directions over the scorer's objectives (``DirectionalJudge``): always
-    with a multi_objective scorer; with ArmoRM when the run asks for directions (an algorithm that needs them, directions.*, or
-    scorer.attributes), otherwise its gated scalar score judges the pairs."""
+    with a multi_objective scorer; with ArmoRM when the run asks for directions (an algorithm that needs them,
+    directions.*, or scorer.attributes), otherwise its gated scalar score judges the pairs."""
     kind = cfg.scorer.kind
     if kind != "armorm":
         return kind == "multi_objective"
