@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 
 from selfplay.algorithms.examples import build_pairs
 from selfplay.algorithms.selection import PAIR_STRATEGIES
-from selfplay.algorithms.unit import Algorithm, LossInputs, log_ratios, pair_metrics, positive
+from selfplay.algorithms.unit import Algorithm, LossInputs, pair_metrics, positive
 
 
 @dataclass

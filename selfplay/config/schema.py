@@ -95,11 +95,12 @@ def _algo_fields() -> list[tuple[str, Any, Any]]:
     filter's, and LPC's settings."""
     keys = key_types()
     own = [(k, Optional[t], _algo_default(k)) for k, t in keys.items() if k not in ("pairs", "reference")]
+    pairs, reference = keys["pairs"], keys["reference"]
     return [("name", str, field(default="gpo")), *own,
-            ("pairs", Optional[keys["pairs"]], _algo_default("pairs")),  # the algorithm's pair strategy
+            ("pairs", Optional[pairs], _algo_default("pairs")),  # the algorithm's pair strategy
             ("max_pairs", int, field(default=4)),  # pairs per prompt, at most
             ("min_prob", float, field(default=0.0)),  # margin filter: drop pairs with P(y_w > y_l) below this
-            ("reference", Optional[keys["reference"]], _algo_default("reference")),  # None: no reference model
+            ("reference", Optional[reference], _algo_default("reference")),  # None: no reference model
             ("lpc", LpcSettings, field(default_factory=LpcSettings))]
 
 

@@ -16,10 +16,10 @@ from selfplay.algorithms.examples import build_pairs
 from selfplay.algorithms.gpo import build_gpo, square_objective
 from selfplay.algorithms.ipo import ipo_loss, ipo_objective
 from selfplay.algorithms.registry import check_algo
+from selfplay.algorithms.selection import candidate_pairs, row_means, select_pairs
 from selfplay.algorithms.simpo import simpo_loss, simpo_objective
 from selfplay.algorithms.sppo import build_sppo
 from selfplay.algorithms.unit import LossInputs
-from selfplay.algorithms.selection import candidate_pairs, row_means, select_pairs
 from selfplay.config.schema import AlgoConfig
 from selfplay.core.batch import Batch, Sample
 
