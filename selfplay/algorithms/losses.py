@@ -15,7 +15,7 @@ def square_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, targets: to
 
         ( log(pi_theta(y|x) / pi_t(y|x)) - target )^2
 
-    GPO (seed 004 eq. 5.7, log Z = 0): target = (1/beta) * s_hat(y > pi_t | x).
+    GPO ([GPM] eq. 5.7, log Z = 0): target = (1/beta) * s_hat(y > pi_t | x).
     SPPO (docs/methods.md §5): target = eta * (P_hat(y > pi_t | x) - 1/2).
     ``targets`` come from ``algorithms``.  All inputs (N,); returns (N,).
     """
@@ -49,7 +49,7 @@ def simpo_loss(
 
 
 def sft_loss(logps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """DPA's fine-tuning step, docs/methods.md §3 (seed 003 sec. 2.2, step 2): maximise log pi_theta(y* | x, v), as
+    """DPA's fine-tuning step, docs/methods.md §3 ([DPA] sec. 2.2, step 2): maximise log pi_theta(y* | x, v), as
     the per-token next-token loss
 
         L = -log pi_theta(y* | x, v) / |y*|
@@ -61,13 +61,13 @@ def sft_loss(logps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 def categorical_kl(q_logits: torch.Tensor, p_logits: torch.Tensor) -> torch.Tensor:
     """KL(q || p) = sum_k q_k (log q_k - log p_k) between the categoricals softmax(q_logits) and softmax(p_logits),
-    the regulariser of seed 000 eqs. 8, 13 and 14 (posterior against prior).  Inputs (B, C); returns (B,)."""
+    the regulariser of [LPC] eqs. 8, 13 and 14 (posterior against prior).  Inputs (B, C); returns (B,)."""
     log_q, log_p = F.log_softmax(q_logits, dim=-1), F.log_softmax(p_logits, dim=-1)
     return (log_q.exp() * (log_q - log_p)).sum(-1)
 
 
 def lpc_dpo_loss(h_w: torch.Tensor, h_l: torch.Tensor, kl: torch.Tensor, beta: float, lam: float) -> torch.Tensor:
-    """LPC-DPO, seed 000 eq. 8, one posterior sample z:
+    """LPC-DPO, [LPC] eq. 8, one posterior sample z:
 
         -log sigma( beta (h_w(z) - h_l(z)) ) + lambda KL(q || p)
 
@@ -77,13 +77,13 @@ def lpc_dpo_loss(h_w: torch.Tensor, h_l: torch.Tensor, kl: torch.Tensor, beta: f
 
 
 def lpc_ipo_loss(h_w: torch.Tensor, h_l: torch.Tensor, kl: torch.Tensor, tau: float, lam: float) -> torch.Tensor:
-    """LPC-IPO, seed 000 eq. 14: ( h_w(z) - h_l(z) - 1/(2 tau) )^2 + lambda KL(q || p).  Inputs (B,); returns (B,)."""
+    """LPC-IPO, [LPC] eq. 14: ( h_w(z) - h_l(z) - 1/(2 tau) )^2 + lambda KL(q || p).  Inputs (B,); returns (B,)."""
     return ipo_loss(h_w, h_l, tau) + lam * kl
 
 
 def lpc_simpo_loss(logp_w: torch.Tensor, logp_l: torch.Tensor, len_w: torch.Tensor, len_l: torch.Tensor,
                    kl: torch.Tensor, beta: float, gamma: float, lam: float) -> torch.Tensor:
-    """LPC-SimPO, seed 000 eq. 13:
+    """LPC-SimPO, [LPC] eq. 13:
 
         -log sigma( beta/|y_w| logp_theta(y_w|x, z) - beta/|y_l| logp_theta(y_l|x, z) - gamma ) + lambda KL(q || p)
 

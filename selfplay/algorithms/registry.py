@@ -63,7 +63,7 @@ def lpc_metrics(x: LossInputs) -> dict[str, float]:
 
 
 def dpo_objective(x: LossInputs, cfg: DictConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """DPO; with LPC (``x.kl``), LPC-DPO (seed 000 eq. 8) on the z-conditioned log-probs."""
+    """DPO; with LPC (``x.kl``), LPC-DPO ([LPC] eq. 8) on the z-conditioned log-probs."""
     h = x.logps - x.ref_logps
     loss = (dpo_loss(h[:, 0], h[:, 1], cfg.beta) if x.kl is None
             else lpc_dpo_loss(h[:, 0], h[:, 1], x.kl, cfg.beta, cfg.lpc.lam))
@@ -73,7 +73,7 @@ def dpo_objective(x: LossInputs, cfg: DictConfig) -> tuple[torch.Tensor, dict[st
 def ipo_objective(x: LossInputs, cfg: DictConfig) -> tuple[torch.Tensor, dict[str, float]]:
     """``ipo_loss`` on each response's log-ratio averaged over its tokens (``algo.length_normalize``, TRL's
     IPO, the form the IPO authors confirmed to TRL), or summed over them; rewards are those log-ratios.  With
-    LPC, LPC-IPO (seed 000 eq. 14)."""
+    LPC, LPC-IPO ([LPC] eq. 14)."""
     h = x.logps - x.ref_logps
     if cfg.length_normalize:
         h = h / x.lengths
@@ -83,7 +83,7 @@ def ipo_objective(x: LossInputs, cfg: DictConfig) -> tuple[torch.Tensor, dict[st
 
 
 def simpo_objective(x: LossInputs, cfg: DictConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """SimPO; with LPC, LPC-SimPO (seed 000 eq. 13)."""
+    """SimPO; with LPC, LPC-SimPO ([LPC] eq. 13)."""
     r = cfg.beta * x.logps / x.lengths  # SimPO's implicit reward
     args = (x.logps[:, 0], x.logps[:, 1], x.lengths[:, 0], x.lengths[:, 1])
     loss = (simpo_loss(*args, cfg.beta, cfg.gamma) if x.kl is None
@@ -170,7 +170,7 @@ def check_algo(cfg: DictConfig) -> None:
     check_lpc(cfg)
 
 
-LPC_ALGORITHMS = ("dpo", "ipo", "simpo")  # seed 000 eqs. 8, 14, 13
+LPC_ALGORITHMS = ("dpo", "ipo", "simpo")  # [LPC] eqs. 8, 14, 13
 LPC_SCHEDULES = ("iteration", "run")  # what g rises over
 LPC_INFERENCE = ("mean", "sample")
 

@@ -42,7 +42,7 @@ class DataConfig:
     eval_size: int = 64
     prompts_per_iter: int = 128
     # None: iteration t takes the next prompts_per_iter prompts; N: the training prompts are split into N
-    # disjoint parts and iteration t draws from part (t - 1) mod N (seed 003: two halves that alternate)
+    # disjoint parts and iteration t draws from part (t - 1) mod N ([DPA]: two halves that alternate)
     subsets: Optional[int] = None
     system_prompt: Optional[str] = None
     # Memory replay (algo.replay > 0): original (prompt, response) rows, e.g. the SFT set; same sources as
@@ -96,9 +96,9 @@ def _algo_default(key: str) -> Any:
 
 @dataclass
 class LpcSettings:
-    """Latent Preference Coding (seed 000) on dpo / ipo / simpo: ``codes`` > 0 turns it on (docs/methods.md §6)."""
+    """Latent Preference Coding ([LPC]) on dpo / ipo / simpo: ``codes`` > 0 turns it on (docs/methods.md §6)."""
 
-    codes: int = 0  # C, the codebook's size (seed 000 finds 32-64 best); 0: off
+    codes: int = 0  # C, the codebook's size ([LPC] finds 32-64 best); 0: off
     lam: float = 0.05  # lambda, the weight of KL(q || p)
     mlp_hidden: Optional[int] = None  # the prior's and posterior's hidden width; None: the policy's hidden size
     init_std: float = 1.0  # the codebook's initial entries ~ N(0, init_std^2); 0: z starts at the origin
@@ -128,7 +128,7 @@ class AlgoConfig:
     # dpo/ipo: initial (pi_0) | previous (pi_{t-1}); gpo/sppo: previous; simpo and dpa: none
     reference: Optional[str] = _algo_default("reference")
     replay: Optional[float] = _algo_default("replay")  # DPA: share of the fine-tuning data from data.replay
-    init: Optional[str] = _algo_default("init")  # DPA: each iteration starts from sft (pi_0; seed 003) | previous
+    init: Optional[str] = _algo_default("init")  # DPA: each iteration starts from sft (pi_0; [DPA]) | previous
     lpc: LpcSettings = field(default_factory=LpcSettings)
 
 
@@ -168,7 +168,7 @@ class TrainConfig:
 
 @dataclass
 class SyncConfig:
-    """Weights from the learner to the generators after each iteration (selfplay.policy.weight_sync)."""
+    """Weights from the learner to the generators after each iteration (selfplay.policy.object_store_sync)."""
 
     bucket_mb: float = 256.0  # whole layers packed per transfer, up to this size (a larger layer goes alone)
     timeout_s: float = 600.0  # per bucket; the error names the generator (or learner rank) that did not answer
@@ -188,14 +188,14 @@ class DirectionsConfig:
     """Preference directions (DPA, docs/methods.md §3), used with scorer.kind=multi_objective: each prompt is
     conditioned on a unit vector v over the reward model's attributes, written into its system prompt."""
 
-    # Training, m = 2: theta ~ Uniform(angles) in degrees, v = <cos theta, sin theta> (seed 003: -45..0).
+    # Training, m = 2: theta ~ Uniform(angles) in degrees, v = <cos theta, sin theta> ([DPA]: -45..0).
     angles: list[float] = field(default_factory=lambda: [-45.0, 0.0])
     # Any m: uniform over the unit vectors within max_angle degrees of center (used instead of angles).
     center: Optional[list[float]] = None
     max_angle: float = 45.0
     fixed: Optional[list[float]] = None  # one direction for every prompt instead of sampling
-    per_prompt: int = 1  # directions drawn per prompt each iteration (seed 003: 5); K responses each
-    # Evaluation: grid_size directions with angles evenly over grid_angles (m = 2; seed 003 fig. 4:
+    per_prompt: int = 1  # directions drawn per prompt each iteration ([DPA]: 5); K responses each
+    # Evaluation: grid_size directions with angles evenly over grid_angles (m = 2; [DPA] fig. 4:
     # 10 from <1, 0> to <sqrt2/2, sqrt2/2>), or an explicit list in grid (any m).
     grid_size: int = 10
     grid_angles: list[float] = field(default_factory=lambda: [0.0, 45.0])

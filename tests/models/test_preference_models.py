@@ -18,10 +18,10 @@ from selfplay.models import KINDS, PAIR_KINDS
 from selfplay.models.backbone import META_FILE, load_backbone
 from selfplay.models.gpm import score_matrix
 from selfplay.models.kinds import load_preference_model, new_preference_model
-from selfplay.models.losses import order_robust_nll, preference_nll
+from selfplay.models.preference_losses import order_robust_nll, preference_nll
 from selfplay.models.pairwise import encode_pair, symmetrised
 from selfplay.models.reward import RewardModel, reward_score_matrix
-from selfplay.models.scorer import load_scorer
+from selfplay.models.preference_scorer import load_scorer
 from selfplay.models.training import accuracy, accuracy_report, train_preference_model
 
 PROMPTS = [[{"role": "user", "content": "Tell me about apples."}], [{"role": "user", "content": "Describe rivers please."}]]

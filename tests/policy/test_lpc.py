@@ -1,4 +1,4 @@
-"""Latent Preference Coding's parts (seed 000 sec. 3): the mixture, the KL term, the z-conditioned policy, the
+"""Latent Preference Coding's parts ([LPC] sec. 3): the mixture, the KL term, the z-conditioned policy, the
 losses, the heads' checkpoint."""
 
 from __future__ import annotations
@@ -216,12 +216,12 @@ def lpc_learner(policy: str, model: str | None = None, algo: str = "dpo", **lpc_
 
     from selfplay.config.loading import load_config
     from selfplay.config.schema import TrainConfig
-    from selfplay.policy.learner import Learner
+    from selfplay.policy.trainer import PolicyTrainer
 
     cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), {"lr": 1e-2, "epochs": 1, "batch_size": 4,
                                                              "micro_batch_size": 2})
     overrides = [f"algo={algo}", "generator.backend=hf", *(f"algo.lpc.{k}={v}" for k, v in lpc_settings.items())]
-    return Learner(model or policy, policy, "float32", cfg, load_config(overrides).algo, seed=0, initial=policy)
+    return PolicyTrainer(model or policy, policy, "float32", cfg, load_config(overrides).algo, seed=0, initial=policy)
 
 
 def test_the_heads_take_their_own_learning_rate(tiny_policy):

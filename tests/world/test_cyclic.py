@@ -1,4 +1,4 @@
-"""The cyclic-preference benchmark (seed 004 table 1): its datasets' structure, and GPM vs BT on several instances."""
+"""The cyclic-preference benchmark ([GPM] table 1): its datasets' structure, and GPM vs BT on several instances."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_attribute_datasets_are_balanced_three_cycles(name):
     omitted = name[len("no_"):]
     kept = [a for a in cyclic.ATTRIBUTES if a != omitted]
     pairs = cyclic.make_dataset(name, 90, seed=0)
-    # seed 004's cycle order with one attribute left out, closed back to its start
+    # [GPM]'s cycle order with one attribute left out, closed back to its start
     assert edge_counts(pairs) == {(kept[0], kept[1]): 30, (kept[1], kept[2]): 30, (kept[2], kept[0]): 30}
     assert cyclic.best_transitive_accuracy(pairs) == pytest.approx(2 / 3)
 
