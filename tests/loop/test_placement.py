@@ -10,7 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e  # starts a Ray cluster of its own, in a subprocess
 
 # In its own process: a cluster of its own cannot share the suite's ray.init().
 TWO_NODES = """

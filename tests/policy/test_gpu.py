@@ -12,7 +12,7 @@ from selfplay.config.schema import GeneratorConfig, TrainConfig
 from selfplay.core.lm import load_causal_lm
 from selfplay.policy.trainer import PolicyTrainer
 from tests.policy.test_learner_group import batch_of
-from tests.policy.test_weight_sync import buckets_of, greedy, perturbed_world_policy
+from tests.policy.test_object_store_sync import buckets_of, greedy, perturbed_world_policy
 
 pytestmark = pytest.mark.gpu
 
@@ -73,11 +73,11 @@ def test_vllm_sleeps_and_wakes_on_the_gpu(world, ray_cluster, level):
 def test_vllm_on_the_gpu_gets_the_learners_weights_over_ipc(world, ray_cluster, tmp_path):
     """``sync.transport=ipc`` (colocated: the learner and the engine on one GPU): after vLLM's IPC weight transfer
     from a learner holding other weights, the engine generates greedily what an engine started from them does.
-    (NCCL needs the two on different GPUs; its protocol runs on CPU in test_weight_transfer.)"""
+    (NCCL needs the two on different GPUs; its protocol runs on CPU in test_vllm_transfer.)"""
     import ray
 
     from actors.generator import GenerationWorker, GeneratorsClient
-    from tests.policy.test_weight_transfer import learner_of
+    from tests.policy.test_vllm_transfer import learner_of
 
     cfg = OmegaConf.merge(OmegaConf.structured(GeneratorConfig), {"gpu_memory_utilization": 0.3})
     perturbed_world_policy(world, tmp_path / "target")

@@ -12,7 +12,7 @@ from selfplay.config.schema import TrainConfig
 from selfplay.core.lm import load_causal_lm, response_batch, sequence_logprobs
 from selfplay.policy.trainer import PolicyTrainer
 from selfplay.policy.lora import ADAPTER_DIR, lora_layers
-from tests.policy.test_learner import pair_batch
+from tests.policy.test_trainer import pair_batch
 
 
 def lora_learner(policy: str, model: str | None = None, algo: str = "dpo") -> PolicyTrainer:

@@ -226,7 +226,7 @@ def lpc_learner(policy: str, model: str | None = None, algo: str = "dpo", **lpc_
 
 def test_the_heads_take_their_own_learning_rate(tiny_policy):
     """train.lr = 1e-2 for the policy, algo.lpc.lr = 0.5 for codebook, prior and posterior; unset: train.lr."""
-    from tests.policy.test_learner import pair_batch
+    from tests.policy.test_trainer import pair_batch
 
     learner = lpc_learner(tiny_policy, codes=4, lr=0.5)
     learner.begin_iteration(pair_batch("initial"))
@@ -246,7 +246,7 @@ def test_the_heads_take_their_own_learning_rate(tiny_policy):
 def test_a_learner_with_one_zero_code_takes_dpos_step(tiny_policy):
     """One optimizer step over the whole batch: z = 0 (the one code starts at the origin), KL = 0, so the
     policy's gradient, its loss and its new weights are DPO's."""
-    from tests.policy.test_learner import pair_batch
+    from tests.policy.test_trainer import pair_batch
 
     plain, coded = lpc_learner(tiny_policy), lpc_learner(tiny_policy, codes=1)
     with torch.no_grad():
@@ -263,7 +263,7 @@ def test_a_learner_with_one_zero_code_takes_dpos_step(tiny_policy):
 
 @pytest.mark.parametrize("algo", ["dpo", "ipo", "simpo"])
 def test_lpc_trains_its_heads_and_they_come_back_from_the_checkpoint(tiny_policy, tmp_path, algo):
-    from tests.policy.test_learner import pair_batch
+    from tests.policy.test_trainer import pair_batch
 
     learner = lpc_learner(tiny_policy, algo=algo, codes=4)
     before = {k: v.clone() for k, v in learner.codes.state_dict().items()}

@@ -19,7 +19,7 @@ from selfplay.policy.object_store_sync import TensorMeta
 from selfplay.policy.vllm_transfer import learner_source, trainer_engine
 from tests.policy.loopback_transfer import patch_trainer, patch_worker
 from tests.policy.test_lora import lora_learner
-from tests.policy.test_weight_sync import greedy, perturbed_world_policy
+from tests.policy.test_object_store_sync import greedy, perturbed_world_policy
 
 REPO = str(Path(__file__).resolve().parents[2])
 
