@@ -76,7 +76,7 @@ class GeneratorConfig:
 
 
 # Each algorithm's defaults for the ``algo`` keys it owns (docs/methods.md §3-6; the tiny world's values where
-# the papers' are for 7B models, see the README).  An ``algo`` key left unset reads its algorithm's default
+# the papers' are for 7B models, see docs/algorithms.md).  An ``algo`` key left unset reads its algorithm's default
 # through the ``algo_default`` interpolation, and None where its algorithm does not own it.
 ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
     "gpo": {"beta": 2.0, "pairs": "all", "reference": "previous"},

@@ -89,7 +89,7 @@ def test_written_datasets_load_as_trl_pairs(tmp_path):
 # before the head was oriented and the gate started uniform: no_truthfulness medium k = 3 + gate seed 2 for
 # 300 steps at 32 pairs a step; no_honesty large k = 4 seed 0 for all 150 steps at 64 (its block began
 # backwards), no_instruction_following large k = 3 + gate seed 0 until step 110 (oriented, random gate).
-# bench/cyclic.py's table (README, "The cyclic benchmark") has every cell >= 0.95 on all five seeds on this
+# bench/cyclic.py's table (docs/benchmarks.md, "The cyclic benchmark") has every cell >= 0.95 on all five seeds on this
 # machine kind; see there for the minimum.
 GPM_CASES = [("tone", "small", 0, 2, False), ("no_instruction_following", "small", 1, 2, True),
              ("no_honesty", "small", 2, 3, False), ("no_truthfulness", "small", 3, 3, True),
