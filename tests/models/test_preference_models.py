@@ -242,6 +242,7 @@ def test_order_robust_nll_by_hand():
     torch.testing.assert_close(got, torch.tensor([0.313262, 0.813262]), rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow  # trains a pairwise model: about 40 s
 def test_pairwise_trained_with_both_orders_is_order_consistent(tok, world):
     """After training on both orders, P(A > B) + P(B > A) is close to 1 on held-out pairs *before* the
     symmetrisation the scorer applies, and the model learned the preference.  On this machine kind, seeds 0-4

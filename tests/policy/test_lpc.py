@@ -151,6 +151,7 @@ def test_the_heads_round_trip_and_a_bad_checkpoint_is_named(tmp_path):
         LatentCodes(16, 0)
 
 
+@pytest.mark.slow  # starts a vLLM engine in-process
 def test_vllm_serves_z_as_the_logit_shift_w_z_both_ways(world):
     """The serving identity, on a fixed prompt and code weights c (z = sum_k c_k e_k): vLLM's next-token
     log-probs (after its logits processors) equal the transformers forward with z added to the final state,

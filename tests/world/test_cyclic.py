@@ -98,6 +98,7 @@ GPM_CASES = [("tone", "small", 0, 2, False), ("no_instruction_following", "small
              ("no_honesty", "large", 0, 4, False), ("no_instruction_following", "large", 0, 3, True)]
 
 
+@pytest.mark.slow  # a GPM fit each: 10-60 s
 @pytest.mark.parametrize(("name", "size", "seed", "k", "gate"), GPM_CASES)
 def test_gpm_learns_the_cycle(world, name, size, seed, k, gate):
     """Seed 004's claim, the GPM side: held-out accuracy >= 0.95 on a 3-cycle no ranking gets above 2/3 of."""
@@ -107,6 +108,7 @@ def test_gpm_learns_the_cycle(world, name, size, seed, k, gate):
     assert gpm["accuracy"] >= 0.95, gpm
 
 
+@pytest.mark.slow  # a BT fit each: 20-40 s
 @pytest.mark.parametrize(("name", "seed"), [("no_helpfulness", 0), ("tone", 1)])
 def test_bt_cannot_learn_the_cycle(world, name, seed):
     """The BT side, same backbone and budget: held-out accuracy <= 0.70 (a ranking gets at most 2/3)."""
