@@ -10,7 +10,7 @@ from selfplay.policy.engines import make_generator
 
 
 @ray.remote
-class Generator:
+class GenerationWorker:
     def __init__(self, backend: str, model: str, tokenizer: str, cfg, dtype: str, seed: int, sleep_mode: bool = False,
                  weight_transfer: str | None = None, code_bias: bool = False, trust: ModelTrust = ModelTrust()):
         self.engine = make_generator(backend, model, tokenizer, cfg, dtype, seed, sleep_mode, weight_transfer,

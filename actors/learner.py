@@ -10,17 +10,17 @@ from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from selfplay.core.lm import ModelTrust
-from selfplay.policy.learner import Learner as LearnerImpl
+from selfplay.policy.trainer import PolicyTrainer
 from selfplay.policy.parallel import Sharded, Single
 
 
 @ray.remote
-class Learner:
+class LearnerWorker:
     """Rank ``rank`` of ``world_size``: started empty, then ``setup`` (every rank at once, for the rendezvous)."""
 
     def __init__(self, rank: int, world_size: int):
         self.rank, self.world_size = rank, world_size
-        self.learner: LearnerImpl | None = None
+        self.learner: PolicyTrainer | None = None
 
     def address(self) -> str:
         """``host:port`` for the process group's rendezvous (asked of rank 0): this node's address, a free port."""
@@ -34,7 +34,7 @@ class Learner:
         placement = (Single(train.mixed_precision) if self.world_size == 1 else
                      Sharded(self.rank, self.world_size, address, train.mixed_precision, train.cpu_offload,
                              train.activation_checkpointing))
-        self.learner = LearnerImpl(model, tokenizer, dtype, train, algo, seed, initial, placement, iterations, trust)
+        self.learner = PolicyTrainer(model, tokenizer, dtype, train, algo, seed, initial, placement, iterations, trust)
 
     def begin_iteration(self, batch):
         return self.learner.begin_iteration(batch)
@@ -88,11 +88,11 @@ class LearnerGroup:
             bundle = {"CPU": max(train.num_cpus, 0.01), **({"GPU": train.num_gpus} if train.num_gpus else {}),
                       **resources}
             group = placement_group([bundle] * n, strategy=strategy)
-            ranks = [Learner.options(**options, scheduling_strategy=PlacementGroupSchedulingStrategy(
+            ranks = [LearnerWorker.options(**options, scheduling_strategy=PlacementGroupSchedulingStrategy(
                 group, placement_group_bundle_index=r)).remote(r, n) for r in range(n)]
             address = ranks[0].address.remote()
         else:
-            group, ranks, address = None, [Learner.options(**options).remote(0, 1)], None
+            group, ranks, address = None, [LearnerWorker.options(**options).remote(0, 1)], None
         ready = [r.setup.remote(address, model, tokenizer, dtype, train, algo, seed, initial, iterations, trust)
                  for r in ranks]
         return cls(ranks, ready, group)
@@ -105,7 +105,7 @@ class LearnerGroup:
         return [r.train_epoch.remote(epoch, iteration) for r in self.ranks]
 
     def plan_sync(self, bucket_bytes: int) -> list:
-        """Plan the weight buckets (``selfplay.policy.weight_sync``); each rank's value is their number."""
+        """Plan the weight buckets (``selfplay.policy.object_store_sync``); each rank's value is their number."""
         return [r.plan_sync.remote(bucket_bytes) for r in self.ranks]
 
     def weight_bucket(self, i: int) -> list:
@@ -121,7 +121,7 @@ class LearnerGroup:
         return [r.code_table.remote() for r in self.ranks]
 
     def connect_generators(self, transport: str, client, engine_ranks: int, bucket_bytes: int, dtype) -> list:
-        """vLLM's native weight transfer (``selfplay.policy.weight_transfer``): every rank joins, rank 0 sends."""
+        """vLLM's native weight transfer (``selfplay.policy.vllm_transfer``): every rank joins, rank 0 sends."""
         return [r.connect_generators.remote(transport, client, engine_ranks, bucket_bytes, dtype) for r in self.ranks]
 
     def send_weights(self) -> list:

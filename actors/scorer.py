@@ -5,11 +5,11 @@ from __future__ import annotations
 import ray
 
 from selfplay.core.lm import ModelTrust
-from selfplay.models.scorer import load_scorer
+from selfplay.models.preference_scorer import load_scorer
 
 
 @ray.remote
-class Scorer:
+class ScoringWorker:
     def __init__(self, kind: str, model: str, batch_size: int, k: int | None, tau: float, tokenizer: str, device: str,
                  trust: ModelTrust = ModelTrust(), dtype: str = "auto", attributes=None, aggregate: str = "none",
                  source: str = "last_turn", template: str | None = None):
@@ -21,5 +21,5 @@ class Scorer:
         return self.scorer.score(prompts, responses)
 
     def rewards(self, prompts, responses):
-        """A multi-objective model's (K_p, m) attribute rewards per prompt (``selfplay.models.scorer.Scorer.rewards``)."""
+        """A multi-objective model's (K_p, m) attribute rewards per prompt (``selfplay.models.preference_scorer.Scorer.rewards``)."""
         return self.scorer.rewards(prompts, responses)

@@ -1,10 +1,10 @@
-"""The cyclic-preference benchmark (seed 004 table 1): held-out accuracy of BT and the GPM on cyclic data.
+"""The cyclic-preference benchmark ([GPM] table 1): held-out accuracy of BT and the GPM on cyclic data.
 
     python bench/cyclic.py [--datasets all] [--all-sizes | --sizes small,medium] [--seeds 0,1,2,3,4]
                            [--ks 2,3,4] [--jobs 2]
                            [--schedule constant|linear|cosine] [--warmup 0.0]
 
-For every dataset of ``selfplay.world.cyclic`` (four 3-cycles of seed 004's attributes and the world
+For every dataset of ``selfplay.world.cyclic`` (four 3-cycles of [GPM]'s attributes and the world
 oracle's tone cycle), every size (``small`` by default; ``--all-sizes`` adds ``medium`` and ``large``) and
 every seed (of the dataset and of the heads' initialisation), trains a BT reward model and the GPM with
 each k, without and with the scale gate, all from the embedded world's SFT policy with the same budget

@@ -6,7 +6,7 @@ Takes the metrics lines of a real run (``--run``; by default it first runs two i
 preset on the embedded world, transformers backend, into a temporary directory), repeats them into a run of
 ``--iterations`` iterations (iteration numbers and stage times as they were), and times:
 
-- **the report**: ``selfplay.core.report.write`` of that run (goal: under 5 s);
+- **the report**: ``selfplay.core.html_report.write`` of that run (goal: under 5 s);
 - **the loggers**: ``Loggers.iteration`` (TensorBoard, the default) for every iteration, against the iteration's
   own seconds (the sum of its stage times): their ratio (goal: under 1%), and the report's per-iteration
   rewrite against the same.
@@ -31,7 +31,7 @@ def main() -> None:
     from selfplay.config.schema import Config
     from selfplay.core.checkpoint import read_metrics
     from selfplay.core.loggers import Loggers
-    from selfplay.core.report import REPORT, stage_seconds, write
+    from selfplay.core.html_report import REPORT, stage_seconds, write
     from selfplay.run import main as run_main
 
     ap = argparse.ArgumentParser()

@@ -104,14 +104,14 @@ def main() -> None:
     import ray
     from omegaconf import OmegaConf
 
-    from actors.generator import Generator
+    from actors.generator import GenerationWorker
     from actors.learner import LearnerGroup
     from selfplay.config.loading import load_config
     from selfplay.core.lm import encode_prompt, load_tokenizer
     from selfplay.data.prompts import load_prompts
     from selfplay.loop.sync import sync_weights
     from selfplay.loop.workers import Workers
-    from selfplay.policy.weight_sync import Bucket
+    from selfplay.policy.object_store_sync import Bucket
     from selfplay.world.build import get_world
 
     cfg = load_config(["generator.backend=vllm", f"sync.bucket_mb={args.bucket_mb}"])
@@ -133,7 +133,7 @@ def main() -> None:
         threads = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}
 
         def start_generator(model: Path):
-            return Generator.options(num_cpus=0, runtime_env={"env_vars": threads}).remote(
+            return GenerationWorker.options(num_cpus=0, runtime_env={"env_vars": threads}).remote(
                 "vllm", str(model), str(model), plain["generator"], "float32", 0)
 
         generator = start_generator(served)

@@ -57,7 +57,7 @@ def load_pairs_logged(source: str, split: str, d: DictConfig) -> tuple[list[Pref
 def run(cfg: DictConfig) -> None:
     """Load the pairs and the scorer, print the accuracy table, and write the report to ``out`` if set."""
     from selfplay.core.lm import ModelTrust
-    from selfplay.models.scorer import load_scorer
+    from selfplay.models.preference_scorer import load_scorer
     from selfplay.models.training import accuracy_report
 
     d, s = cfg.data, cfg.scorer

@@ -3,7 +3,7 @@
 One run: ``RUN/report.html`` with its plots in ``RUN/report_files/`` (``--embed`` puts them in the page).  Several
 runs: ``report.html`` here (or ``--out``), with their win rates overlaid and a table comparing them.
 ``--format md`` prints a Markdown summary instead.  ``selfplay.run`` rewrites ``RUN/report.html`` after every
-iteration (``selfplay.core.report``), so it can stay open in a browser during a run.
+iteration (``selfplay.core.html_report``), so it can stay open in a browser during a run.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from selfplay.core.checkpoint import read_metrics
-from selfplay.core.report import REPORT, markdown, write
+from selfplay.core.html_report import REPORT, markdown, write
 
 
 def run_names(paths: list[Path]) -> dict[str, Path]:

@@ -33,7 +33,7 @@ def choose_judge(cfg: DictConfig, scorer: str):
 
     if not directional(cfg):
         return PreferenceJudge()
-    from selfplay.models.multi_objective import attribute_names
+    from selfplay.models.kinds import attribute_names
     from selfplay.steering.directional import Steering
 
     s = cfg.scorer
@@ -46,7 +46,7 @@ def start_errors() -> tuple[type[Exception], ...]:
     from selfplay.config.memory import PlanError
     from selfplay.core.jsonl import DataError
     from selfplay.core.lm import ModelLoadError
-    from selfplay.loop.plan import RunError
+    from selfplay.loop.sources import RunError
     from selfplay.steering.directions import DirectionError
 
     return RunError, DataError, ModelLoadError, ConfigError, DirectionError, PlanError
@@ -56,7 +56,7 @@ def resolve_sources(cfg: DictConfig):
     """The run's models and data (the embedded world's where none are named), its oracle (with the world's
     prompts) and its judge.  The judge comes before the policy: a bad direction fails before the world's
     steerable warm start is trained."""
-    from selfplay.loop.plan import resolve_data, resolve_policy
+    from selfplay.loop.sources import resolve_data, resolve_policy
 
     from selfplay.loop.preflight import check_scorer
 
@@ -74,7 +74,7 @@ def load_prompt_splits(cfg: DictConfig, sources, tokenizer, judge):
 
     from selfplay.core.lm import encode_exchange, encode_prompt
     from selfplay.data.prompts import add_system_prompt, load_prompts, load_responses, split_prompts
-    from selfplay.loop.plan import Prompts
+    from selfplay.loop.sources import Prompts
 
     d = cfg.data
     prompts = add_system_prompt(load_prompts(sources.prompts, d.prompt_column, d.split), d.system_prompt)
@@ -98,7 +98,7 @@ def prepare_run_dir(cfg: DictConfig, sources) -> tuple[Path, int]:
     the config with its resolved sources; a resumed run must resolve to the same."""
     from selfplay.core.checkpoint import atomic_write_text, clean_incomplete, last_complete_iteration, read_metrics
     from selfplay.core.rollout_store import drop_rollouts
-    from selfplay.loop.plan import RunError
+    from selfplay.loop.sources import RunError
     from selfplay.loop.preflight import check_writable
 
     run_dir = Path(cfg.run.dir).expanduser().resolve()
@@ -158,12 +158,12 @@ def start_workers(cfg: DictConfig, sources, run_dir: Path, last: int):
     checkpoint a resumed run continues from); each gets its config section as plain, resolved values.  How each
     was started is kept (``Spawn``), to start it again after a failure."""
 
-    from actors.generator import Generator
+    from actors.generator import GenerationWorker
     from actors.group import gather, rank_names
     from actors.learner import LearnerGroup
-    from actors.scorer import Scorer
+    from actors.scorer import ScoringWorker
     from selfplay.core.lm import ModelTrust
-    from selfplay.loop.sync import connect_weight_transfer, send_code_table
+    from selfplay.loop.sync import connect_weight_transfer, send_code_table, sync_weights
     from selfplay.loop.workers import Failures, Spawn, Workers, stage_timeout
 
     threads = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}  # num_cpus=0 actors would get 1 thread
@@ -176,14 +176,14 @@ def start_workers(cfg: DictConfig, sources, run_dir: Path, last: int):
         return {"resources": {resource: 0.01}} if resource else {}
 
     def generator():  # a restarted one starts from the same files, then gets the learner's weights
-        return Generator.options(num_cpus=g.num_cpus, num_gpus=g.num_gpus, runtime_env={"env_vars": threads},
+        return GenerationWorker.options(num_cpus=g.num_cpus, num_gpus=g.num_gpus, runtime_env={"env_vars": threads},
                                  **on(p.generator_resource)).remote(
             g.backend, policy, tokenizer, g, g.dtype or cfg.policy.dtype, cfg.run.seed, p.colocate,
             None if cfg.sync.transport == "object_store" else cfg.sync.transport, cfg.algo.lpc.codes > 0,
             trust=ModelTrust.of(cfg.policy))
 
     def scorer():
-        return Scorer.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, runtime_env={"env_vars": threads},
+        return ScoringWorker.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, runtime_env={"env_vars": threads},
                               **on(p.scorer_resource)).remote(
             s.kind, sources.scorer, s.batch_size, s.k, s.tau, sources.scorer_tokenizer,
             "cuda" if s.num_gpus > 0 else "cpu", trust=ModelTrust.of(cfg.scorer), dtype=s.dtype,
@@ -199,7 +199,7 @@ def start_workers(cfg: DictConfig, sources, run_dir: Path, last: int):
                                   trust=ModelTrust.of(cfg.policy))
 
     workers = Workers([generator() for _ in range(g.replicas)], scorer(), learner(last),
-                      Spawn(generator, scorer, learner), Failures(cfg.run.max_failures))
+                      Spawn(generator, scorer, learner, sync_weights), Failures(cfg.run.max_failures))
     try:
         ready = [a.__ray_ready__.remote() for a in workers.actors()] + workers.learner.ready  # start-up errors now
         gather(ready, "start", False, stage_timeout(cfg, "start"),
@@ -236,7 +236,7 @@ def main(argv: list[str]) -> int:
     from selfplay.core.checkpoint import last_complete_iteration
     from selfplay.core.lm import ModelTrust, load_tokenizer
     from selfplay.loop.driver import selfplay
-    from selfplay.loop.plan import RunError
+    from selfplay.loop.sources import RunError
     from selfplay.loop.preflight import check_models
     from selfplay.loop.stages import BadNumbers
     from selfplay.loop.workers import TooManyFailures

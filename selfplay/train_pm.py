@@ -6,7 +6,7 @@ attribute-labelled rows (``kind=multi_objective``, docs/methods.md §2.3).  A re
 reads top to bottom: resolve the config and the sources (the embedded world's
 where none is named), load and split the data, load the backbone, train,
 evaluate, and write ``out`` in one atomic step: the checkpoint (loadable with
-``selfplay.models.scorer.load_scorer``), ``train_config.yaml`` and ``eval_report.json``.
+``selfplay.models.preference_scorer.load_scorer``), ``train_config.yaml`` and ``eval_report.json``.
 """
 
 from __future__ import annotations

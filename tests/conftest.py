@@ -8,6 +8,29 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+RAY_FIXTURES = {"ray_cluster"}  # every fixture that starts actors (hf_run, ...) asks for it
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``e2e`` on every test that asks, directly or through its fixtures, for the session's Ray cluster."""
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def no_ray_outside_e2e(request, monkeypatch):
+    """A test not marked ``e2e`` that would start Ray fails at once, naming the marker: the fast tier
+    (``-m "not gpu and not e2e"``) stays free of actor start-ups."""
+    if request.node.get_closest_marker("e2e") is None:
+        import ray
+
+        def refuse(*args, **kwargs):
+            raise RuntimeError(f"{request.node.nodeid} starts Ray: give it the ray_cluster fixture or mark it e2e")
+
+        monkeypatch.setattr(ray, "init", refuse)
+    yield
+
 
 @pytest.fixture(scope="session")
 def world():

@@ -105,3 +105,65 @@ def test_the_rules_catch_a_violation(tmp_path):
     bad.write_text("def f():\n    from selfplay.loop.driver import selfplay\n")
     assert "selfplay.loop.driver" in imports(bad)
     assert part_of("selfplay.loop.driver") > part_of("selfplay.models.gpm")
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module in ``graph`` (module -> modules it imports):
+    each is an import cycle (Tarjan's algorithm, iteratively)."""
+    index, low, on, stack, cycles, counter = {}, {}, set(), [], [], [0]
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, edges = work[-1]
+            w = next(edges, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = counter[0]
+                    counter[0] += 1
+                    stack.append(w)
+                    on.add(w)
+                    work.append((w, iter(sorted(graph[w]))))
+                elif w in on:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                component = []
+                while True:
+                    w = stack.pop()
+                    on.discard(w)
+                    component.append(w)
+                    if w == v:
+                        break
+                if len(component) > 1:
+                    cycles.append(sorted(component))
+    return cycles
+
+
+def test_no_import_cycles():
+    """No two modules import each other, directly or through others (lazy imports count)."""
+    graph = {m: {i for i in imports(p) if i in MODULES and i != m} for m, p in MODULES.items()}
+    assert import_cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_two_modules_share_a_file_name():
+    """``selfplay/plan.py`` beside ``loop/plan.py``, ``actors/learner.Learner`` beside ``policy/learner.Learner``: one
+    name for two things.  The entry points are named for their commands and stand aside."""
+    entry_points = set(LAYERS[-1])
+    by_name: dict[str, list[str]] = {}
+    for m in MODULES:
+        if m not in entry_points and "." in m:
+            by_name.setdefault(m.rsplit(".", 1)[-1], []).append(m)
+    assert {name: ms for name, ms in by_name.items() if len(ms) > 1} == {}

@@ -18,6 +18,8 @@ import yaml
 
 from selfplay.config.loading import load_config
 
+pytestmark = pytest.mark.e2e  # starts a Ray cluster of its own, in a subprocess
+
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["iter=1", "run.progress=false", "data.prompts_per_iter=16", "data.eval_size=16", "eval.prompts=8",
         "eval.samples=1", "train.epochs=1", "train.batch_size=16", "train.micro_batch_size=16",

@@ -95,7 +95,7 @@ def test_a_directional_runs_report_has_its_hypervolume_and_fronts(tmp_path):
     """From metrics lines alone (no Ray): a DPA run's hypervolume per iteration and its pareto.png beside."""
     import json
 
-    from selfplay.core.report import write
+    from selfplay.core.html_report import write
 
     run = tmp_path / "dpa"
     run.mkdir()

@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from selfplay.config.loading import load_config
-from selfplay.loop.plan import RunError, Sources
+from selfplay.loop.sources import RunError, Sources
 from selfplay.run import prepare_run_dir
 
 SOURCES = Sources("scorer_dir", "scorer_dir", "prompts.jsonl", None, "policy_dir", "policy_dir")

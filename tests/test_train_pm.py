@@ -49,7 +49,7 @@ def trained(world, data, tmp_path_factory) -> Path:
 
 
 def test_train_pm_writes_checkpoint_config_and_report(trained: Path, data) -> None:
-    from selfplay.models.scorer import load_scorer
+    from selfplay.models.preference_scorer import load_scorer
 
     assert {"model.safetensors", "config.json", "train_config.yaml", "eval_report.json"} <= {
         p.name for p in trained.iterdir()}

@@ -1,4 +1,4 @@
-"""DPA (seed 003; docs/methods.md §3): per (prompt, direction v) the response argmax_i v^T r_i, plus replay rows,
+"""DPA ([DPA]; docs/methods.md §3): per (prompt, direction v) the response argmax_i v^T r_i, plus replay rows,
 fine-tuned with the next-token loss.  Needs directions (a multi-objective scorer); no reference model."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ INITS = ("sft", "previous")  # where each iteration's fine-tuning starts
 @dataclass
 class DpaConfig:
     replay: float = 0.15  # share of the fine-tuning data from data.replay
-    init: str = "sft"  # each iteration starts from sft (pi_0; seed 003) | previous
+    init: str = "sft"  # each iteration starts from sft (pi_0; [DPA]) | previous
     pairs: str = "best_of_n"
 
 
@@ -36,7 +36,7 @@ def build_dpa(rollout: Batch, cfg: DictConfig, rng: random.Random | None = None)
 
 
 def sft_loss(logps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """DPA's fine-tuning step, docs/methods.md §3 (seed 003 sec. 2.2, step 2): maximise log pi_theta(y* | x, v), as
+    """DPA's fine-tuning step, docs/methods.md §3 ([DPA] sec. 2.2, step 2): maximise log pi_theta(y* | x, v), as
     the per-token next-token loss
 
         L = -log pi_theta(y* | x, v) / |y*|

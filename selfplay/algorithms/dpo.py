@@ -31,4 +31,4 @@ def dpo_objective(x: LossInputs, cfg: DictConfig) -> tuple[torch.Tensor, dict[st
 
 
 UNIT = Algorithm("dpo", DpoConfig, build_pairs, dpo_objective, PAIR_STRATEGIES, ("initial", "previous"),
-                 codable=True, refuse=lambda cfg: positive(cfg, "beta"))  # LPC-DPO: seed 000 eq. 8
+                 codable=True, refuse=lambda cfg: positive(cfg, "beta"))  # LPC-DPO: [LPC] eq. 8

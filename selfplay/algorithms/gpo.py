@@ -1,4 +1,4 @@
-"""GPO (seed 004; docs/methods.md §4): the square loss against the sampling policy pi_t, targets s_hat / beta,
+"""GPO ([GPM]; docs/methods.md §4): the square loss against the sampling policy pi_t, targets s_hat / beta,
 on every response or on A.2's (best, worst) pair.  Its objective is SPPO's too."""
 
 from __future__ import annotations

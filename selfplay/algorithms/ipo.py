@@ -39,4 +39,4 @@ def ipo_objective(x: LossInputs, cfg: DictConfig) -> tuple[torch.Tensor, dict[st
 
 
 UNIT = Algorithm("ipo", IpoConfig, build_pairs, ipo_objective, PAIR_STRATEGIES, ("initial", "previous"),
-                 codable=True, refuse=lambda cfg: positive(cfg, "tau"))  # LPC-IPO: seed 000 eq. 14
+                 codable=True, refuse=lambda cfg: positive(cfg, "tau"))  # LPC-IPO: [LPC] eq. 14

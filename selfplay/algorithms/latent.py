@@ -1,5 +1,5 @@
-"""Latent Preference Coding (seed 000, sec. 3.3; docs/methods.md §6) as a wrapper unit: over a pair loss that
-seed 000 gives a coded form of (the unit's ``codable`` trait: dpo, ipo, simpo), the same examples and the same
+"""Latent Preference Coding ([LPC], sec. 3.3; docs/methods.md §6) as a wrapper unit: over a pair loss that
+[LPC] gives a coded form of (the unit's ``codable`` trait: dpo, ipo, simpo), the same examples and the same
 loss on the z-conditioned log-probs, plus lambda KL(q || p):
 
     LPC-DPO (eq. 8), LPC-SimPO (eq. 13), LPC-IPO (eq. 14):  L_base(h_w(z), h_l(z)) + lambda KL(q || p)
@@ -24,9 +24,9 @@ INFERENCE = ("mean", "sample")
 
 @dataclass
 class LpcSettings:
-    """Latent Preference Coding (seed 000) on dpo / ipo / simpo: ``codes`` > 0 turns it on (docs/methods.md §6)."""
+    """Latent Preference Coding ([LPC]) on dpo / ipo / simpo: ``codes`` > 0 turns it on (docs/methods.md §6)."""
 
-    codes: int = 0  # C, the codebook's size (seed 000 finds 32-64 best); 0: off
+    codes: int = 0  # C, the codebook's size ([LPC] finds 32-64 best); 0: off
     lam: float = 0.05  # lambda, the weight of KL(q || p)
     mlp_hidden: Optional[int] = None  # the prior's and posterior's hidden width; None: the policy's hidden size
     init_std: float = 1.0  # the codebook's initial entries ~ N(0, init_std^2); 0: z starts at the origin
@@ -37,7 +37,7 @@ class LpcSettings:
 
 
 def coded(loss: torch.Tensor, kl: torch.Tensor, lam: float) -> torch.Tensor:
-    """seed 000 eqs. 8, 13, 14: a pair loss on the z-conditioned log-ratios plus lambda KL(q || p).  (B,) -> (B,)."""
+    """[LPC] eqs. 8, 13, 14: a pair loss on the z-conditioned log-ratios plus lambda KL(q || p).  (B,) -> (B,)."""
     return loss + lam * kl
 
 

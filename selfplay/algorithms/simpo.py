@@ -38,4 +38,4 @@ def simpo_objective(x: LossInputs, cfg: DictConfig) -> tuple[torch.Tensor, dict[
     return loss, pair_metrics(r[:, 0], r[:, 1])
 
 
-UNIT = Algorithm("simpo", SimpoConfig, build_pairs, simpo_objective, PAIR_STRATEGIES, codable=True)  # seed 000 eq. 13
+UNIT = Algorithm("simpo", SimpoConfig, build_pairs, simpo_objective, PAIR_STRATEGIES, codable=True)  # [LPC] eq. 13

@@ -54,7 +54,7 @@ class Algorithm:
     references: tuple[str, ...] = ()  # the ``algo.reference`` values it accepts; () = no reference model
     on_policy: bool = False  # its targets are estimated against the sampling policy pi_t, from every response
     needs_directions: bool = False  # it ranks responses by v^T r: a multi-objective scorer and directions
-    codable: bool = False  # LPC (``selfplay.algorithms.latent``) may wrap it: seed 000 gives its coded loss
+    codable: bool = False  # LPC (``selfplay.algorithms.latent``) may wrap it: [LPC] gives its coded loss
     coded: bool = False  # it trains latent preference codes beside the policy (the LPC wrapper)
     refuse: Refusals = _accepts_all
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -111,8 +112,9 @@ def load_config(
             item = f"{SHORTHANDS[key]}={value}"
         try:
             dot = OmegaConf.from_dotlist([item])
-        except OmegaConfBaseException as e:
-            raise ConfigError(f"cannot parse override '{item}': {e}") from None
+        except (OmegaConfBaseException, yaml.YAMLError) as e:  # OmegaConf lets YAML's parse errors through
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"cannot parse override '{item}': {first}") from None
         cfg = _merge(cfg, dot, f"command line '{item}'", key_hint=item.split("=", 1)[0])
     (check or validate)(cfg)
     OmegaConf.set_readonly(cfg, True)  # validated: nothing writes to it from here on

@@ -44,7 +44,7 @@ class DataConfig:
     eval_size: int = 64
     prompts_per_iter: int = 128
     # None: iteration t takes the next prompts_per_iter prompts; N: the training prompts are split into N
-    # disjoint parts and iteration t draws from part (t - 1) mod N (seed 003: two halves that alternate)
+    # disjoint parts and iteration t draws from part (t - 1) mod N ([DPA]: two halves that alternate)
     subsets: Optional[int] = None
     system_prompt: Optional[str] = None
     # Memory replay (algo.replay > 0): original (prompt, response) rows, e.g. the SFT set; same sources as
@@ -78,7 +78,7 @@ class GeneratorConfig:
 
 
 # Each algorithm's defaults for the ``algo`` keys it owns, from its unit's config (``selfplay.algorithms.<name>``;
-# docs/methods.md §3-6; the tiny world's values where the papers' are for 7B models, see the README).  An ``algo``
+# docs/methods.md §3-6; the tiny world's values where the papers' are for 7B models, see docs/algorithms.md).  An ``algo``
 # key left unset reads its algorithm's default through the ``algo_default`` interpolation, and None where its
 # algorithm does not own it.
 ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {name: a.defaults() for name, a in ALGORITHMS.items()}
@@ -146,7 +146,7 @@ class TrainConfig:
 
 @dataclass
 class SyncConfig:
-    """Weights from the learner to the generators after each iteration (selfplay.policy.weight_sync)."""
+    """Weights from the learner to the generators after each iteration (selfplay.policy.object_store_sync)."""
 
     bucket_mb: float = 256.0  # whole layers packed per transfer, up to this size (a larger layer goes alone)
     timeout_s: float = 600.0  # per bucket; the error names the generator (or learner rank) that did not answer
@@ -166,14 +166,14 @@ class DirectionsConfig:
     """Preference directions (DPA, docs/methods.md §3), used with scorer.kind=multi_objective: each prompt is
     conditioned on a unit vector v over the reward model's attributes, written into its system prompt."""
 
-    # Training, m = 2: theta ~ Uniform(angles) in degrees, v = <cos theta, sin theta> (seed 003: -45..0).
+    # Training, m = 2: theta ~ Uniform(angles) in degrees, v = <cos theta, sin theta> ([DPA]: -45..0).
     angles: list[float] = field(default_factory=lambda: [-45.0, 0.0])
     # Any m: uniform over the unit vectors within max_angle degrees of center (used instead of angles).
     center: Optional[list[float]] = None
     max_angle: float = 45.0
     fixed: Optional[list[float]] = None  # one direction for every prompt instead of sampling
-    per_prompt: int = 1  # directions drawn per prompt each iteration (seed 003: 5); K responses each
-    # Evaluation: grid_size directions with angles evenly over grid_angles (m = 2; seed 003 fig. 4:
+    per_prompt: int = 1  # directions drawn per prompt each iteration ([DPA]: 5); K responses each
+    # Evaluation: grid_size directions with angles evenly over grid_angles (m = 2; [DPA] fig. 4:
     # 10 from <1, 0> to <sqrt2/2, sqrt2/2>), or an explicit list in grid (any m).
     grid_size: int = 10
     grid_angles: list[float] = field(default_factory=lambda: [0.0, 45.0])

@@ -39,7 +39,7 @@ def scalars(record: dict, prefix: str = "") -> Iterator[tuple[str, float]]:
 
 def samples_markdown(samples: list[dict]) -> str:
     """The samples as a Markdown table (TensorBoard renders it): one row a prompt."""
-    from selfplay.core.report import markdown_table
+    from selfplay.core.html_report import markdown_table
 
     keys = list(samples[0]) if samples else []
     return markdown_table(keys, [[f"{s[k]:.3f}" if isinstance(s[k], float) else str(s[k]) for k in keys]

@@ -1,4 +1,4 @@
-"""Attribute-labelled rows: what the multi-objective reward model trains on (docs/methods.md §2.3, seed 003 sec. 2.1).
+"""Attribute-labelled rows: what the multi-objective reward model trains on (docs/methods.md §2.3, [DPA] sec. 2.1).
 
 HelpSteer-style rows load from any source ``selfplay.data.load_rows`` reads: a prompt, a response and
 one column per attribute, each a number or missing::
@@ -138,7 +138,7 @@ def attribute_ranges(rows: list[AttributeRow], names: list[str]) -> dict[str, tu
 
 
 def rescale(rows: list[AttributeRow], ranges: dict[str, tuple[float, float]]) -> list[AttributeRow]:
-    """Map each attribute linearly from its (lo, hi) to 0-100 (seed 003 sec. 2.1); missing labels stay None.
+    """Map each attribute linearly from its (lo, hi) to 0-100 ([DPA] sec. 2.1); missing labels stay None.
 
     ``ranges`` holds one (lo, hi) per attribute, in the rows' attribute order.  A label outside
     (lo, hi), e.g. a held-out row beyond the training rows' range, maps outside 0-100: not clipped.

@@ -209,7 +209,7 @@ def iteration_prompts(train: list, iteration: int, per_iter: int, subsets: int |
 
     With ``subsets = N``, ``train`` is first cut into N disjoint contiguous parts
     (sizes differ by at most one) and iteration t draws, as above, from part
-    (t - 1) mod N on that part's own ((t - 1) // N + 1)-th visit: seed 003's two
+    (t - 1) mod N on that part's own ((t - 1) // N + 1)-th visit: [DPA]'s two
     halves D1, D2 that alternate (N = 2), so the policy that samples iteration
     t + 1 has never trained on its prompts.
     """

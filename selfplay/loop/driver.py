@@ -33,13 +33,13 @@ from omegaconf import DictConfig
 from actors.group import leader, wait
 from selfplay.core.checkpoint import append_metrics, atomic_write_json, iteration_dir, read_metrics
 from selfplay.core.loggers import Loggers
-from selfplay.core.report import REPORT
-from selfplay.core.report import write as write_report
+from selfplay.core.html_report import REPORT
+from selfplay.core.html_report import write as write_report
 from selfplay.core.rollout_store import drop_rollouts, load_rollout, rollout_path, save_rollout
 from selfplay.loop.evaluation import eval_path, evaluate, iteration_record, load_eval, summary_line
 from selfplay.loop.faults import fault_point
 from selfplay.loop.judges import Judge
-from selfplay.loop.plan import Oracle, Prompts
+from selfplay.loop.sources import Oracle, Prompts
 from selfplay.loop.stages import BadNumbers, generate, iteration_seed, sample_eval, take_prompts, train
 from selfplay.loop.sync import generators_asleep, sync_weights
 from selfplay.loop.workers import ActorFailure, Workers, failing_as, stage_timeout

@@ -14,9 +14,9 @@ from omegaconf import DictConfig
 from selfplay.core.batch import Batch
 from selfplay.core.checkpoint import EVAL_DIR
 from selfplay.core.lm import prompt_text
-from selfplay.core.report import rate_text
+from selfplay.core.html_report import rate_text
 from selfplay.core.win_rates import pairwise_blocks, win_rate_report
-from selfplay.loop.plan import Oracle, Prompts
+from selfplay.loop.sources import Oracle, Prompts
 from selfplay.loop.workers import Workers
 
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from selfplay.core.checkpoint import read_metrics
 from selfplay.core.lm import Messages
-from selfplay.loop.plan import Oracle
+from selfplay.loop.sources import Oracle
 from selfplay.loop.stages import score
 from selfplay.loop.workers import Workers
 from selfplay.steering.directional import Steering, front_metrics, save_attributes

@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from selfplay.core.lm import ModelLoadError, ModelTrust, resolve
-from selfplay.loop.plan import RunError, Sources
+from selfplay.loop.sources import RunError, Sources
 from selfplay.models.backbone import PICKLE_WEIGHTS as READ_PICKLE
 
 SAFE_WEIGHTS = "*.safetensors"

@@ -16,7 +16,7 @@ from selfplay.algorithms.registry import get_algorithm
 from selfplay.core.batch import Batch
 from selfplay.core.lm import Messages, prompt_text
 from selfplay.data.prompts import iteration_prompts
-from selfplay.loop.plan import Prompts
+from selfplay.loop.sources import Prompts
 from selfplay.loop.workers import Workers, resending, stage_timeout
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ def generators_asleep(workers: Workers, cfg: DictConfig, times: dict[str, float]
 
 def connect_weight_transfer(workers: Workers, cfg: DictConfig) -> None:
     """``sync.transport=nccl|ipc``: the learner ranks and the generators meet once, for vLLM's native weight
-    transfer (``selfplay.policy.weight_transfer``); the object store needs nothing."""
+    transfer (``selfplay.policy.vllm_transfer``); the object store needs nothing."""
     if cfg.sync.transport == "object_store":
         return
     client = GeneratorsClient(workers.generators, cfg.generator.tensor_parallel, cfg.sync.timeout_s)
@@ -65,7 +65,7 @@ def send_code_table(workers: Workers, cfg: DictConfig, only: list[int] | None = 
 
 
 def sync_weights(workers: Workers, cfg: DictConfig, only: list[int] | None = None) -> int:
-    """Learner -> every generator, in buckets of whole layers (``selfplay.policy.weight_sync``) through the object
+    """Learner -> every generator, in buckets of whole layers (``selfplay.policy.object_store_sync``) through the object
     store, loaded in place; bucket i + 1 is gathered and packed while the generators load bucket i.  Each bucket
     is bounded by ``sync.timeout_s``, whose error names the generator that did not answer.  Returns the number
     of buckets.  With ``sync.transport=nccl|ipc``, learner rank 0 streams them to the generators itself over

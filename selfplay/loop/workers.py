@@ -81,11 +81,13 @@ class Failures:
 @dataclass
 class Spawn:
     """How the run started its actors, to start one again: ``learner(t)`` from iteration t's checkpoint
-    (0: the policy the run started from)."""
+    (0: the policy the run started from); ``sync(workers, cfg, only)`` gives generators (``only`` these) the
+    learner's weights (``loop.sync.sync_weights``, passed in so that this module does not import it)."""
 
     generator: Callable[[], object]
     scorer: Callable[[], object]
     learner: Callable[[int], object]
+    sync: Callable[..., object]
 
 
 @dataclass
@@ -114,12 +116,10 @@ class Workers:
 
     def restart_generator(self, i: int, stage: str, error: Exception, cfg: DictConfig) -> object:
         """Generator i failed in ``stage``: record it, kill it, start it again and give it the learner's weights."""
-        from selfplay.loop.sync import sync_weights
-
         self._restartable(stage, f"generator {i}", error)
         self._weights_by_object_store(cfg, f"{stage}: generator {i} failed ({cause(error)})")
         self.generators[i] = self._replace(self.generators[i], self.spawn.generator, f"generator {i}", cfg)
-        sync_weights(self, cfg, only=[i])
+        self.spawn.sync(self, cfg, only=[i])
         return self.generators[i]
 
     def restart_scorer(self, stage: str, error: Exception, cfg: DictConfig) -> object:
@@ -140,8 +140,6 @@ class Workers:
                 failure = again
 
     def _recover(self, failure: ActorFailure, last: int, cfg: DictConfig) -> None:
-        from selfplay.loop.sync import sync_weights
-
         late = failure.error.late if isinstance(failure.error, StageTimeout) else []
         self._restartable(failure.stage, ", ".join(late) or failed_actor(self, failure.error), failure.error)
         self._weights_by_object_store(cfg, str(failure))
@@ -153,7 +151,7 @@ class Workers:
         self.learner.stop()
         self.learner = self.spawn.learner(last)
         wait_started(self.learner.ready, rank_names(self.learner.ready), cfg)
-        sync_weights(self, cfg)  # pi_{last} everywhere, as at the start of the iteration
+        self.spawn.sync(self, cfg)  # pi_{last} everywhere, as at the start of the iteration
 
     def _restartable(self, stage: str, actor: str, error: Exception) -> None:
         if self.spawn is None:

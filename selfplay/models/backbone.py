@@ -22,7 +22,7 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedToke
 from transformers.utils import logging as hf_logging
 
 from selfplay.core.lm import Messages, ModelLoadError, ModelTrust, encode_exchange, pad_sequences, resolve
-from selfplay.models.losses import preference_nll
+from selfplay.models.preference_losses import preference_nll
 
 META_FILE = "preference_model.json"
 PICKLE_WEIGHTS = "pytorch_model*.bin"  # transformers' pickle weights (and their shards): read with allow_pickle only

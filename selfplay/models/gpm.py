@@ -1,15 +1,15 @@
-"""General Preference representation Model (GPM), seed 004 section 4 and docs/methods.md §2.2 / A.1.
+"""General Preference representation Model (GPM), [GPM] section 4 and docs/methods.md §2.2 / A.1.
 
 Each (x, y) is embedded as a unit vector v in R^{2k}; preferences come from a
 block skew-symmetric operator with k blocks [[0, -1], [1, 0]], each scaled by a
 prompt-dependent eigenvalue lambda_l(x) >= 0 (the scale gate, softmax over the
 k blocks):
 
-    s(y_i > y_j | x) = <R(x) v_i, v_j> = sum_l lambda_l (v_i[2l] v_j[2l+1] - v_i[2l+1] v_j[2l])   (seed 004 eq. 4.2)
+    s(y_i > y_j | x) = <R(x) v_i, v_j> = sum_l lambda_l (v_i[2l] v_j[2l+1] - v_i[2l+1] v_j[2l])   ([GPM] eq. 4.2)
 
 which is skew-symmetric (s(i, j) = -s(j, i), s(i, i) = 0).  P(y_i > y_j | x) =
 sigmoid(s / tau).  We call ``s / tau`` the *score* (the preference log-odds of
-seed 004 sec. 5), so ``sigmoid(score)`` is the probability.
+[GPM] sec. 5), so ``sigmoid(score)`` is the probability.
 
 Sign convention: eq. 4.2 and the published checkpoints (A.1, s = v_i^T R^T v_j)
 agree; the shared METHODS.md's (2.2) ``v_i^T D R D v_j`` is the negative of both, and we follow
@@ -153,7 +153,7 @@ class GPM(PreferenceModel):
     def score_matrices(
         self, tokenizer: PreTrainedTokenizerBase, prompts: list[Messages], responses: list[list[str]], batch_size: int
     ) -> list[torch.Tensor]:
-        """K forward passes per prompt, then all K^2 scores as one small product (seed 004 sec. 4)."""
+        """K forward passes per prompt, then all K^2 scores as one small product ([GPM] sec. 4)."""
         v, lam = self.embed_all(tokenizer, prompts, responses, batch_size)
         out, start = [], 0
         for group in responses:

@@ -7,10 +7,10 @@ from torch import nn
 
 from selfplay.core.lm import ModelLoadError, ModelTrust
 from selfplay.models import KINDS
-from selfplay.models.armorm import ArmoRM
+from selfplay.models.armorm import DEFAULT_ATTRIBUTES, ArmoRM, objective_names
 from selfplay.models.backbone import PreferenceModel
 from selfplay.models.gpm import GPM
-from selfplay.models.multi_objective import MultiObjectiveRewardModel, Selection
+from selfplay.models.multi_objective import MultiObjectiveRewardModel, Selection, config_attributes, select_attributes
 from selfplay.models.pairrm import PairRM, load_pairrm
 from selfplay.models.pairwise import PairwiseModel
 from selfplay.models.reward import RewardModel
@@ -58,7 +58,7 @@ def load_preference_model(kind: str, name: str, k: int | None = None, tau: float
     _check(kind)
     if kind == "gpm":
         return GPM.from_pretrained(name, k=k, tau=tau, trust=trust, dtype=dtype)
-    if kind == "pairrm":  # its tokenizer and source text: selfplay.models.scorer.load_scorer
+    if kind == "pairrm":  # its tokenizer and source text: selfplay.models.preference_scorer.load_scorer
         return load_pairrm(name, trust=trust, dtype=dtype)[0]
     if kind in ("multi_objective", "armorm"):
         return LOADERS[kind].from_pretrained(name, trust, dtype=dtype, attributes=attributes)
@@ -84,3 +84,22 @@ def check_heads(kind: str, name: str, tensors: dict[str, list[int]]) -> None:
     hint = f"; scorer.kind={' or '.join(readers)} reads this layout" if readers else ""
     raise ModelLoadError(f"scorer model '{name}' {problem}: not a '{kind}' checkpoint (besides the backbone's "
                          f"{' / '.join(p + '*' for p in BACKBONE_PREFIXES)} it holds {found or 'nothing'}){hint}")
+
+
+def attribute_names(name: str, kind: str = "multi_objective", selection: Selection = None,
+                    trust_remote_code: bool = False) -> list[str]:
+    """The scored attribute names of the ``kind`` reward model ``name`` from its config alone (no weights):
+    ``selection`` (``scorer.attributes``) over its outputs, named by ``id2label`` in index order (``LABEL_i`` where
+    the config names none) or, for ArmoRM, by its model card."""
+    from transformers import AutoConfig
+
+    from selfplay.core.lm import resolve
+
+    try:
+        config = AutoConfig.from_pretrained(resolve(name), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"scorer model '{name}': cannot read its config ({e})") from None
+    if kind == "armorm":
+        names = objective_names(getattr(config, "num_objectives", 19))
+        return list(select_attributes(DEFAULT_ATTRIBUTES if selection is None else selection, names, name))
+    return list(select_attributes(selection, config_attributes(config, config.num_labels, name), name))

@@ -1,4 +1,4 @@
-"""Multi-objective reward model, docs/methods.md §2.3 (seed 003 sec. 2.1): m named attributes, one regression head.
+"""Multi-objective reward model, docs/methods.md §2.3 ([DPA] sec. 2.1): m named attributes, one regression head.
 
     r(x, y) = W h_last(x, y)  in R^m,   W [m, hidden], no bias,
     loss = sum over observed (row, attribute) of (r_a - label_a)^2 / #observed   (``losses.masked_mse_loss``)
@@ -113,27 +113,6 @@ def select_attributes(selection: Selection, names: Sequence[str], model: str) ->
         raise ModelLoadError(f"scorer model '{model}' has no output named {', '.join(unknown)} (its outputs: "
                              f"{', '.join(names)}); name rows by index instead: scorer.attributes={{name: row}}")
     return {n: list(names).index(n) for n in selection}
-
-
-def attribute_names(name: str, kind: str = "multi_objective", selection: Selection = None,
-                    trust_remote_code: bool = False) -> list[str]:
-    """The scored attribute names of the ``kind`` reward model ``name`` from its config alone (no weights):
-    ``selection`` (``scorer.attributes``) over its outputs, named by ``id2label`` in index order (``LABEL_i`` where
-    the config names none) or, for ArmoRM, by its model card."""
-    from transformers import AutoConfig
-
-    from selfplay.core.lm import resolve
-
-    try:
-        config = AutoConfig.from_pretrained(resolve(name), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"scorer model '{name}': cannot read its config ({e})") from None
-    if kind == "armorm":
-        from selfplay.models.armorm import DEFAULT_ATTRIBUTES, objective_names
-
-        names = objective_names(getattr(config, "num_objectives", 19))
-        return list(select_attributes(DEFAULT_ATTRIBUTES if selection is None else selection, names, name))
-    return list(select_attributes(selection, config_attributes(config, config.num_labels, name), name))
 
 
 def config_attributes(config: PretrainedConfig, rows: int, name: str) -> list[str]:

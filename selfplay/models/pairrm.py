@@ -21,7 +21,7 @@ f(x, c) = W2 tanh(W1 [h_x; h_c] + b1) + b2, n_tasks outputs:
 
 the log-odds ``Blender.compare`` returns in its default mode "[A,B]+[B,A]" (rank() of [A, B] through
 get_scores_from_cmps, then score_A - score_B): no 1/2.  S is skew-symmetric with a zero diagonal; K responses
-cost K(K-1) sequences.  SPPO's K-way aggregation of S: ``selfplay.models.scorer.sppo_aggregate``.
+cost K(K-1) sequences.  SPPO's K-way aggregation of S: ``selfplay.models.preference_scorer.sppo_aggregate``.
 
 Checkpoints: both published layouts are safetensors (model.safetensors: the backbone under ``pretrained_model.``
 and ``head_layer.1`` / ``head_layer.4`` weight and bias):

@@ -10,7 +10,7 @@ gives it an easy start from "r(A) - r(B)".  (A head on the last token alone
 learned mostly a position bias on the embedded world.)
 
 The scorer needs every ordered pair, so a K x K matrix costs K(K-1) forward
-passes of double-length sequences, against K for the GPM (seed 004 sec. 4).
+passes of double-length sequences, against K for the GPM ([GPM] sec. 4).
 
 Order robustness.  A single sequence sees A before B, so nothing forces
 f(A, B) = -f(B, A).  We make the baseline order-robust twice over:
@@ -28,7 +28,7 @@ from transformers import PreTrainedTokenizerBase
 from selfplay.core.lm import Messages, encode_exchange
 from selfplay.data.pairs import PreferencePair
 from selfplay.models.backbone import at_positions, batched, device_of, last_token
-from selfplay.models.losses import order_robust_nll
+from selfplay.models.preference_losses import order_robust_nll
 from selfplay.models.reward import RewardModel
 
 

@@ -15,7 +15,7 @@ from selfplay.core.optim import lr_multiplier, minimize
 from selfplay.data.attributes import AttributeRow
 from selfplay.data.pairs import PreferencePair
 from selfplay.models.backbone import PreferenceModel, batched, device_of, encode_responses, last_token
-from selfplay.models.losses import masked_mse_loss
+from selfplay.models.preference_losses import masked_mse_loss
 from selfplay.models.gpm import GPM, block_scores
 from selfplay.models.multi_objective import MultiObjectiveRewardModel
 

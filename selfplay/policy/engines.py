@@ -8,7 +8,7 @@ whole batch from one generator seeded per batch, so its results are reproducible
 for the same seed, ``generator.batch_size`` and ``generator.replicas``.
 
 Weights arrive in place, in buckets of Hugging Face-named tensors (``load_bucket``, then ``finish_sync``;
-``selfplay.policy.weight_sync``); the engine is never restarted.  ``engine_starts`` counts the
+``selfplay.policy.object_store_sync``); the engine is never restarted.  ``engine_starts`` counts the
 starts (one per generator per run).
 
 In colocated mode (``placement.colocate``) the engine sleeps while the learner trains (``sleep``, then
@@ -27,7 +27,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from selfplay.core.batch import Sample
 from selfplay.core.lm import ModelTrust, load_causal_lm, load_tokenizer, resolve
-from selfplay.policy.weight_sync import Bucket
+from selfplay.policy.object_store_sync import Bucket
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class VLLMGenerator:
         return [flat[i * n:(i + 1) * n] for i in range(len(prompt_ids))]
 
     def load_bucket(self, bucket: Bucket) -> None:
-        """Load one bucket of HF-named tensors (whole decoder layers, ``weight_sync``) into the running engine.
+        """Load one bucket of HF-named tensors (whole decoder layers, ``object_store_sync``) into the running engine.
 
         vLLM's in-place reload (``reload_weights``, checkpoint format) maps q/k/v and gate/up onto its fused
         parameters and re-runs the post-load processing (e.g. CPU weight repacking) of each layer whose weights
@@ -155,7 +155,7 @@ class VLLMGenerator:
         """LPC: W E (C, V) for ``CodeBias``, which runs in this process (the engine does, tensor_parallel = 1)."""
         CODE_TABLE["table"] = table.float()
 
-    # vLLM's native weight transfer (``sync.transport=nccl|ipc``, ``selfplay.policy.weight_transfer``): the
+    # vLLM's native weight transfer (``sync.transport=nccl|ipc``, ``selfplay.policy.vllm_transfer``): the
     # learner's rank 0 drives these four through ``GeneratorsClient``.
     def init_weight_transfer_engine(self, init_info: dict) -> None:
         self.llm.init_weight_transfer_engine({"init_info": init_info})

@@ -1,4 +1,4 @@
-"""Latent Preference Coding (seed 000, sec. 3.3; docs/methods.md §6): a discrete codebook beside the policy,
+"""Latent Preference Coding ([LPC], sec. 3.3; docs/methods.md §6): a discrete codebook beside the policy,
 sharing its backbone.
 
 - ``LatentCodes``: the codebook E = {e_1..e_C} in R^d (d the policy's hidden size), the prior network
@@ -67,7 +67,7 @@ def gumbel_softmax(logits: torch.Tensor, tau: float, generator: torch.Generator 
 
 def mixture(prior_logits: torch.Tensor, posterior_logits: torch.Tensor, g: float, tau: float,
             generator: torch.Generator | None = None) -> torch.Tensor:
-    """c = g GumbelSoftmax(p(z|x)) + (1 - g) GumbelSoftmax(q(z|x, y_w > y_l)), seed 000 eq. 12: (B, C) each.
+    """c = g GumbelSoftmax(p(z|x)) + (1 - g) GumbelSoftmax(q(z|x, y_w > y_l)), [LPC] eq. 12: (B, C) each.
     The prior's sample is drawn first, then the posterior's, from the one ``generator``."""
     from_prior = gumbel_softmax(prior_logits, tau, generator)
     from_posterior = gumbel_softmax(posterior_logits, tau, generator)
@@ -75,7 +75,7 @@ def mixture(prior_logits: torch.Tensor, posterior_logits: torch.Tensor, g: float
 
 
 def mixing_weight(step: int, total: int) -> float:
-    """g, rising linearly from 0 at the first step to 1 at the last (seed 000 sec. 3.3)."""
+    """g, rising linearly from 0 at the first step to 1 at the last ([LPC] sec. 3.3)."""
     return 1.0 if total <= 1 else min(max(step / (total - 1), 0.0), 1.0)
 
 
@@ -87,7 +87,7 @@ def final_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: torc
 
 def conditioned_logprobs(model: nn.Module, states: torch.Tensor, input_ids: torch.Tensor, loss_mask: torch.Tensor,
                          z: torch.Tensor) -> torch.Tensor:
-    """log pi_theta(y|x, z) = sum over response tokens of log softmax(LMHead(h + z)), seed 000 eq. 11: ``states``
+    """log pi_theta(y|x, z) = sum over response tokens of log softmax(LMHead(h + z)), [LPC] eq. 11: ``states``
     (B, T, d) from ``final_states``, ``z`` (B, d) added at every position; prompt tokens masked by ``loss_mask``.
     Returns (B,)."""
     head = model.get_output_embeddings()
@@ -104,7 +104,7 @@ def last_positions(loss_mask: torch.Tensor, attention_mask: torch.Tensor) -> tup
 
 
 def prompt_weights(codes: LatentCodes, h_x: torch.Tensor, inference: str, generator: torch.Generator) -> torch.Tensor:
-    """The code weights c of z = sum_k c_k e_k for generation, from the prior given the prompt alone (seed 000
+    """The code weights c of z = sum_k c_k e_k for generation, from the prior given the prompt alone ([LPC]
     sec. 3.2): ``mean``, the prior itself (z its expected code); ``sample``, one code drawn from it (one-hot).
     (P, d) -> (P, C)."""
     p = torch.softmax(codes.prior_logits(h_x), dim=-1)

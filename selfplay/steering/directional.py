@@ -9,7 +9,7 @@ hypervolume and the steerability correlations.
 Scalarised preferences, for every algorithm (``directional_scores``):
 ``S[i, j] = v^T (r_i - r_j) / tau``; so GPO's s_ij is v^T (r_i - r_j) (in units of tau)
 and DPA's argmax of v^T r is the argmax of S's row means.  Using a multi-objective
-scorer with GPO / SPPO / DPO / IPO / SimPO is our composition, not seed 003's.
+scorer with GPO / SPPO / DPO / IPO / SimPO is our composition, not [DPA]'s.
 """
 
 from __future__ import annotations

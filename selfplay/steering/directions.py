@@ -1,8 +1,8 @@
-"""Preference directions (DPA, docs/methods.md §3 / seed 003 sec. 2.2): unit vectors v in R^m over the
+"""Preference directions (DPA, docs/methods.md §3 / [DPA] sec. 2.2): unit vectors v in R^m over the
 reward attributes, written into the system prompt.
 
 One module owns a direction's life: ``validate`` (and ``parse`` for the command line),
-``sample`` for training (seed 003: theta ~ Uniform(-pi/4, 0) for m = 2, or a cap of the
+``sample`` for training ([DPA]: theta ~ Uniform(-pi/4, 0) for m = 2, or a cap of the
 sphere for any m), ``grid`` for evaluation, and the system-prompt template of the released
 DPA model, ``render``ed and ``read`` back byte for byte:
 
@@ -133,7 +133,7 @@ def from_angle(degrees: float) -> Direction:
 
 def grid(size: int, start: float, end: float) -> list[Direction]:
     """``size`` directions with angles evenly from ``start`` to ``end`` degrees (m = 2);
-    seed 003 fig. 4: 10 from <1, 0> (0) to <sqrt2/2, sqrt2/2> (45)."""
+    [DPA] fig. 4: 10 from <1, 0> (0) to <sqrt2/2, sqrt2/2> (45)."""
     if size < 1:
         raise DirectionError(f"a direction grid needs at least one direction, got size {size}")
     if size == 1:
@@ -142,7 +142,7 @@ def grid(size: int, start: float, end: float) -> list[Direction]:
 
 
 def sample_angle(rng: random.Random, low: float, high: float) -> Direction:
-    """theta ~ Uniform(low, high) degrees, v = <cos theta, sin theta> (seed 003: Uniform(-45, 0))."""
+    """theta ~ Uniform(low, high) degrees, v = <cos theta, sin theta> ([DPA]: Uniform(-45, 0))."""
     return from_angle(rng.uniform(low, high))
 
 

@@ -1,4 +1,4 @@
-"""Empirical Pareto fronts of a direction-conditioned policy (docs/methods.md §3; seed 003 sec. 3.1, fig. 4).
+"""Empirical Pareto fronts of a direction-conditioned policy (docs/methods.md §3; [DPA] sec. 3.1, fig. 4).
 
 Evaluating a policy on a grid of G preference directions gives one point per direction: the
 mean of each of the m reward attributes over held-out responses, so a policy is a (G, m)
@@ -9,7 +9,7 @@ tensor.  Everything here maximises every coordinate.
   point.  With one reference for every iteration the numbers are comparable across
   iterations, and a front that dominates another never has a smaller hypervolume.
 - ``spearman``: rank correlation, for steerability (does an attribute follow the direction?).
-- ``plot_fronts``: seed 003 fig. 4, one curve per iteration, written atomically as a PNG.
+- ``plot_fronts``: [DPA] fig. 4, one curve per iteration, written atomically as a PNG.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def plot_fronts(
     y: int = 0,
     reference: Any = None,
 ) -> None:
-    """Draw seed 003 fig. 4: one line per (label, points (G, m)) through its points in grid order.
+    """Draw [DPA] fig. 4: one line per (label, points (G, m)) through its points in grid order.
 
     Axis x is attribute ``names[x]`` (default verbosity), axis y is ``names[y]`` (default
     helpfulness).  Colours run along a sequential colormap, so later entries of ``fronts``

@@ -13,7 +13,7 @@ world through exactly the code that loads a user's model and data:
     <cache>/<key>/multi_objective/   a multi-objective reward model on them (first use)
     <cache>/<key>/sft.jsonl    (prompt, response) rows from the SFT distribution: DPA's memory replay (first use)
     <cache>/<key>/steerable_policy/   the policy after a direction-conditioned warm start: the pi_0 of runs
-                               with directions in the system prompt (seed 003's SteerLM role; first use)
+                               with directions in the system prompt ([DPA]'s SteerLM role; first use)
     <cache>/<key>/world.json   settings, timings, GPM held-out accuracy
 
 The key hashes the world settings, so changing one builds a new world.
@@ -291,7 +291,7 @@ def train_world_attribute_model(world: World, cfg: DictConfig, out: Path) -> dic
 def train_steerable_policy(world: World, cfg: DictConfig, out: Path) -> dict:
     """The SFT policy after ``cfg.steerable.steps`` steps on ``steered_batch`` rows, saved to ``out`` with its tokenizer
     and the attributes its directions range over: a pi_0 that already reads the direction in its system prompt,
-    as seed 003's first iteration samples from a SteerLM model."""
+    as [DPA]'s first iteration samples from a SteerLM model."""
     from selfplay.steering.directional import save_attributes
 
     t = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Cyclic (intransitive) preference datasets in the embedded world: seed 004 table 1.
+"""Cyclic (intransitive) preference datasets in the embedded world: [GPM] table 1.
 
 Seed 004 induced preference cycles over four UltraFeedback metrics
 (instruction following > honesty > truthfulness > helpfulness > instruction
@@ -50,7 +50,7 @@ from selfplay.data.pairs import PreferencePair, write_pairs_jsonl
 from selfplay.world import corpus, oracle
 
 ATTRIBUTES: tuple[str, ...] = ("instruction_following", "honesty", "truthfulness", "helpfulness")
-# The full preference cycle of seed 004: each attribute beats the next, the last beats the first.
+# The full preference cycle of [GPM]: each attribute beats the next, the last beats the first.
 CYCLE: tuple[str, ...] = ATTRIBUTES
 # One plain word per attribute, each a single token of the world tokenizer (they are world filler words;
 # response bodies use on-topic words only, so a marker is never ambiguous).

@@ -23,7 +23,7 @@ reward-hacking detector for length.  With ``world.length_by_kind = w > 0`` the
 preference depends on the kind of prompt (``length_weight``): "Explain {} briefly."
 prompts (``BRIEF_KINDS``) prefer short answers (``w(x) = -w``) and every other
 kind thorough ones (``w(x) = +w``): a pattern a latent code of the prompt can
-carry (LPC, seed 000).
+carry (LPC, [LPC]).
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def preference_matrix(prompt: str, responses: list[str], length_by_kind: float =
 
 
 def attributes(prompt: str, response: str) -> tuple[float, ...]:
-    """The labels of ``ATTRIBUTES`` on 0-100 (seed 003's scale): helpfulness from its range, verbosity x 100."""
+    """The labels of ``ATTRIBUTES`` on 0-100 ([DPA]'s scale): helpfulness from its range, verbosity x 100."""
     j = judge(prompt, response)
     low, high = HELPFULNESS_RANGE
     return (100 * (j.helpfulness - low) / (high - low), 100 * j.verbosity)

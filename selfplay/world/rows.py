@@ -29,7 +29,7 @@ def steered_batch(
 ) -> list[tuple[Messages, str]]:
     """The steerable warm start's rows: a direction v at an angle in ``angles`` (degrees) in the system prompt
     and, of ``candidates`` sampled responses, the one with the highest v^T r under the oracle's attribute
-    labels (SteerLM's role in seed 003: learn to follow the labels from labelled data)."""
+    labels (SteerLM's role in [DPA]: learn to follow the labels from labelled data)."""
     rows = []
     for _ in range(size):
         p = rng.choice(prompts)

@@ -7,11 +7,11 @@ import ray
 import torch
 from transformers import AutoModel, LlamaConfig
 
-from actors.scorer import Scorer as ScorerActor
+from actors.scorer import ScoringWorker as ScorerActor
 from selfplay.core.lm import load_tokenizer
 from selfplay.models import PAIR_KINDS
 from selfplay.models.kinds import new_preference_model
-from selfplay.models.scorer import load_scorer
+from selfplay.models.preference_scorer import load_scorer
 from tests.models.test_pairrm import hf_layout
 
 PROMPTS = [[{"role": "user", "content": "Tell me about chess."}]]

@@ -1,6 +1,6 @@
 """The self-play algorithms checked against hand-computed numbers: the pair losses (docs/methods.md §6), SPPO's and
 GPO's pair recipes (docs/methods.md §4-5, addendum A.2), pair selection and the objectives' metrics.  The learner
-on (chosen, rejected) pairs is in tests/policy/test_learner.py."""
+on (chosen, rejected) pairs is in tests/policy/test_trainer.py."""
 
 from __future__ import annotations
 

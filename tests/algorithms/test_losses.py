@@ -1,4 +1,4 @@
-"""GPO loss and targets (docs/methods.md §4, seed 004 eq. 5.7 with log Z = 0), checked against hand-computed values."""
+"""GPO loss and targets (docs/methods.md §4, [GPM] eq. 5.7 with log Z = 0), checked against hand-computed values."""
 
 from __future__ import annotations
 

@@ -130,6 +130,13 @@ def test_wrong_type_names_key(arg, key):
     assert f"bad value for '{key}'" in str(e.value)
 
 
+def test_an_override_yaml_cannot_parse_is_one_line():
+    """OmegaConf lets YAML's own parse errors through: a literal '...' value is still one ConfigError line."""
+    with pytest.raises(ConfigError, match=r"^cannot parse override 'policy\.model=\.\.\.': ") as e:
+        load_config(["policy.model=..."])
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize(
     "arg,needle",
     [

@@ -18,7 +18,7 @@ from selfplay.loop.workers import Workers
 from selfplay.run import main
 from tests.loop.test_e2e import FAST
 from tests.loop.test_resume import after_iteration_1, assert_same_weights
-from tests.policy.test_learner import batch_of, make_learner
+from tests.policy.test_trainer import batch_of, make_learner
 
 CFG = load_config(["smoke", "run.progress=false"])
 

@@ -246,7 +246,7 @@ def test_a_margin_filter_that_keeps_no_pair_skips_training(world, ray_cluster, t
     assert 0.0 <= record["win_rate_vs_initial"] <= 1.0  # the iteration still evaluated and committed
 
 
-# The grid spans seed 003's training range, -45..0 degrees: there the embedded world's best length falls with
+# The grid spans [DPA]'s training range, -45..0 degrees: there the embedded world's best length falls with
 # the verbosity weight (5 words at -45, 10 at 0), while for weights >= 0 it is the longest answer throughout.
 DPA_SMALL = ["dpa", "run.progress=false", "generator.backend=hf", "data.prompts_per_iter=32", "directions.per_prompt=2",
              "generator.k=4", "eval.prompts=16", "eval.samples=4", "train.epochs=1", "directions.grid_size=3",
@@ -305,7 +305,7 @@ def test_bad_direction_settings_fail_before_any_work(world, tmp_path, capsys, mo
 
 
 def test_gpo_along_a_fixed_direction(world, ray_cluster, tmp_path):
-    """Directions with another algorithm (ours, not seed 003): GPO on s_ij = v^T (r_i - r_j) / tau."""
+    """Directions with another algorithm (ours, not [DPA]): GPO on s_ij = v^T (r_i - r_j) / tau."""
     run_dir = tmp_path / "run"
     assert main([*FAST, f"run.dir={run_dir}", "generator.backend=hf", "scorer.kind=multi_objective",
                  "directions.fixed=[0.8,-0.6]", "directions.grid_size=2"]) == 0

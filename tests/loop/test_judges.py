@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from selfplay.config.loading import load_config
 from selfplay.loop.judges import DirectionalJudge, Judgement, PreferenceJudge
-from selfplay.loop.plan import Oracle
+from selfplay.loop.sources import Oracle
 from selfplay.steering.directional import Steering
 from selfplay.steering.directions import read
 

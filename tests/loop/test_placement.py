@@ -10,7 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e  # starts a Ray cluster of its own, in a subprocess
 
 # In its own process: a cluster of its own cannot share the suite's ray.init().
 TWO_NODES = """
@@ -46,7 +49,7 @@ def test_generators_on_one_node_learner_on_the_other(tmp_path):
     assert line is not None, (out.stdout[-3000:], out.stderr[-5000:])
     result = json.loads(line[len("PLACED "):])
     assert result["rc"] == 0, out.stderr[-5000:]
-    assert sorted(map(tuple, result["placed"])) == [("Generator", "gen"), ("Learner", "learn"), ("Learner", "learn"),
-                                                    ("Scorer", "gen")]
+    assert sorted(map(tuple, result["placed"])) == [("GenerationWorker", "gen"), ("LearnerWorker", "learn"), ("LearnerWorker", "learn"),
+                                                    ("ScoringWorker", "gen")]
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records] == [1] and records[0]["sync_buckets"] >= 1

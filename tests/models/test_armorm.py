@@ -15,8 +15,8 @@ from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
 
 from selfplay.core.lm import ModelLoadError
 from selfplay.models.kinds import load_preference_model
-from selfplay.models.multi_objective import attribute_names
-from selfplay.models.scorer import load_scorer
+from selfplay.models.kinds import attribute_names
+from selfplay.models.preference_scorer import load_scorer
 
 # Llama 3's chat template as Meta-Llama-3-8B-Instruct's tokenizer_config.json (and ArmoRM's) carries it
 LLAMA3_TEMPLATE = (

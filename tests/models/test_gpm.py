@@ -1,6 +1,6 @@
-"""The GPM (docs/methods.md §2.2, seed 004 sec. 4, addendum A.1): score algebra, the gate, and checkpoints.
+"""The GPM (docs/methods.md §2.2, [GPM] sec. 4, addendum A.1): score algebra, the gate, and checkpoints.
 
-Sign convention under test (seed 004 eq. 4.2 = A.1):
+Sign convention under test ([GPM] eq. 4.2 = A.1):
     s(y_i > y_j | x) = v_i^T R(x)^T v_j = sum_l lam_l (v_i[2l] v_j[2l+1] - v_i[2l+1] v_j[2l]),
     R[2l, 2l+1] = -lam_l, R[2l+1, 2l] = +lam_l.
 """
@@ -20,7 +20,7 @@ from selfplay.core.lm import ModelLoadError, ModelTrust
 from selfplay.models.backbone import META_FILE
 from selfplay.models.gpm import GPM, pair_scores, score_matrix
 from selfplay.models.kinds import load_preference_model
-from selfplay.models.losses import preference_nll
+from selfplay.models.preference_losses import preference_nll
 
 HIDDEN = 64
 

@@ -1,4 +1,4 @@
-"""The multi-objective reward model (docs/methods.md §2.3, seed 003 sec. 2.1): the masked regression loss, attribute
+"""The multi-objective reward model (docs/methods.md §2.3, [DPA] sec. 2.1): the masked regression loss, attribute
 rows, the Hugging Face sequence-classification layout both ways, and ``train_pm kind=multi_objective``.
 
 Everything here runs on a tiny random Llama and a tokenizer trained on the test's own words, not the
@@ -29,9 +29,9 @@ from selfplay.data.attributes import (
 )
 from selfplay.data.pairs import BadRow
 from selfplay.models.kinds import load_preference_model, new_preference_model
-from selfplay.models.losses import masked_mse_loss
+from selfplay.models.preference_losses import masked_mse_loss
 from selfplay.models.multi_objective import MultiObjectiveRewardModel
-from selfplay.models.scorer import load_scorer
+from selfplay.models.preference_scorer import load_scorer
 from selfplay.models.training import init_head, label_tensor, pearson, predict, regression_report, train_attribute_model
 from selfplay.world.tokenizer import train_tokenizer
 

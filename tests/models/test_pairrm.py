@@ -25,7 +25,7 @@ from transformers import AutoTokenizer, DebertaV2Config, DebertaV2Model, Deberta
 from selfplay.core.lm import ModelLoadError
 from selfplay.data.pairs import PreferencePair
 from selfplay.models.kinds import load_preference_model, new_preference_model
-from selfplay.models.scorer import load_scorer, sppo_aggregate
+from selfplay.models.preference_scorer import load_scorer, sppo_aggregate
 
 HIDDEN, N_TASKS = 32, 3  # PairRM has n_tasks 1; 3 exercises the mean over tasks
 PREFIX = {"source": "<|source|>", "cand1": "<|candidate1|>", "cand2": "<|candidate2|>", "cand": "<|candidate|>"}

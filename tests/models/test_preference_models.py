@@ -18,10 +18,10 @@ from selfplay.models import KINDS, PAIR_KINDS
 from selfplay.models.backbone import META_FILE, load_backbone
 from selfplay.models.gpm import score_matrix
 from selfplay.models.kinds import load_preference_model, new_preference_model
-from selfplay.models.losses import order_robust_nll, preference_nll
+from selfplay.models.preference_losses import order_robust_nll, preference_nll
 from selfplay.models.pairwise import encode_pair, symmetrised
 from selfplay.models.reward import RewardModel, reward_score_matrix
-from selfplay.models.scorer import load_scorer
+from selfplay.models.preference_scorer import load_scorer
 from selfplay.models.training import accuracy, accuracy_report, train_preference_model
 
 PROMPTS = [[{"role": "user", "content": "Tell me about apples."}], [{"role": "user", "content": "Describe rivers please."}]]
@@ -242,6 +242,7 @@ def test_order_robust_nll_by_hand():
     torch.testing.assert_close(got, torch.tensor([0.313262, 0.813262]), rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow  # trains a pairwise model: about 40 s
 def test_pairwise_trained_with_both_orders_is_order_consistent(tok, world):
     """After training on both orders, P(A > B) + P(B > A) is close to 1 on held-out pairs *before* the
     symmetrisation the scorer applies, and the model learned the preference.  On this machine kind, seeds 0-4

@@ -10,9 +10,9 @@ from omegaconf import OmegaConf
 
 from selfplay.config.schema import GeneratorConfig, TrainConfig
 from selfplay.core.lm import load_causal_lm
-from selfplay.policy.learner import Learner
+from selfplay.policy.trainer import PolicyTrainer
 from tests.policy.test_learner_group import batch_of
-from tests.policy.test_weight_sync import buckets_of, greedy, perturbed_world_policy
+from tests.policy.test_object_store_sync import buckets_of, greedy, perturbed_world_policy
 
 pytestmark = pytest.mark.gpu
 
@@ -23,7 +23,7 @@ def test_learner_trains_in_bf16_on_the_gpu(world):
 
     cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), {"lr": 1e-3, "epochs": 1, "batch_size": 4,
                                                              "micro_batch_size": 2, "mixed_precision": "bf16"})
-    learner = Learner(world.policy, world.tokenizer, "float32", cfg, load_config([]).algo, seed=0)
+    learner = PolicyTrainer(world.policy, world.tokenizer, "float32", cfg, load_config([]).algo, seed=0)
     assert learner.placement.device.type == "cuda"
     learner.begin_iteration(batch_of(8))
     stats = learner.train_epoch(0, iteration=1)
@@ -36,16 +36,16 @@ def test_learner_trains_in_bf16_on_the_gpu(world):
 def test_vllm_on_the_gpu_synced_in_buckets_generates_like_a_fresh_engine(world, ray_cluster, tmp_path):
     import ray
 
-    from actors.generator import Generator
+    from actors.generator import GenerationWorker
 
     cfg = OmegaConf.structured(GeneratorConfig)
     target = perturbed_world_policy(world, tmp_path / "target")
-    synced = Generator.options(num_gpus=1).remote("vllm", world.policy, world.tokenizer, cfg, "float32", 0)
+    synced = GenerationWorker.options(num_gpus=1).remote("vllm", world.policy, world.tokenizer, cfg, "float32", 0)
     ray.get([synced.load_bucket.remote(ray.put(b)) for b in buckets_of(target, 200_000)])
     ray.get(synced.finish_sync.remote())
     after = greedy(synced, world)
     ray.kill(synced)
-    fresh = Generator.options(num_gpus=1).remote("vllm", str(tmp_path / "target"), world.tokenizer, cfg, "float32", 0)
+    fresh = GenerationWorker.options(num_gpus=1).remote("vllm", str(tmp_path / "target"), world.tokenizer, cfg, "float32", 0)
     assert after == greedy(fresh, world)
     ray.kill(fresh)
 
@@ -56,10 +56,10 @@ def test_vllm_sleeps_and_wakes_on_the_gpu(world, ray_cluster, level):
     loop's order), the engine generates greedily what it did before."""
     import ray
 
-    from actors.generator import Generator
+    from actors.generator import GenerationWorker
 
     cfg = OmegaConf.structured(GeneratorConfig)
-    gen = Generator.options(num_gpus=1).remote("vllm", world.policy, world.tokenizer, cfg, "float32", 0, True)
+    gen = GenerationWorker.options(num_gpus=1).remote("vllm", world.policy, world.tokenizer, cfg, "float32", 0, True)
     before = greedy(gen, world)
     ray.get(gen.sleep.remote(level))
     ray.get(gen.wake_up.remote())
@@ -73,15 +73,15 @@ def test_vllm_sleeps_and_wakes_on_the_gpu(world, ray_cluster, level):
 def test_vllm_on_the_gpu_gets_the_learners_weights_over_ipc(world, ray_cluster, tmp_path):
     """``sync.transport=ipc`` (colocated: the learner and the engine on one GPU): after vLLM's IPC weight transfer
     from a learner holding other weights, the engine generates greedily what an engine started from them does.
-    (NCCL needs the two on different GPUs; its protocol runs on CPU in test_weight_transfer.)"""
+    (NCCL needs the two on different GPUs; its protocol runs on CPU in test_vllm_transfer.)"""
     import ray
 
-    from actors.generator import Generator, GeneratorsClient
-    from tests.policy.test_weight_transfer import learner_of
+    from actors.generator import GenerationWorker, GeneratorsClient
+    from tests.policy.test_vllm_transfer import learner_of
 
     cfg = OmegaConf.merge(OmegaConf.structured(GeneratorConfig), {"gpu_memory_utilization": 0.3})
     perturbed_world_policy(world, tmp_path / "target")
-    gen = Generator.options(num_gpus=0.5).remote("vllm", world.policy, world.tokenizer, cfg, "float32", 0, False,
+    gen = GenerationWorker.options(num_gpus=0.5).remote("vllm", world.policy, world.tokenizer, cfg, "float32", 0, False,
                                                  "ipc")
     learner = learner_of(str(tmp_path / "target"), world.tokenizer)
     assert learner.placement.device.type == "cuda"
@@ -89,7 +89,7 @@ def test_vllm_on_the_gpu_gets_the_learners_weights_over_ipc(world, ray_cluster, 
     learner.send_weights()
     after = greedy(gen, world)
     ray.kill(gen)
-    fresh = Generator.options(num_gpus=0.5).remote("vllm", str(tmp_path / "target"), world.tokenizer, cfg, "float32",
+    fresh = GenerationWorker.options(num_gpus=0.5).remote("vllm", str(tmp_path / "target"), world.tokenizer, cfg, "float32",
                                                    0)
     assert after == greedy(fresh, world)
     ray.kill(fresh)

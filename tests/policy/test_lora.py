@@ -10,16 +10,16 @@ from transformers import AutoModelForCausalLM
 from selfplay.config.loading import load_config
 from selfplay.config.schema import TrainConfig
 from selfplay.core.lm import load_causal_lm, response_batch, sequence_logprobs
-from selfplay.policy.learner import Learner
+from selfplay.policy.trainer import PolicyTrainer
 from selfplay.policy.lora import ADAPTER_DIR, lora_layers
-from tests.policy.test_learner import pair_batch
+from tests.policy.test_trainer import pair_batch
 
 
-def lora_learner(policy: str, model: str | None = None, algo: str = "dpo") -> Learner:
+def lora_learner(policy: str, model: str | None = None, algo: str = "dpo") -> PolicyTrainer:
     cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig),
                           {"lr": 1e-2, "epochs": 1, "batch_size": 4, "micro_batch_size": 2,
                            "lora": {"rank": 4, "alpha": 8.0, "target_modules": ["q_proj", "v_proj", "down_proj"]}})
-    return Learner(model or policy, policy, "float32", cfg, load_config([f"algo={algo}"]).algo, seed=0, initial=policy)
+    return PolicyTrainer(model or policy, policy, "float32", cfg, load_config([f"algo={algo}"]).algo, seed=0, initial=policy)
 
 
 def logprobs_of(model: torch.nn.Module, batch) -> torch.Tensor:
@@ -27,7 +27,7 @@ def logprobs_of(model: torch.nn.Module, batch) -> torch.Tensor:
         return sequence_logprobs(model.eval(), *response_batch(batch.row_prompt_ids(), batch.response_ids, 0))
 
 
-def merged(learner: Learner) -> dict[str, torch.Tensor]:
+def merged(learner: PolicyTrainer) -> dict[str, torch.Tensor]:
     return {n: f() for n, (_, f) in learner._exported().items()}
 
 

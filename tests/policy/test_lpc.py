@@ -1,4 +1,4 @@
-"""Latent Preference Coding's parts (seed 000 sec. 3): the mixture, the KL term, the z-conditioned policy, the
+"""Latent Preference Coding's parts ([LPC] sec. 3): the mixture, the KL term, the z-conditioned policy, the
 losses, the heads' checkpoint."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def test_the_kl_term_by_hand():
 
 
 def test_the_lpc_unit_is_its_pair_loss_plus_lambda_kl():
-    """LPC wraps dpo, ipo and simpo (seed 000 eqs. 8, 14, 13): the same examples, the base loss plus lambda KL,
+    """LPC wraps dpo, ipo and simpo ([LPC] eqs. 8, 14, 13): the same examples, the base loss plus lambda KL,
     the base's metrics and lpc_kl; without codes the unit is the base itself."""
     from omegaconf import OmegaConf
 
@@ -163,6 +163,7 @@ def test_the_heads_round_trip_and_a_bad_checkpoint_is_named(tmp_path):
         LatentCodes(16, 0)
 
 
+@pytest.mark.slow  # starts a vLLM engine in-process
 def test_vllm_serves_z_as_the_logit_shift_w_z_both_ways(world):
     """The serving identity, on a fixed prompt and code weights c (z = sum_k c_k e_k): vLLM's next-token
     log-probs (after its logits processors) equal the transformers forward with z added to the final state,
@@ -228,17 +229,17 @@ def lpc_learner(policy: str, model: str | None = None, algo: str = "dpo", **lpc_
 
     from selfplay.config.loading import load_config
     from selfplay.config.schema import TrainConfig
-    from selfplay.policy.learner import Learner
+    from selfplay.policy.trainer import PolicyTrainer
 
     cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), {"lr": 1e-2, "epochs": 1, "batch_size": 4,
                                                              "micro_batch_size": 2})
     overrides = [f"algo={algo}", "generator.backend=hf", *(f"algo.lpc.{k}={v}" for k, v in lpc_settings.items())]
-    return Learner(model or policy, policy, "float32", cfg, load_config(overrides).algo, seed=0, initial=policy)
+    return PolicyTrainer(model or policy, policy, "float32", cfg, load_config(overrides).algo, seed=0, initial=policy)
 
 
 def test_the_heads_take_their_own_learning_rate(tiny_policy):
     """train.lr = 1e-2 for the policy, algo.lpc.lr = 0.5 for codebook, prior and posterior; unset: train.lr."""
-    from tests.policy.test_learner import pair_batch
+    from tests.policy.test_trainer import pair_batch
 
     learner = lpc_learner(tiny_policy, codes=4, lr=0.5)
     learner.begin_iteration(pair_batch("initial"))
@@ -258,7 +259,7 @@ def test_the_heads_take_their_own_learning_rate(tiny_policy):
 def test_a_learner_with_one_zero_code_takes_dpos_step(tiny_policy):
     """One optimizer step over the whole batch: z = 0 (the one code starts at the origin), KL = 0, so the
     policy's gradient, its loss and its new weights are DPO's."""
-    from tests.policy.test_learner import pair_batch
+    from tests.policy.test_trainer import pair_batch
 
     plain, coded = lpc_learner(tiny_policy), lpc_learner(tiny_policy, codes=1)
     with torch.no_grad():
@@ -275,7 +276,7 @@ def test_a_learner_with_one_zero_code_takes_dpos_step(tiny_policy):
 
 @pytest.mark.parametrize("algo", ["dpo", "ipo", "simpo"])
 def test_lpc_trains_its_heads_and_they_come_back_from_the_checkpoint(tiny_policy, tmp_path, algo):
-    from tests.policy.test_learner import pair_batch
+    from tests.policy.test_trainer import pair_batch
 
     learner = lpc_learner(tiny_policy, algo=algo, codes=4)
     before = {k: v.clone() for k, v in learner.codes.state_dict().items()}

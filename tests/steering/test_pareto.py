@@ -1,4 +1,4 @@
-"""Pareto fronts, hypervolume, Spearman steerability and the fronts plot (docs/methods.md §3, seed 003 fig. 4).
+"""Pareto fronts, hypervolume, Spearman steerability and the fronts plot (docs/methods.md §3, [DPA] fig. 4).
 
 Hypervolume values are derived by hand in each docstring (maximisation, boxes [reference, p]);
 random cases are checked against inclusion-exclusion over all subsets of points.

@@ -1,4 +1,4 @@
-"""The cyclic-preference benchmark (seed 004 table 1): its datasets' structure, and GPM vs BT on several instances."""
+"""The cyclic-preference benchmark ([GPM] table 1): its datasets' structure, and GPM vs BT on several instances."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_attribute_datasets_are_balanced_three_cycles(name):
     omitted = name[len("no_"):]
     kept = [a for a in cyclic.ATTRIBUTES if a != omitted]
     pairs = cyclic.make_dataset(name, 90, seed=0)
-    # seed 004's cycle order with one attribute left out, closed back to its start
+    # [GPM]'s cycle order with one attribute left out, closed back to its start
     assert edge_counts(pairs) == {(kept[0], kept[1]): 30, (kept[1], kept[2]): 30, (kept[2], kept[0]): 30}
     assert cyclic.best_transitive_accuracy(pairs) == pytest.approx(2 / 3)
 
@@ -89,7 +89,7 @@ def test_written_datasets_load_as_trl_pairs(tmp_path):
 # before the head was oriented and the gate started uniform: no_truthfulness medium k = 3 + gate seed 2 for
 # 300 steps at 32 pairs a step; no_honesty large k = 4 seed 0 for all 150 steps at 64 (its block began
 # backwards), no_instruction_following large k = 3 + gate seed 0 until step 110 (oriented, random gate).
-# bench/cyclic.py's table (README, "The cyclic benchmark") has every cell >= 0.95 on all five seeds on this
+# bench/cyclic.py's table (docs/benchmarks.md, "The cyclic benchmark") has every cell >= 0.95 on all five seeds on this
 # machine kind; see there for the minimum.
 GPM_CASES = [("tone", "small", 0, 2, False), ("no_instruction_following", "small", 1, 2, True),
              ("no_honesty", "small", 2, 3, False), ("no_truthfulness", "small", 3, 3, True),
@@ -98,6 +98,7 @@ GPM_CASES = [("tone", "small", 0, 2, False), ("no_instruction_following", "small
              ("no_honesty", "large", 0, 4, False), ("no_instruction_following", "large", 0, 3, True)]
 
 
+@pytest.mark.slow  # a GPM fit each: 10-60 s
 @pytest.mark.parametrize(("name", "size", "seed", "k", "gate"), GPM_CASES)
 def test_gpm_learns_the_cycle(world, name, size, seed, k, gate):
     """Seed 004's claim, the GPM side: held-out accuracy >= 0.95 on a 3-cycle no ranking gets above 2/3 of."""
@@ -107,6 +108,7 @@ def test_gpm_learns_the_cycle(world, name, size, seed, k, gate):
     assert gpm["accuracy"] >= 0.95, gpm
 
 
+@pytest.mark.slow  # a BT fit each: 20-40 s
 @pytest.mark.parametrize(("name", "seed"), [("no_helpfulness", 0), ("tone", 1)])
 def test_bt_cannot_learn_the_cycle(world, name, seed):
     """The BT side, same backbone and budget: held-out accuracy <= 0.70 (a ranking gets at most 2/3)."""

@@ -91,7 +91,7 @@ def resolve_data(cfg: DictConfig) -> tuple[Sources, Optional[Oracle]]:
 
 def resolve_policy(cfg: DictConfig, sources: Sources, directional: bool) -> Sources:
     """``sources`` with the policy (and its tokenizer): ``policy.model``, or the embedded world's SFT policy or,
-    when directions go into system prompts, its steerable warm start (seed 003's first iteration samples from
+    when directions go into system prompts, its steerable warm start ([DPA]'s first iteration samples from
     a SteerLM model).  Called after the directions are validated, so a bad one fails before the warm start is
     trained."""
     policy = cfg.policy.model

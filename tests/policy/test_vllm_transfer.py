@@ -14,22 +14,22 @@ from omegaconf import OmegaConf
 from actors.generator import GeneratorsClient
 from selfplay.config.loading import load_config
 from selfplay.config.schema import ConfigError, TrainConfig
-from selfplay.policy.learner import Learner
-from selfplay.policy.weight_sync import TensorMeta
-from selfplay.policy.weight_transfer import learner_source, trainer_engine
+from selfplay.policy.trainer import PolicyTrainer
+from selfplay.policy.object_store_sync import TensorMeta
+from selfplay.policy.vllm_transfer import learner_source, trainer_engine
 from tests.policy.loopback_transfer import patch_trainer, patch_worker
 from tests.policy.test_lora import lora_learner
-from tests.policy.test_weight_sync import greedy, perturbed_world_policy
+from tests.policy.test_object_store_sync import greedy, perturbed_world_policy
 
 REPO = str(Path(__file__).resolve().parents[2])
 
 
-def learner_of(policy: str, tokenizer: str | None = None) -> Learner:
+def learner_of(policy: str, tokenizer: str | None = None) -> PolicyTrainer:
     cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), {"batch_size": 4, "micro_batch_size": 2})
-    return Learner(policy, tokenizer or policy, "float32", cfg, load_config([]).algo, seed=0)
+    return PolicyTrainer(policy, tokenizer or policy, "float32", cfg, load_config([]).algo, seed=0)
 
 
-def source_of(learner: Learner, dtype: torch.dtype | None = None):
+def source_of(learner: PolicyTrainer, dtype: torch.dtype | None = None):
     exported = learner._exported()
     metas = [TensorMeta(n, t.dtype, tuple(t.shape)) for n, (t, _) in exported.items()]
     return learner_source(metas, lambda: {n: f for n, (_, f) in learner._exported().items()}, torch.device("cpu"),
@@ -159,7 +159,7 @@ def test_the_nccl_protocol_end_to_end_on_cpu(world, ray_cluster, tmp_path):
     engine started from the learner's weights does, and not what they did before."""
     import ray
 
-    from actors.generator import Generator
+    from actors.generator import GenerationWorker
     from actors.group import wait
     from actors.learner import LearnerGroup
     from selfplay.config.schema import Config
@@ -172,7 +172,7 @@ def test_the_nccl_protocol_end_to_end_on_cpu(world, ray_cluster, tmp_path):
     target = str(tmp_path / "target")
     perturbed_world_policy(world, target)
     env = {"env_vars": {"PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"}}
-    generators = [Generator.options(runtime_env=env).remote(
+    generators = [GenerationWorker.options(runtime_env=env).remote(
         "vllm", world.policy, world.tokenizer, cfg.generator, "float32", 0, False, "nccl") for _ in range(2)]
     learner = LearnerGroup.start(cfg.train, target, world.tokenizer, "float32", load_config([]).algo, 0, None,
                                  env["env_vars"])
@@ -191,7 +191,7 @@ def test_the_nccl_protocol_end_to_end_on_cpu(world, ray_cluster, tmp_path):
         learner.stop()
         for g in generators:
             ray.kill(g)
-    fresh = Generator.remote("vllm", target, world.tokenizer, cfg.generator, "float32", 0)
+    fresh = GenerationWorker.remote("vllm", target, world.tokenizer, cfg.generator, "float32", 0)
     expected = greedy(fresh, world)
     ray.kill(fresh)
     assert after == [expected, expected] and again == expected

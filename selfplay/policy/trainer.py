@@ -3,7 +3,7 @@
 Each iteration is a fresh optimisation from the current weights (AdamW with its
 state cleared, the learning-rate schedule restarted), as in iterative DPO/SPPO/GPO
 recipes; a resumed run therefore trains exactly like an uninterrupted one.  With
-``algo.init=sft`` (DPA, seed 003) the weights are first reset to pi_0.
+``algo.init=sft`` (DPA, [DPA]) the weights are first reset to pi_0.
 ``train.batch_size`` and ``train.micro_batch_size`` count training examples
 (one sequence for the all-K forms, a (chosen, rejected) pair for pair losses).
 """
@@ -35,10 +35,10 @@ from selfplay.policy.lora import (
 )
 from selfplay.policy.lpc import LatentCodes
 from selfplay.policy.parallel import Sharded, Single, share
-from selfplay.policy.weight_sync import Bucket, TensorMeta, pack, plan_buckets
+from selfplay.policy.object_store_sync import Bucket, TensorMeta, pack, plan_buckets
 
 
-class Learner:
+class PolicyTrainer:
     def __init__(self, model: str, tokenizer: str, dtype: str, train: DictConfig, algo: DictConfig, seed: int,
                  initial: str | None = None, placement: Single | Sharded | None = None, iterations: int = 1,
                  trust: ModelTrust = ModelTrust()):
@@ -60,7 +60,7 @@ class Learner:
         self.tokenizer = load_tokenizer(tokenizer, trust)
         self.algorithm = resolve(algo)  # its unit, LPC-wrapped with algo.lpc.codes > 0
         self.iterations = iterations
-        # LPC's heads (seed 000): a resumed run's from its checkpoint, else new (seeded by run.seed)
+        # LPC's heads ([LPC]): a resumed run's from its checkpoint, else new (seeded by run.seed)
         self.codes: LatentCodes | None = None
         if self.algorithm.coded:
             torch.manual_seed(seed)
@@ -165,7 +165,7 @@ class Learner:
 
     def _policy_logprobs(self, part: Batch, g: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         """log pi_theta(y|x) of every row; with LPC (pairs, chosen first), log pi_theta(y|x, z) with one z per pair
-        from the mixture of the prior's and the posterior's Gumbel-softmax samples at weight g (seed 000
+        from the mixture of the prior's and the posterior's Gumbel-softmax samples at weight g ([LPC]
         eq. 12), and KL(q || p) per pair, from the same backbone pass (``selfplay.policy.lpc``)."""
         ids, attn, mask = self._tensors(part)
         if self.codes is None:
@@ -273,9 +273,9 @@ class Learner:
     def connect_generators(self, transport: str, client, engine_ranks: int, bucket_bytes: int, address: str | None,
                            dtype: torch.dtype | None) -> None:
         """Rendezvous with the generators for vLLM's native weight transfer (``sync.transport=nccl|ipc``,
-        ``selfplay.policy.weight_transfer``): every rank at once; ``client`` reaches the generators (used by rank 0
+        ``selfplay.policy.vllm_transfer``): every rank at once; ``client`` reaches the generators (used by rank 0
         only), ``dtype`` is the one they serve."""
-        from selfplay.policy.weight_transfer import learner_source, trainer_engine
+        from selfplay.policy.vllm_transfer import learner_source, trainer_engine
 
         metas = [TensorMeta(n, t.dtype, tuple(t.shape)) for n, (t, _) in self._exported().items()]
         wholes = lambda: {n: whole for n, (_, whole) in self._exported().items()}  # noqa: E731

@@ -1,5 +1,5 @@
 """Weights from the learner to the generators over vLLM's own weight-transfer API (``sync.transport=nccl`` or
-``ipc``; GPUs only).  The object-store path (``selfplay.policy.weight_sync``) is the default and the only one on
+``ipc``; GPUs only).  The object-store path (``selfplay.policy.object_store_sync``) is the default and the only one on
 CPU; this one moves the tensors device to device.
 
 vLLM's protocol (``vllm.distributed.weight_transfer``): the engine is started with
@@ -25,7 +25,7 @@ from functools import cached_property
 
 import torch
 
-from selfplay.policy.weight_sync import TensorMeta
+from selfplay.policy.object_store_sync import TensorMeta
 
 VLLM_VERSIONS = ">=0.32,<0.34"  # where the names above hold; pyproject's gpu extra pins the same range
 

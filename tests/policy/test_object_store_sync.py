@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from selfplay.core.lm import load_causal_lm
 from selfplay.policy.engines import HFGenerator
-from selfplay.policy.weight_sync import Bucket, TensorMeta, layer_groups, pack, plan_buckets
+from selfplay.policy.object_store_sync import Bucket, TensorMeta, layer_groups, pack, plan_buckets
 
 NAMES = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.up_proj.weight",
          "model.layers.1.self_attn.q_proj.weight", "model.layers.1.input_layernorm.weight",
@@ -95,19 +95,19 @@ def test_vllm_generator_synced_in_buckets_generates_like_a_fresh_engine(world, r
     from the same weights on disk; and they differ from the engine's before the sync."""
     import ray
 
-    from actors.generator import Generator
+    from actors.generator import GenerationWorker
     from selfplay.config.schema import GeneratorConfig
 
     cfg = OmegaConf.structured(GeneratorConfig)
     buckets = buckets_of(perturbed_world_policy(world, tmp_path / "target"), bucket_bytes=200_000)
     assert len(buckets) >= 3
-    synced = Generator.remote("vllm", world.policy, world.tokenizer, cfg, "float32", 0)
+    synced = GenerationWorker.remote("vllm", world.policy, world.tokenizer, cfg, "float32", 0)
     before = greedy(synced, world)
     ray.get([synced.load_bucket.remote(ray.put(b)) for b in buckets])
     ray.get(synced.finish_sync.remote())
     after = greedy(synced, world)
     ray.kill(synced)
-    fresh = Generator.remote("vllm", str(tmp_path / "target"), world.tokenizer, cfg, "float32", 0)
+    fresh = GenerationWorker.remote("vllm", str(tmp_path / "target"), world.tokenizer, cfg, "float32", 0)
     expected = greedy(fresh, world)
     ray.kill(fresh)
     assert after == expected

@@ -28,7 +28,7 @@ def order_robust_nll(f_wl: torch.Tensor, f_lw: torch.Tensor) -> torch.Tensor:
 
 
 def masked_mse_loss(pred: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The multi-objective reward model's regression loss, docs/methods.md §2.3 (seed 003 sec. 2.1), over observed labels:
+    """The multi-objective reward model's regression loss, docs/methods.md §2.3 ([DPA] sec. 2.1), over observed labels:
 
         sum_{(b, a) observed} (pred[b, a] - labels[b, a])^2 / #observed
 
