@@ -28,7 +28,7 @@ def choose_judge(cfg: DictConfig, scorer: str):
     """The run's judge (``loop.judges``), chosen once: directions over a multi-objective model's attributes
     (``scorer.attributes``), or a preference model's K x K log-odds (``config.scoring.directional`` says which).
     DirectionError on a direction that does not fit the model."""
-    from selfplay.config.scoring import directional
+    from selfplay.config.scoring import attribute_selection, directional
     from selfplay.loop.judges import DirectionalJudge, PreferenceJudge
 
     if not directional(cfg):
@@ -37,8 +37,8 @@ def choose_judge(cfg: DictConfig, scorer: str):
     from selfplay.steering.directional import Steering
 
     s = cfg.scorer
-    selection = OmegaConf.to_container(s.attributes) if s.attributes is not None else None
-    return DirectionalJudge(Steering.from_config(cfg, attribute_names(scorer, s.kind, selection, s.trust_remote_code)))
+    names = attribute_names(scorer, s.kind, attribute_selection(s), s.trust_remote_code)
+    return DirectionalJudge(Steering.from_config(cfg, names))
 
 
 def start_errors() -> tuple[type[Exception], ...]:
@@ -56,9 +56,8 @@ def resolve_sources(cfg: DictConfig):
     """The run's models and data (the embedded world's where none are named), its oracle (with the world's
     prompts) and its judge.  The judge comes before the policy: a bad direction fails before the world's
     steerable warm start is trained."""
-    from selfplay.loop.sources import resolve_data, resolve_policy
-
     from selfplay.loop.preflight import check_scorer
+    from selfplay.loop.sources import resolve_data, resolve_policy
 
     data, oracle = resolve_data(cfg)
     check_scorer(data.scorer, cfg)  # its code and heads before its attributes are read for the directions
@@ -162,6 +161,7 @@ def start_workers(cfg: DictConfig, sources, run_dir: Path, last: int):
     from actors.group import gather, rank_names
     from actors.learner import LearnerGroup
     from actors.scorer import ScoringWorker
+    from selfplay.config.scoring import attribute_selection
     from selfplay.core.lm import ModelTrust
     from selfplay.loop.sync import connect_weight_transfer, send_code_table, sync_weights
     from selfplay.loop.workers import Failures, Spawn, Workers, stage_timeout
@@ -177,17 +177,17 @@ def start_workers(cfg: DictConfig, sources, run_dir: Path, last: int):
 
     def generator():  # a restarted one starts from the same files, then gets the learner's weights
         return GenerationWorker.options(num_cpus=g.num_cpus, num_gpus=g.num_gpus, runtime_env={"env_vars": threads},
-                                 **on(p.generator_resource)).remote(
+                                        **on(p.generator_resource)).remote(
             g.backend, policy, tokenizer, g, g.dtype or cfg.policy.dtype, cfg.run.seed, p.colocate,
             None if cfg.sync.transport == "object_store" else cfg.sync.transport, cfg.algo.lpc.codes > 0,
             trust=ModelTrust.of(cfg.policy))
 
     def scorer():
         return ScoringWorker.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, runtime_env={"env_vars": threads},
-                              **on(p.scorer_resource)).remote(
+                                     **on(p.scorer_resource)).remote(
             s.kind, sources.scorer, s.batch_size, s.k, s.tau, sources.scorer_tokenizer,
             "cuda" if s.num_gpus > 0 else "cpu", trust=ModelTrust.of(cfg.scorer), dtype=s.dtype,
-            attributes=OmegaConf.to_container(s.attributes) if s.attributes is not None else None,
+            attributes=attribute_selection(s),
             aggregate=s.aggregate, source=s.source,
             template=sources.policy_tokenizer)  # PairRM's source: the policy's chat template
 

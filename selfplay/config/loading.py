@@ -152,7 +152,7 @@ def validate(cfg: DictConfig) -> None:
 
     need(cfg.scorer.dtype in SCORER_DTYPES, f"scorer.dtype must be one of {SCORER_DTYPES}, got '{cfg.scorer.dtype}'")
     check_attributes(cfg.scorer)
-    multi = "scorer.kind=multi_objective | armorm"
+    multi = f"scorer.kind={' | '.join(DIRECTIONAL_KINDS)}"
     algorithm = resolve(cfg.algo)
     need(not algorithm.needs_directions or directional(cfg),
          f"algo.name={cfg.algo.name} ranks responses by v^T r: it needs {multi}, got '{cfg.scorer.kind}'")

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 from omegaconf import DictConfig
 
+from selfplay.models import judge_dtype
+
 GB = 1e9
 LEARNER_FIX = ("raise train.world_size, set train.cpu_offload=true, train.lora.rank or "
                "train.activation_checkpointing=true, or lower train.micro_batch_size")
@@ -137,7 +139,7 @@ def generator_need(cfg: DictConfig, policy: ModelShape) -> Need:
 def scorer_need(cfg: DictConfig, scorer: ModelShape) -> Need:
     s = cfg.scorer
     device = "cuda" if s.num_gpus > 0 else "cpu"
-    w = BYTES[("bfloat16" if device == "cuda" else "float32") if s.dtype == "auto" else s.dtype]
+    w = BYTES[judge_dtype(s.dtype, device)]
     length = cfg.generator.max_model_len
     if s.kind == "pairrm":  # source and two candidates: up to 1224 + 2 x 412 tokens, whatever the generator writes
         from selfplay.models.pairrm import HF_LENGTHS

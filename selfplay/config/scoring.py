@@ -49,6 +49,11 @@ class ScorerConfig:
     num_gpus: float = 0.0
 
 
+def attribute_selection(s):
+    """``scorer.attributes`` as plain values for the loaders (a dict or a list), or None."""
+    return None if s.attributes is None else OmegaConf.to_container(s.attributes)
+
+
 def directions_set(d) -> bool:
     """Whether the ``directions`` section asks for anything beyond its defaults that only a directional run reads."""
     return d.fixed is not None or d.center is not None or d.per_prompt != 1 or d.grid is not None

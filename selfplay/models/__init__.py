@@ -9,3 +9,12 @@ KINDS = (*PAIR_KINDS, *DIRECTIONAL_KINDS, "pairrm")
 TRAINED_KINDS = (*PAIR_KINDS, "multi_objective")  # what selfplay.train_pm can train (ArmoRM, PairRM: read only)
 PAIRRM_SOURCES = ("template", "last_turn")  # scorer.source: the text PairRM reads as the source (pairrm.py)
 AGGREGATES = ("none", "sppo")  # scorer.aggregate: a kind's own matrix, or SPPO's K-way aggregation of it
+
+
+def judge_dtype(name: str, device: str) -> str:
+    """The dtype a judge is served in for ``scorer.dtype`` ``name`` on ``device``: ``auto`` is bfloat16 on a GPU (the
+    precision judges are published in) and float32 on the CPU; any other name stands.  The loaders and the memory
+    plan both read it here."""
+    if name != "auto":
+        return name
+    return "bfloat16" if device.startswith("cuda") else "float32"

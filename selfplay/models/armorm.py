@@ -27,7 +27,7 @@ from transformers import PreTrainedTokenizerBase
 
 from selfplay.core.lm import Messages, ModelLoadError, ModelTrust
 from selfplay.models.backbone import (PreferenceModel, at_positions, backbone_from_state, batched, check_kind,
-                                      device_of, last_token, read_checkpoint)
+                                      device_of, last_token, read_checkpoint, tensor_shapes)
 from selfplay.models.multi_objective import select_attributes
 from selfplay.models.reward import reward_score_matrix
 
@@ -135,9 +135,8 @@ class ArmoRM(PreferenceModel):
         ``reward_transform_matrix``; the gate's temperature from config.json (``gating_temperature``)."""
         path, state, meta = read_checkpoint(name, "scorer model", trust.allow_pickle)
         check_kind(meta, cls.kind, name)  # one of ours, saved as another kind
-        missing = [t for t in HEADS if t not in state]
-        if missing:
-            raise ModelLoadError(f"scorer model '{name}' has no {', '.join(missing)}: not an ArmoRM checkpoint")
+        if (problem := cls.head_problem(tensor_shapes(state))) is not None:
+            raise ModelLoadError(f"scorer model '{name}' {problem}: not an ArmoRM checkpoint")
         backbone = backbone_from_state(path, state, "scorer model", trust.trust_remote_code, dtype)
         objectives = state["regression_layer.weight"].shape[0]
         depth = sum(1 for t in state if t.startswith("gating.layers.") and t.endswith(".weight")) - 1

@@ -178,6 +178,11 @@ def checkpoint_tensors(path: Path) -> dict[str, list[int]]:
     return tensors
 
 
+def tensor_shapes(state: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+    """name -> shape of loaded tensors: what ``PreferenceModel.head_problem`` reads, as from safetensors headers."""
+    return {n: list(t.shape) for n, t in state.items()}
+
+
 def check_kind(meta: dict[str, Any], expected: str, name: str, required: bool = False) -> None:
     """Refuse a checkpoint whose recorded kind is not the one asked for (or, if ``required``, is not recorded)."""
     kind = meta.get("kind")

@@ -40,7 +40,8 @@ from transformers import PreTrainedTokenizerBase
 from selfplay.core.lm import Messages, ModelLoadError, ModelTrust
 from selfplay.data.pairs import PreferencePair
 from selfplay.models.backbone import (PreferenceModel, at_positions, backbone_from_state, batched, check_kind,
-                                      device_of, encode_responses, last_token, read_checkpoint, save_checkpoint)
+                                      device_of, encode_responses, last_token, read_checkpoint, save_checkpoint,
+                                      tensor_shapes)
 
 
 MAX_LENGTH = 4096  # GPMPipeline's default: longer conversations are cut from the right
@@ -180,8 +181,8 @@ class GPM(PreferenceModel):
         (``scorer.dtype``) is the one the weights are built in."""
         path, state, meta = read_checkpoint(name, "scorer model", trust.allow_pickle)
         check_kind(meta, cls.kind, name)
-        if "value_head.weight" not in state:
-            raise ModelLoadError(f"scorer model '{name}' has no value_head.weight: not a GPM checkpoint")
+        if (problem := cls.head_problem(tensor_shapes(state))) is not None:
+            raise ModelLoadError(f"scorer model '{name}' {problem}: not a GPM checkpoint")
         two_k = state["value_head.weight"].shape[0]
         if two_k % 2:
             raise ModelLoadError(f"scorer model '{name}': value_head.weight has {two_k} rows, expected an even 2k")

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from selfplay.core.lm import ModelLoadError, ModelTrust
-from selfplay.models import KINDS
+from selfplay.models import DIRECTIONAL_KINDS, KINDS
 from selfplay.models.armorm import DEFAULT_ATTRIBUTES, ArmoRM, objective_names
 from selfplay.models.backbone import PreferenceModel
 from selfplay.models.gpm import GPM
@@ -60,7 +60,7 @@ def load_preference_model(kind: str, name: str, k: int | None = None, tau: float
         return GPM.from_pretrained(name, k=k, tau=tau, trust=trust, dtype=dtype)
     if kind == "pairrm":  # its tokenizer and source text: selfplay.models.preference_scorer.load_scorer
         return load_pairrm(name, trust=trust, dtype=dtype)[0]
-    if kind in ("multi_objective", "armorm"):
+    if kind in DIRECTIONAL_KINDS:
         return LOADERS[kind].from_pretrained(name, trust, dtype=dtype, attributes=attributes)
     return LOADERS[kind].from_pretrained(name, trust, dtype=dtype)
 

@@ -18,11 +18,11 @@ read from its config.  There is no bias to hold the labels' mean of about 50: se
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
-
-from collections.abc import Mapping, Sequence
 
 from selfplay.core.lm import Messages, ModelLoadError, ModelTrust
 from selfplay.models.backbone import backbone_from_state

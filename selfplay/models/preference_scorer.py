@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from selfplay.core.lm import DTYPES, Messages, ModelTrust, load_tokenizer
-from selfplay.models import DIRECTIONAL_KINDS
+from selfplay.models import DIRECTIONAL_KINDS, judge_dtype
 from selfplay.models.backbone import PreferenceModel
 from selfplay.models.kinds import load_preference_model
 from selfplay.models.multi_objective import Selection
@@ -74,14 +74,6 @@ class Scorer:
         return [torch.sigmoid(s) for s in self.score(prompts, responses)]
 
 
-def scorer_dtype(name: str, device: str) -> torch.dtype:
-    """``scorer.dtype``: ``auto`` is bfloat16 on a GPU (the precision judges are published in) and float32 on the
-    CPU; otherwise the named dtype."""
-    if name == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return DTYPES[name]
-
-
 def load_scorer(
     kind: str, model: str, batch_size: int, k: int | None = None, tau: float | None = None,
     tokenizer: str | None = None, device: str = "cpu", trust: ModelTrust = ModelTrust(), dtype: str = "auto",
@@ -92,7 +84,7 @@ def load_scorer(
     (``scorer.trust_remote_code`` / ``scorer.allow_pickle``); ``attributes``: ``scorer.attributes``; ``aggregate``:
     ``scorer.aggregate``; PairRM only: ``source`` (``scorer.source``) and ``template``, the tokenizer whose chat
     template formats the source (the policy's)."""
-    torch_dtype = scorer_dtype(dtype, device)
+    torch_dtype = DTYPES[judge_dtype(dtype, device)]
     if kind == "pairrm":
         pm, tok = load_pairrm(model, tokenizer, trust, source, template, dtype=torch_dtype)
         return Scorer(pm.to(device), tok, batch_size, aggregate)

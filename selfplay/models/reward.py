@@ -24,7 +24,8 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICA
 from selfplay.core.lm import Messages, ModelLoadError, ModelTrust
 from selfplay.data.pairs import PreferencePair
 from selfplay.models.backbone import (PreferenceModel, backbone_from_state, batched, check_kind, device_of,
-                                      encode_responses, last_token, read_checkpoint, save_checkpoint)
+                                      encode_responses, last_token, read_checkpoint, save_checkpoint,
+                                      tensor_shapes)
 
 
 def reward_score_matrix(r: torch.Tensor) -> torch.Tensor:
@@ -97,7 +98,7 @@ class RewardModel(PreferenceModel):
     def from_pretrained(cls, name: str, trust: ModelTrust = ModelTrust(),
                         dtype: torch.dtype = torch.float32) -> RewardModel:
         path, state = read_reward_checkpoint(name, cls.kind, cls.kind_required, trust.allow_pickle)
-        problem = cls.head_problem({n: list(t.shape) for n, t in state.items()})
+        problem = cls.head_problem(tensor_shapes(state))
         if problem:
             raise ModelLoadError(f"scorer model '{name}' {problem}")
         rows = state["score.weight"].shape[0]
