@@ -11,8 +11,8 @@
         send pi_t's weights to the generators, in place
         evaluate pi_t against pi_0 and pi_{t-1} on held-out prompts (multi-objective: over a grid of
             directions, with each policy's Pareto front)
-        checkpoint, then append the metrics line (the commit point of iteration t); then the loggers and
-            the report
+        checkpoint, then append the metrics line (the commit point of iteration t); then the loggers; the
+            plots and the report are redrawn beside the next iteration (``loop.background``)
     (an actor that fails is started again and its unfinished calls made again; where that cannot be done
     inside the stage, iteration t starts again from pi_{t-1}'s checkpoint: ``loop.workers``)
 
@@ -36,6 +36,7 @@ from selfplay.core.loggers import Loggers
 from selfplay.core.html_report import REPORT
 from selfplay.core.html_report import write as write_report
 from selfplay.core.rollout_store import drop_rollouts, load_rollout, rollout_path, save_rollout
+from selfplay.loop.background import Latest
 from selfplay.loop.evaluation import eval_path, evaluate, iteration_record, load_eval, summary_line
 from selfplay.loop.faults import fault_point
 from selfplay.loop.judges import Judge
@@ -66,27 +67,29 @@ def selfplay(cfg: DictConfig, workers: Workers, judge: Judge, prompts: Prompts, 
         atomic_write_json(eval_path(run_dir, 0), sample_eval(workers, prompts, cfg))
     initial, previous = load_eval(run_dir, 0), load_eval(run_dir, start)
     loggers = Loggers(run_dir, cfg, read_metrics(run_dir) if start else [])  # TensorBoard, W&B, MLflow
+    drawing = Latest("plots and report")  # off the critical path; closing it waits for the last iteration's
     records, began = [], time.perf_counter()
-    for t in range(start + 1, cfg.iter + 1):
-        workers.failures.iteration = t
-        while True:
-            try:
-                record, current = iteration(t, cfg, workers, judge, prompts, run_dir, initial, previous, oracle)
-                break
-            except ActorFailure as failure:  # not recovered inside its stage: iteration t again, from pi_{t-1}
-                workers.recover(failure, t - 1, cfg)
-        fault_point("metrics", t)
-        append_metrics(run_dir, record)  # commit point: iteration t is complete
-        drop_rollouts(run_dir)
-        judge.plot(run_dir)
-        loggers.iteration(record)
-        if cfg.log.report:
-            report(run_dir)
-        line = f"{summary_line(record)} | ETA {eta(time.perf_counter() - began, t - start, cfg.iter - t)}"
-        log.info(line)
-        print(line, flush=True)
-        records.append(record)
-        previous = current
+    try:
+        for t in range(start + 1, cfg.iter + 1):
+            workers.failures.iteration = t
+            while True:
+                try:
+                    record, current = iteration(t, cfg, workers, judge, prompts, run_dir, initial, previous, oracle)
+                    break
+                except ActorFailure as failure:  # not recovered inside its stage: iteration t again, from pi_{t-1}
+                    workers.recover(failure, t - 1, cfg)
+            fault_point("metrics", t)
+            append_metrics(run_dir, record)  # commit point: iteration t is complete
+            drop_rollouts(run_dir)
+            loggers.iteration(record)
+            drawing.submit(lambda: draw(run_dir, judge, cfg.log.report))
+            line = f"{summary_line(record)} | ETA {eta(time.perf_counter() - began, t - start, cfg.iter - t)}"
+            log.info(line)
+            print(line, flush=True)
+            records.append(record)
+            previous = current
+    finally:
+        drawing.close()
     loggers.close()
     return records
 
@@ -126,13 +129,16 @@ def iteration(t: int, cfg: DictConfig, workers: Workers, judge: Judge, prompts: 
                             workers.failures.of_iteration(t)), current
 
 
-def report(run_dir: Path) -> None:
-    """RUN/report.html rewritten; like a logger, a failure here warns and the run goes on."""
+def draw(run_dir: Path, judge: Judge, report: bool) -> None:
+    """The judge's plots (DPA's fronts) and, with ``log.report``, RUN/report.html, from the committed metrics
+    alone (so the newest drawing supersedes any older one); like a logger, a failure warns and the run goes on."""
     try:
-        write_report({run_dir.name: run_dir}, run_dir / REPORT)
+        judge.plot(run_dir)
+        if report:
+            write_report({run_dir.name: run_dir}, run_dir / REPORT)
     except Exception as e:  # noqa: BLE001 - the iteration is committed; the report can be written again
-        log.warning("the report was not written: %s: %s (python -m selfplay.report %s)", type(e).__name__, e,
-                    run_dir)
+        log.warning("the plots or the report were not written: %s: %s (python -m selfplay.report %s)",
+                    type(e).__name__, e, run_dir)
 
 
 def eta(elapsed: float, done: int, left: int) -> str:
