@@ -172,6 +172,8 @@ def validate(cfg: DictConfig) -> None:
     need(1 <= cfg.eval.prompts, "eval.prompts must be >= 1")
     need(cfg.eval.samples >= 1, "eval.samples must be >= 1")
     need(cfg.log.samples >= 0, f"log.samples must be >= 0, got {cfg.log.samples}")
+    need(0 < cfg.log.report_share <= 1, f"log.report_share is a share of the wall time, in (0, 1], got "
+                                         f"{cfg.log.report_share}")
     need(cfg.train.epochs >= 1, "train.epochs must be >= 1")
     need(cfg.train.batch_size >= 1 and cfg.train.micro_batch_size >= 1, "train.batch_size and train.micro_batch_size must be >= 1")
     need(cfg.train.batch_size % cfg.train.micro_batch_size == 0,

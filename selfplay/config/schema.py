@@ -225,6 +225,8 @@ class LogConfig:
     mlflow: MlflowSettings = field(default_factory=MlflowSettings)
     samples: int = 3  # held-out prompts whose pi_0 and pi_t responses are shown each iteration
     report: bool = True  # rewrite RUN/report.html (and report_files/) after each iteration
+    # the most of the wall time the drawing (report, DPA's plots) may take, on its thread beside the stages
+    report_share: float = 0.01
 
 
 @dataclass

@@ -5,12 +5,18 @@ a 5 s iteration on the driver (docs/benchmarks.md, soak).  Here it runs beside t
 driver only submits.  A job submitted while another waits replaces it (the report of iteration t + 1 supersedes
 t's), so a slow report never queues up; ``close`` waits for the last one, so the run's final report is complete
 when the run returns.
+
+Off the critical path is not free where the actors use every core (2 cores here): the thread's CPU is taken
+from the stages.  So with ``share``, after a job of d seconds the next waits until d / share seconds have passed
+since that one began: the jobs take at most ``share`` of the wall time (``log.report_share``), and at real
+iteration lengths (minutes) every iteration's drawing still runs.  ``close`` runs the waiting job at once.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable
 
 log = logging.getLogger(__name__)
@@ -20,8 +26,10 @@ class Latest:
     """A daemon thread named ``name`` running the newest submitted job, one at a time.  A job's exception is
     logged and the thread goes on (a job that must not fail silently catches its own)."""
 
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self, name: str, share: float = 1.0):
+        if not 0 < share <= 1:
+            raise ValueError(f"{name}: the share of the wall time its jobs may take is in (0, 1], got {share}")
+        self.name, self.share = name, share
         self._wake = threading.Condition()
         self._job: Callable[[], object] | None = None
         self._closed = False
@@ -45,14 +53,17 @@ class Latest:
         return not self._thread.is_alive()
 
     def _loop(self) -> None:
+        rest_until = 0.0  # monotonic time before which the next job waits (``share``)
         while True:
             with self._wake:
-                while self._job is None and not self._closed:
-                    self._wake.wait()
+                while not self._closed and (self._job is None or time.monotonic() < rest_until):
+                    self._wake.wait(None if self._job is None else rest_until - time.monotonic())
                 job, self._job = self._job, None
                 if job is None:  # closed, nothing left
                     return
+            began = time.monotonic()
             try:
                 job()
             except Exception:  # noqa: BLE001 - the thread serves the next job
                 log.exception("%s: a background job failed", self.name)
+            rest_until = began + (time.monotonic() - began) / self.share

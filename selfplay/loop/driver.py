@@ -67,7 +67,7 @@ def selfplay(cfg: DictConfig, workers: Workers, judge: Judge, prompts: Prompts, 
         atomic_write_json(eval_path(run_dir, 0), sample_eval(workers, prompts, cfg))
     initial, previous = load_eval(run_dir, 0), load_eval(run_dir, start)
     loggers = Loggers(run_dir, cfg, read_metrics(run_dir) if start else [])  # TensorBoard, W&B, MLflow
-    drawing = Latest("plots and report")  # off the critical path; closing it waits for the last iteration's
+    drawing = Latest("plots and report", cfg.log.report_share)  # off the critical path; close: the last one drawn
     records, began = [], time.perf_counter()
     try:
         for t in range(start + 1, cfg.iter + 1):

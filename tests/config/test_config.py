@@ -148,6 +148,7 @@ def test_an_override_yaml_cannot_parse_is_one_line():
         ("algo.name=ppo", "algo.name must be one of ('dpa', 'dpo', 'gpo', 'ipo', "),  # every unit, by module name
         ("generator.temperature=-0.5", "generator.temperature must be >= 0"),
         ("placement.sleep_level=3", "placement.sleep_level must be 1 or 2, got 3"),
+        ("log.report_share=0", "log.report_share is a share of the wall time, in (0, 1], got 0.0"),
         ("placement.colocate=true", "placement.colocate=true with generator.backend=vllm needs GPUs"),
         ("scorer.kind=pairrm", "scorer.kind=pairrm needs scorer.model"),
         ("scorer.source=raw", "scorer.source must be one of ('template', 'last_turn'), got 'raw'"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import pytest
 
@@ -66,3 +67,35 @@ def test_submit_after_close_is_refused_naming_the_worker():
     assert worker.close(10)
     with pytest.raises(RuntimeError, match="plots and report: submit after close"):
         worker.submit(lambda: None)
+
+
+def test_with_a_share_the_next_job_waits_so_the_jobs_take_at_most_that_share_of_the_time():
+    began, done = [], threading.Event()
+
+    def job():
+        began.append(time.monotonic())
+        time.sleep(0.1)
+        done.set()
+
+    worker = Latest("test", share=0.25)
+    worker.submit(job)
+    assert done.wait(10)
+    worker.submit(lambda: began.append(time.monotonic()))  # waits until 0.1 / 0.25 = 0.4 s after the first began
+    time.sleep(0.6)
+    assert worker.close(10)
+    assert len(began) == 2 and began[1] - began[0] >= 0.4 - 1e-3
+
+
+def test_close_runs_the_waiting_job_at_once_whatever_the_share():
+    ran, done = [], threading.Event()
+    worker = Latest("test", share=0.001)
+    worker.submit(lambda: (time.sleep(0.05), done.set()))  # rests 50 s after it
+    assert done.wait(10)
+    worker.submit(lambda: ran.append(1))
+    start = time.monotonic()
+    assert worker.close(10) and ran == [1] and time.monotonic() - start < 5
+
+
+def test_a_share_outside_zero_to_one_is_refused():
+    with pytest.raises(ValueError, match=r"report: the share of the wall time its jobs may take is in \(0, 1\], got 0"):
+        Latest("report", share=0)
