@@ -19,6 +19,9 @@ matrix of its gated scalar score, S = s_i - s_j.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Protocol
+
 import torch
 
 from selfplay.core.lm import DTYPES, Messages, ModelTrust, load_tokenizer
@@ -38,8 +41,19 @@ def sppo_aggregate(s: torch.Tensor) -> torch.Tensor:
     return score[:, None] - score[None, :]
 
 
+class Scoring(Protocol):
+    """The scorer's verbs, declared once (``selfplay.policy.verbs`` for the others'): what the scorer actor
+    forwards and its group offers."""
+
+    def score(self, prompts: list[Messages], responses: list[list[str]]) -> list[torch.Tensor]:
+        """One (K_p, K_p) log-odds matrix per prompt."""
+
+    def rewards(self, prompts: list[Messages], responses: list[list[str]]) -> list[torch.Tensor]:
+        """A multi-objective model's (K_p, m) attribute rewards per prompt."""
+
+
 class Scorer:
-    """A preference model with its tokenizer: what the scorer actor and the PM evaluation hold."""
+    """A preference model with its tokenizer: what the scorer actor and the PM evaluation hold (``Scoring``)."""
 
     def __init__(self, model: PreferenceModel, tokenizer, batch_size: int, aggregate: str = "none"):
         self.model = model.eval()
@@ -91,3 +105,35 @@ def load_scorer(
     pm = load_preference_model(kind, model, k=k, tau=tau, trust=trust, dtype=torch_dtype,
                                attributes=attributes).to(device)
     return Scorer(pm, load_tokenizer(tokenizer or model, trust), batch_size, aggregate)
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """What the scorer actor loads (``load_scorer``'s arguments, one object), made from ``scorer.*``."""
+
+    kind: str
+    model: str
+    batch_size: int
+    k: int | None
+    tau: float | None
+    tokenizer: str | None
+    device: str
+    trust: ModelTrust
+    dtype: str
+    attributes: Selection
+    aggregate: str
+    source: str
+    template: str | None
+
+    @classmethod
+    def of(cls, s, model: str, tokenizer: str | None, template: str | None, attributes: Selection) -> ScorerSpec:
+        """The ``scorer`` section ``s``'s model ``model`` (with ``tokenizer``); ``template``: the tokenizer whose
+        chat template formats PairRM's source (the policy's); ``attributes``: ``scorer.attributes`` as plain
+        values (``selfplay.config.scoring.attribute_selection``)."""
+        return cls(s.kind, model, s.batch_size, s.k, s.tau, tokenizer, "cuda" if s.num_gpus > 0 else "cpu",
+                   ModelTrust.of(s), s.dtype, attributes, s.aggregate, s.source, template)
+
+    def load(self) -> Scorer:
+        return load_scorer(self.kind, self.model, self.batch_size, k=self.k, tau=self.tau, tokenizer=self.tokenizer,
+                           device=self.device, trust=self.trust, dtype=self.dtype, attributes=self.attributes,
+                           aggregate=self.aggregate, source=self.source, template=self.template)
