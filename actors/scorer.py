@@ -4,6 +4,6 @@
 from __future__ import annotations
 
 from actors.roles import shell
-from selfplay.models.preference_scorer import Scoring, ScorerSpec
+from selfplay.models.preference_scorer import ScorerSpec, Scoring
 
 ScoringWorker = shell("ScoringWorker", Scoring, ScorerSpec.load, module=__name__)

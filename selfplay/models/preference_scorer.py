@@ -88,52 +88,49 @@ class Scorer:
         return [torch.sigmoid(s) for s in self.score(prompts, responses)]
 
 
-def load_scorer(
-    kind: str, model: str, batch_size: int, k: int | None = None, tau: float | None = None,
-    tokenizer: str | None = None, device: str = "cpu", trust: ModelTrust = ModelTrust(), dtype: str = "auto",
-    attributes: Selection = None, aggregate: str = "none", source: str = "last_turn", template: str | None = None,
-) -> Scorer:
-    """Load the ``kind`` checkpoint ``model`` (directory or hub name) in ``dtype`` (``scorer.dtype``) and its
-    tokenizer (default: the same place; PairRM's: see ``load_pairrm``); ``trust``: the scorer's opt-ins
-    (``scorer.trust_remote_code`` / ``scorer.allow_pickle``); ``attributes``: ``scorer.attributes``; ``aggregate``:
-    ``scorer.aggregate``; PairRM only: ``source`` (``scorer.source``) and ``template``, the tokenizer whose chat
-    template formats the source (the policy's)."""
-    torch_dtype = DTYPES[judge_dtype(dtype, device)]
-    if kind == "pairrm":
-        pm, tok = load_pairrm(model, tokenizer, trust, source, template, dtype=torch_dtype)
-        return Scorer(pm.to(device), tok, batch_size, aggregate)
-    pm = load_preference_model(kind, model, k=k, tau=tau, trust=trust, dtype=torch_dtype,
-                               attributes=attributes).to(device)
-    return Scorer(pm, load_tokenizer(tokenizer or model, trust), batch_size, aggregate)
+def load_scorer(kind: str, model: str, batch_size: int, **options) -> Scorer:
+    """The library's keyword form of ``ScorerSpec(kind, model, batch_size, **options).load()`` (``options``:
+    ``ScorerSpec``'s other fields: k, tau, tokenizer, device, trust, dtype, attributes, aggregate, source,
+    template)."""
+    return ScorerSpec(kind, model, batch_size, **options).load()
 
 
 @dataclass(frozen=True)
 class ScorerSpec:
-    """What the scorer actor loads (``load_scorer``'s arguments, one object), made from ``scorer.*``."""
+    """What a scorer is loaded from, made from ``scorer.*`` for the scorer actor (``of``): the ``kind``
+    checkpoint ``model`` (directory or hub name) in ``dtype`` (``scorer.dtype``) and its tokenizer (default: the
+    same place; PairRM's: see ``load_pairrm``); ``trust``: the scorer's opt-ins (``scorer.trust_remote_code`` /
+    ``scorer.allow_pickle``); ``attributes``: ``scorer.attributes``; ``aggregate``: ``scorer.aggregate``; PairRM
+    only: ``source`` (``scorer.source``) and ``template``, the tokenizer whose chat template formats the source
+    (the policy's)."""
 
     kind: str
     model: str
     batch_size: int
-    k: int | None
-    tau: float | None
-    tokenizer: str | None
-    device: str
-    trust: ModelTrust
-    dtype: str
-    attributes: Selection
-    aggregate: str
-    source: str
-    template: str | None
+    k: int | None = None
+    tau: float | None = None
+    tokenizer: str | None = None
+    device: str = "cpu"
+    trust: ModelTrust = ModelTrust()
+    dtype: str = "auto"
+    attributes: Selection = None
+    aggregate: str = "none"
+    source: str = "last_turn"
+    template: str | None = None
 
     @classmethod
     def of(cls, s, model: str, tokenizer: str | None, template: str | None, attributes: Selection) -> ScorerSpec:
-        """The ``scorer`` section ``s``'s model ``model`` (with ``tokenizer``); ``template``: the tokenizer whose
-        chat template formats PairRM's source (the policy's); ``attributes``: ``scorer.attributes`` as plain
-        values (``selfplay.config.scoring.attribute_selection``)."""
+        """The ``scorer`` section ``s``'s model ``model`` (with ``tokenizer``), on the GPU if it has one;
+        ``template``: the policy's tokenizer; ``attributes``: ``scorer.attributes`` as plain values
+        (``selfplay.config.scoring.attribute_selection``)."""
         return cls(s.kind, model, s.batch_size, s.k, s.tau, tokenizer, "cuda" if s.num_gpus > 0 else "cpu",
                    ModelTrust.of(s), s.dtype, attributes, s.aggregate, s.source, template)
 
     def load(self) -> Scorer:
-        return load_scorer(self.kind, self.model, self.batch_size, k=self.k, tau=self.tau, tokenizer=self.tokenizer,
-                           device=self.device, trust=self.trust, dtype=self.dtype, attributes=self.attributes,
-                           aggregate=self.aggregate, source=self.source, template=self.template)
+        torch_dtype = DTYPES[judge_dtype(self.dtype, self.device)]
+        if self.kind == "pairrm":
+            pm, tok = load_pairrm(self.model, self.tokenizer, self.trust, self.source, self.template, dtype=torch_dtype)
+            return Scorer(pm.to(self.device), tok, self.batch_size, self.aggregate)
+        pm = load_preference_model(self.kind, self.model, k=self.k, tau=self.tau, trust=self.trust, dtype=torch_dtype,
+                                   attributes=self.attributes).to(self.device)
+        return Scorer(pm, load_tokenizer(self.tokenizer or self.model, self.trust), self.batch_size, self.aggregate)
