@@ -9,6 +9,7 @@ the Protocol and implementing it in the library class; the shell and the group f
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Callable
 
@@ -17,9 +18,11 @@ import ray
 from actors.group import wait_named
 
 
+@functools.cache
 def verbs(role: type) -> dict[str, inspect.Signature | None]:
     """The verbs a Protocol declares, in declaration order (its bases' first): each method's signature (with
-    ``self``), None for a declared attribute (which the shell reads by a method of its name)."""
+    ``self``), None for a declared attribute (which the shell reads by a method of its name).  Read, never
+    changed, by its callers (it is computed once per role)."""
     out: dict[str, inspect.Signature | None] = {}
     for cls in reversed(role.__mro__):
         if cls is object or not getattr(cls, "_is_protocol", False) or cls.__name__ in ("Protocol", "Generic"):

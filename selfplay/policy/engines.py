@@ -96,7 +96,8 @@ class VLLMGenerator:
                        enforce_eager=spec.enforce_eager, gpu_memory_utilization=spec.gpu_memory_utilization,
                        max_model_len=spec.max_model_len, enable_chunked_prefill=spec.chunked_prefill,
                        tensor_parallel_size=spec.tensor_parallel, enable_sleep_mode=spec.sleep_mode,
-                       **({"weight_transfer_config": {"backend": spec.weight_transfer}} if spec.weight_transfer else {}),
+                       **({"weight_transfer_config": {"backend": spec.weight_transfer}}
+                          if spec.weight_transfer else {}),
                        **({"logits_processors": [code_bias_processor()]} if spec.code_bias else {}),
                        # the policy's opt-ins: its own code; pickle weights (auto: safetensors first, else *.bin/*.pt)
                        trust_remote_code=trust.trust_remote_code,
@@ -278,7 +279,8 @@ def make_generator(spec: GeneratorSpec) -> GenerationEngine:
     if spec.backend == "vllm":
         return VLLMGenerator(spec)
     if spec.weight_transfer:
-        raise ValueError(f"weight transfer over {spec.weight_transfer} needs generator.backend=vllm, got '{spec.backend}'")
+        raise ValueError(f"weight transfer over {spec.weight_transfer} needs generator.backend=vllm, "
+                         f"got '{spec.backend}'")
     if spec.backend == "hf":
         return HFGenerator(spec)
     raise ValueError(f"unknown generator backend '{spec.backend}' (vllm | hf)")

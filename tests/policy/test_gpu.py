@@ -80,8 +80,8 @@ def test_vllm_on_the_gpu_gets_the_learners_weights_over_ipc(world, ray_cluster, 
     from tests.policy.test_vllm_transfer import learner_of
 
     perturbed_world_policy(world, tmp_path / "target")
-    gen = GenerationWorker.options(num_gpus=0.5).remote(engine_spec(world.policy, world.tokenizer, weight_transfer="ipc",
-                                                                 gpu_memory_utilization=0.3))
+    spec = engine_spec(world.policy, world.tokenizer, weight_transfer="ipc", gpu_memory_utilization=0.3)
+    gen = GenerationWorker.options(num_gpus=0.5).remote(spec)
     learner = learner_of(str(tmp_path / "target"), world.tokenizer)
     assert learner.placement.device.type == "cuda"
     learner.connect_generators("ipc", GeneratorsClient([gen], 1, 300.0), 1, 2**20, None, torch.float32)

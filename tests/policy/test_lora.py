@@ -20,8 +20,8 @@ def lora_learner(policy: str, model: str | None = None, algo: str = "dpo") -> Po
     cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig),
                           {"lr": 1e-2, "epochs": 1, "batch_size": 4, "micro_batch_size": 2,
                            "lora": {"rank": 4, "alpha": 8.0, "target_modules": ["q_proj", "v_proj", "down_proj"]}})
-    return PolicyTrainer(LearnerSpec(model or policy, policy, "float32", cfg, load_config([f"algo={algo}"]).algo, seed=0,
-                                     initial=policy))
+    algo_cfg = load_config([f"algo={algo}"]).algo
+    return PolicyTrainer(LearnerSpec(model or policy, policy, "float32", cfg, algo_cfg, seed=0, initial=policy))
 
 
 def logprobs_of(model: torch.nn.Module, batch) -> torch.Tensor:
