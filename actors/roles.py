@@ -53,12 +53,12 @@ def forwarder(verb: str, signature: inspect.Signature | None) -> Callable:
 
 
 class Holder:
-    """The base of a shell: builds the object it holds from one spec (``build``, set by ``shell``)."""
+    """The base of a shell: builds the object it holds from one spec (``_build``, set by ``shell``)."""
 
-    build: Callable = None  # type: ignore[assignment]
+    _build: Callable | None = None
 
     def __init__(self, spec=None):
-        self.held = None if spec is None else type(self).build(spec)
+        self.held = None if spec is None else type(self)._build(spec)
 
 
 def shell(name: str, role: type, build: Callable | None = None, base: type = Holder, module: str = __name__):
@@ -67,7 +67,7 @@ def shell(name: str, role: type, build: Callable | None = None, base: type = Hol
     namespace = {verb: forwarder(verb, signature) for verb, signature in verbs(role).items()
                  if not hasattr(base, verb)}
     if build is not None:
-        namespace["build"] = staticmethod(build)
+        namespace["_build"] = staticmethod(build)
     namespace.update(__module__=module, __qualname__=name, __doc__=f"Ray shell of a {role.__name__}: "
                      f"{', '.join(verbs(role))} forwarded to the object it holds.")
     return ray.remote(type(name, (base,), namespace))
