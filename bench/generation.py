@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 
 def main() -> None:
@@ -25,6 +26,7 @@ def main() -> None:
     from selfplay.core.lm import encode_prompt, load_causal_lm, load_tokenizer
     from selfplay.data.prompts import load_prompts
     from selfplay.policy.engines import make_generator
+    from selfplay.policy.specs import GeneratorSpec
     from selfplay.world.build import get_world
 
     cfg = OmegaConf.structured(Config)
@@ -32,10 +34,13 @@ def main() -> None:
     tok = load_tokenizer(world.policy)
     ids = [encode_prompt(tok, p) for p in load_prompts(world.prompts)[: args.prompts]]
 
+    def spec(backend: str) -> GeneratorSpec:
+        return replace(GeneratorSpec.of(cfg, world.policy, world.policy), backend=backend, dtype="float32", seed=0)
+
     rates = {}
     engines = {}
     for backend in ("hf", "vllm"):
-        engines[backend] = gen = make_generator(backend, world.policy, world.policy, cfg.generator, "float32", 0)
+        engines[backend] = gen = make_generator(spec(backend))
         gen.generate(ids[:8], 2, 1.0, 1.0, args.max_new_tokens, 0)  # warm-up
         start = time.perf_counter()
         out = gen.generate(ids, args.k, 1.0, 1.0, args.max_new_tokens, 1)
@@ -53,7 +58,7 @@ def main() -> None:
     load_s = (time.perf_counter() - start) / reps
     del engines["vllm"], vllm
     start = time.perf_counter()
-    make_generator("vllm", world.policy, world.policy, cfg.generator, "float32", 0)
+    make_generator(spec("vllm"))
     restart_s = time.perf_counter() - start
     print(f"in-place weight load {load_s * 1e3:.1f} ms; engine restart {restart_s:.2f} s; "
           f"ratio restart / load: {restart_s / load_s:.0f}")

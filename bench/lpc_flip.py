@@ -68,11 +68,13 @@ def preference_accuracy(policy_logps: torch.Tensor, reference_logps: torch.Tenso
 def train_and_score(world, train_pairs: list, test_batch, reference_logps: torch.Tensor, codes: int, seed: int,
                     epochs: int, lpc_lr: float | None) -> float:
     from selfplay.config.loading import load_config
+    from selfplay.policy.specs import LearnerSpec
     from selfplay.policy.trainer import PolicyTrainer
 
     cfg = load_config(["algo=dpo", f"algo.lpc.codes={codes}", f"train.epochs={epochs}", "generator.backend=hf",
                        *([f"algo.lpc.lr={lpc_lr}"] if lpc_lr and codes else [])])
-    learner = PolicyTrainer(world.policy, world.policy, "float32", cfg.train, cfg.algo, seed=seed, initial=world.policy)
+    learner = PolicyTrainer(LearnerSpec(world.policy, world.policy, "float32", cfg.train, cfg.algo, seed=seed,
+                                        initial=world.policy))
     learner.begin_iteration(pair_batch(learner.tokenizer, train_pairs, "initial"))
     for epoch in range(epochs):
         learner.train_epoch(epoch, iteration=1)

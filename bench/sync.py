@@ -27,6 +27,7 @@ import os
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -102,7 +103,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import ray
-    from omegaconf import OmegaConf
 
     from actors.generator import GenerationWorker
     from actors.learner import LearnerGroup
@@ -112,14 +112,13 @@ def main() -> None:
     from selfplay.loop.sync import sync_weights
     from selfplay.loop.workers import Workers
     from selfplay.policy.object_store_sync import Bucket
+    from selfplay.policy.specs import GeneratorSpec, LearnerSpec, plain
     from selfplay.world.build import get_world
 
     cfg = load_config(["generator.backend=vllm", f"sync.bucket_mb={args.bucket_mb}"])
     world = get_world(cfg.world)
     tok = load_tokenizer(world.tokenizer)
     prompts = [encode_prompt(tok, p) for p in load_prompts(world.prompts)[:4]]
-    plain = {name: OmegaConf.create(OmegaConf.to_container(cfg[name], resolve=True))
-             for name in ("generator", "train", "algo")}
 
     with tempfile.TemporaryDirectory() as tmp:
         served, trained, saved = Path(tmp) / "served", Path(tmp) / "trained", Path(tmp) / "saved"
@@ -134,11 +133,11 @@ def main() -> None:
 
         def start_generator(model: Path):
             return GenerationWorker.options(num_cpus=0, runtime_env={"env_vars": threads}).remote(
-                "vllm", str(model), str(model), plain["generator"], "float32", 0)
+                replace(GeneratorSpec.of(cfg, str(model), str(model)), dtype="float32", seed=0))
 
         generator = start_generator(served)
-        learner = LearnerGroup.start(plain["train"], str(trained), str(trained), "float32", plain["algo"], 0, None,
-                                     threads)
+        learner = LearnerGroup.start(LearnerSpec(str(trained), str(trained), "float32", plain(cfg.train),
+                                                 plain(cfg.algo), 0), threads)
         ray.get([generator.__ray_ready__.remote(), *learner.ready])
         workers = Workers([generator], None, learner)
         pids = {"learner": actor_pid(learner.ranks[0]), "generator": actor_pid(generator)}

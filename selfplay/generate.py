@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from selfplay.core.lm import Messages, ModelLoadError
@@ -79,10 +80,11 @@ class Session:
     def __init__(self, args: argparse.Namespace, names: list[str] | None):
         from omegaconf import OmegaConf
 
-        from selfplay.config.schema import GeneratorConfig
+        from selfplay.config.schema import Config
         from selfplay.core.lm import load_tokenizer
         from selfplay.policy import lpc
         from selfplay.policy.engines import make_generator
+        from selfplay.policy.specs import GeneratorSpec
 
         self.args, self.names = args, names
         self.tokenizer = load_tokenizer(args.model)
@@ -90,8 +92,8 @@ class Session:
         self.codes = lpc.load(args.model) if lpc.has_heads(args.model) else None
         if self.codes is not None and args.backend != "hf":
             raise ValueError(f"{args.model} has LPC heads, whose z is served by --backend hf so far")
-        self.engine = make_generator(args.backend, args.model, args.model, OmegaConf.structured(GeneratorConfig),
-                                     args.dtype, args.seed)
+        spec = GeneratorSpec.of(OmegaConf.structured(Config), args.model, args.model)  # generator.* defaults
+        self.engine = make_generator(replace(spec, backend=args.backend, dtype=args.dtype, seed=args.seed))
 
     def messages(self, prompt: str | Messages, direction: tuple[float, ...] | None) -> Messages:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)

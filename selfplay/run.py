@@ -154,56 +154,48 @@ def starting_point(run_dir: Path, last: int, sources) -> tuple[str, str]:
 
 def start_workers(cfg: DictConfig, sources, run_dir: Path, last: int):
     """The generators, the scorer and the learner, started from iteration ``last``'s policy (pi_0, or the
-    checkpoint a resumed run continues from); each gets its config section as plain, resolved values.  How each
+    checkpoint a resumed run continues from); each is built from one spec made from its config sections.  How each
     was started is kept (``Spawn``), to start it again after a failure."""
 
     from actors.generator import GenerationWorker
-    from actors.group import gather, rank_names
+    from actors.group import gather
     from actors.learner import LearnerGroup
     from actors.scorer import ScoringWorker
     from selfplay.config.scoring import attribute_selection
-    from selfplay.core.lm import ModelTrust
     from selfplay.loop.sync import connect_weight_transfer, send_code_table, sync_weights
     from selfplay.loop.workers import Failures, Spawn, Workers, stage_timeout
+    from selfplay.models.preference_scorer import ScorerSpec
+    from selfplay.policy.specs import GeneratorSpec, LearnerSpec, plain
 
     threads = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}  # num_cpus=0 actors would get 1 thread
-    g, s, train, algo = (OmegaConf.create(OmegaConf.to_container(c, resolve=True))
-                         for c in (cfg.generator, cfg.scorer, cfg.train, cfg.algo))
-    p = cfg.placement
-    policy, tokenizer = starting_point(run_dir, last, sources)
+    g, s, train, p = cfg.generator, plain(cfg.scorer), cfg.train, cfg.placement
+    # a restarted generator starts from the same files, then gets the learner's weights
+    generator_spec = GeneratorSpec.of(cfg, *starting_point(run_dir, last, sources))
+    scorer_spec = ScorerSpec.of(s, sources.scorer, sources.scorer_tokenizer, sources.policy_tokenizer,  # PairRM's
+                                attribute_selection(s))  # source: the policy's chat template
 
     def on(resource: str | None) -> dict:  # node affinity: a small share of the role's custom resource
         return {"resources": {resource: 0.01}} if resource else {}
 
-    def generator():  # a restarted one starts from the same files, then gets the learner's weights
+    def generator():
         return GenerationWorker.options(num_cpus=g.num_cpus, num_gpus=g.num_gpus, runtime_env={"env_vars": threads},
-                                        **on(p.generator_resource)).remote(
-            g.backend, policy, tokenizer, g, g.dtype or cfg.policy.dtype, cfg.run.seed, p.colocate,
-            None if cfg.sync.transport == "object_store" else cfg.sync.transport, cfg.algo.lpc.codes > 0,
-            trust=ModelTrust.of(cfg.policy))
+                                        **on(p.generator_resource)).remote(generator_spec)
 
     def scorer():
         return ScoringWorker.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, runtime_env={"env_vars": threads},
-                                     **on(p.scorer_resource)).remote(
-            s.kind, sources.scorer, s.batch_size, s.k, s.tau, sources.scorer_tokenizer,
-            "cuda" if s.num_gpus > 0 else "cpu", trust=ModelTrust.of(cfg.scorer), dtype=s.dtype,
-            attributes=attribute_selection(s),
-            aggregate=s.aggregate, source=s.source,
-            template=sources.policy_tokenizer)  # PairRM's source: the policy's chat template
+                                     **on(p.scorer_resource)).remote(scorer_spec)
 
     def learner(t: int):  # from iteration t's checkpoint, its optimizer state included
         rank_threads = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // train.world_size))}
-        return LearnerGroup.start(train, *starting_point(run_dir, t, sources), cfg.policy.dtype, algo, cfg.run.seed,
-                                  sources.policy, rank_threads, p.strategy,
-                                  on(p.learner_resource).get("resources", {}), cfg.iter,
-                                  trust=ModelTrust.of(cfg.policy))
+        return LearnerGroup.start(LearnerSpec.of(cfg, *starting_point(run_dir, t, sources), sources.policy),
+                                  rank_threads, p.strategy, on(p.learner_resource).get("resources", {}))
 
     workers = Workers([generator() for _ in range(g.replicas)], scorer(), learner(last),
                       Spawn(generator, scorer, learner, sync_weights), Failures(cfg.run.max_failures))
     try:
         ready = [a.__ray_ready__.remote() for a in workers.actors()] + workers.learner.ready  # start-up errors now
         gather(ready, "start", False, stage_timeout(cfg, "start"),
-               workers.actor_names() + rank_names(workers.learner.ready))
+               workers.actor_names() + workers.learner.names)
         connect_weight_transfer(workers, cfg)
         send_code_table(workers, cfg)  # LPC: a resumed run's trained codes are served from the first generation
     except BaseException:

@@ -30,7 +30,7 @@ from typing import Iterator, Optional
 
 from omegaconf import DictConfig
 
-from actors.group import leader, wait
+from actors.group import leader
 from selfplay.core.checkpoint import append_metrics, atomic_write_json, iteration_dir, read_metrics
 from selfplay.core.loggers import Loggers
 from selfplay.core.html_report import REPORT
@@ -123,8 +123,8 @@ def iteration(t: int, cfg: DictConfig, workers: Workers, judge: Judge, prompts: 
         leader(workers.learner.save(str(iteration_dir(run_dir, t))), stage_timeout(cfg, "checkpoint"), "checkpoint")
         judge.save(iteration_dir(run_dir, t))
         atomic_write_json(eval_path(run_dir, t), current)
-        engine_starts = sum(wait([g.engine_starts.remote() for g in workers.generators], stage_timeout(cfg, "eval"),
-                                 "engine starts"))
+        generators = workers.generator_group()
+        engine_starts = sum(generators.wait(generators.engine_starts(), stage_timeout(cfg, "eval"), "engine starts"))
     return iteration_record(t, result, train_stats, rollout, engine_starts, buckets, times, saved is not None,
                             workers.failures.of_iteration(t)), current
 

@@ -10,9 +10,9 @@ import time
 import torch
 from omegaconf import DictConfig
 
-from actors.group import gather, leader, rank_names
+from actors.group import gather, leader
 from selfplay.algorithms.examples import draw_replay
-from selfplay.algorithms.registry import get_algorithm
+from selfplay.algorithms.registry import get_algorithm, resolve
 from selfplay.core.batch import Batch
 from selfplay.core.lm import Messages, prompt_text
 from selfplay.data.prompts import iteration_prompts
@@ -39,7 +39,7 @@ def generate(workers: Workers, prompt_ids: list[list[int]], n: int, temperature:
     ``stage``'s timeout; a chunk whose generator failed is generated again by its restarted replica."""
     g, timeout_s, replicas = cfg.generator, stage_timeout(cfg, stage), len(workers.generators)
     codes = (leader(workers.learner.prompt_codes(prompt_ids, cfg.algo.lpc.inference, seed), timeout_s,
-                    f"{desc}: LPC prompt codes") if cfg.algo.lpc.codes else None)
+                    f"{desc}: LPC prompt codes") if resolve(cfg.algo).coded else None)
     size = -(-len(prompt_ids) // max(1, replicas * 4))
     starts = list(range(0, len(prompt_ids), size))
     sent_to = [workers.generators[c % replicas] for c in range(len(starts))]
@@ -51,7 +51,7 @@ def generate(workers: Workers, prompt_ids: list[list[int]], n: int, temperature:
 
     redo = resending(sent_to, lambda c: workers.generators[c % replicas],
                      lambda c, error: workers.restart_generator(c % replicas, stage, error, cfg), send)
-    names = [workers.generator_names()[c % replicas] for c in range(len(starts))]
+    names = [workers.generator_names()[c % replicas] for c in range(len(starts))]  # whom a timeout names
     parts = gather([send(c) for c in range(len(starts))], desc, cfg.run.progress, timeout_s, names, redo)
     groups = [group for part in parts for group in part]
     if all(not sample.text.strip() for group in groups for sample in group):
@@ -112,7 +112,7 @@ def train(workers: Workers, rollout: Batch, cfg: DictConfig, t: int) -> dict:
     stats = leader(workers.learner.begin_iteration(batch), timeout_s, "train: reference log-probs")
     refs = [workers.learner.train_epoch(e, t) for e in range(cfg.train.epochs)]  # a list of ranks' refs each
     epochs = gather([ref for ranks in refs for ref in ranks], "train", cfg.run.progress,  # an actor runs its calls in order
-                    timeout_s - (time.monotonic() - start), rank_names(refs[0]) * len(refs))
+                    timeout_s - (time.monotonic() - start), workers.learner.names * len(refs))
     leader_epochs = epochs[::len(refs[-1])]  # rank 0's, in order
     # the last epoch's means; every optimizer step's loss and gradient norm, over all the epochs
     return {**stats, **leader_epochs[-1], **{k: [x for e in leader_epochs for x in e[k]]

@@ -11,7 +11,8 @@ import torch
 from omegaconf import DictConfig
 
 from actors.generator import GeneratorsClient
-from actors.group import leader, rank_names, wait_named
+from actors.group import leader, wait_named
+from selfplay.algorithms.registry import resolve
 from selfplay.loop.workers import Workers, failing_as
 
 
@@ -23,18 +24,17 @@ def generators_asleep(workers: Workers, cfg: DictConfig, times: dict[str, float]
     if not cfg.placement.colocate:
         yield
         return
-    names = workers.generator_names()
+    generators = workers.generator_group()
     start = time.perf_counter()
     with failing_as("sleep"):
-        wait_named([g.sleep.remote(cfg.placement.sleep_level) for g in workers.generators], names,
-                   cfg.sync.timeout_s, "sleep")
+        generators.wait(generators.sleep(cfg.placement.sleep_level), cfg.sync.timeout_s, "sleep")
     times["sleep_s"] = round(time.perf_counter() - start, 3)
     try:
         yield
     finally:
         start = time.perf_counter()
         with failing_as("wake up"):
-            wait_named([g.wake_up.remote() for g in workers.generators], names, cfg.sync.timeout_s, "wake up")
+            generators.wait(generators.wake_up(), cfg.sync.timeout_s, "wake up")
         times["wake_s"] = round(time.perf_counter() - start, 3)
 
 
@@ -45,23 +45,23 @@ def connect_weight_transfer(workers: Workers, cfg: DictConfig) -> None:
         return
     client = GeneratorsClient(workers.generators, cfg.generator.tensor_parallel, cfg.sync.timeout_s)
     dtype = getattr(torch, cfg.generator.dtype or cfg.policy.dtype)
-    ranks = workers.learner.connect_generators(cfg.sync.transport, client,
-                                               len(workers.generators) * cfg.generator.tensor_parallel,
-                                               int(cfg.sync.bucket_mb * 2**20), dtype)
-    wait_named(ranks, rank_names(ranks), 2 * cfg.sync.timeout_s,
-               "weight transfer rendezvous")
+    learner = workers.learner
+    learner.wait(learner.connect_generators(cfg.sync.transport, client,
+                                            len(workers.generators) * cfg.generator.tensor_parallel,
+                                            int(cfg.sync.bucket_mb * 2**20), dtype),
+                 2 * cfg.sync.timeout_s, "weight transfer rendezvous")
 
 
 def send_code_table(workers: Workers, cfg: DictConfig, only: list[int] | None = None) -> None:
     """LPC: the generators (``only`` these, if given) get W E, each code's logit shift, from the learner
     (``selfplay.policy.lpc``)."""
-    if not cfg.algo.lpc.codes:
+    if not resolve(cfg.algo).coded:
         return
     import ray
 
     table = ray.put(leader(workers.learner.code_table()))
-    generators, names = workers.generators_named(only)
-    wait_named([g.set_code_table.remote(table) for g in generators], names, cfg.sync.timeout_s, "LPC code table")
+    generators = workers.generator_group(only)
+    generators.wait(generators.set_code_table(table), cfg.sync.timeout_s, "LPC code table")
 
 
 def sync_weights(workers: Workers, cfg: DictConfig, only: list[int] | None = None) -> int:
@@ -72,19 +72,18 @@ def sync_weights(workers: Workers, cfg: DictConfig, only: list[int] | None = Non
     vLLM's transfer (each of its calls to them bounded the same way).  ``only``: these generators (a restarted
     one), by the object store."""
     send_code_table(workers, cfg, only)
+    learner = workers.learner
     if cfg.sync.transport != "object_store":
-        ranks = workers.learner.send_weights()
         # start, update and finish are each bounded inside; this bounds a broadcast that a dead generator left
-        return wait_named(ranks, rank_names(ranks), 3 * cfg.sync.timeout_s,
-                          "weight sync")[0]
-    generators, names = workers.generators_named(only)
-    n = leader(workers.learner.plan_sync(int(cfg.sync.bucket_mb * 2**20)))
-    parts = workers.learner.weight_bucket(0)  # rank 0's packed bucket first; the other ranks help gather it
+        return learner.wait(learner.send_weights(), 3 * cfg.sync.timeout_s, "weight sync")[0]
+    generators = workers.generator_group(only)
+    n = leader(learner.plan_sync(int(cfg.sync.bucket_mb * 2**20)))
+    parts = learner.weight_bucket(0)  # rank 0's packed bucket first; the other ranks help gather it
     for i in range(n):
-        loads = [g.load_bucket.remote(parts[0]) for g in generators]
+        loads = generators.load_bucket(parts[0])
         helpers = parts[1:]
-        parts = workers.learner.weight_bucket(i + 1) if i + 1 < n else []
-        wait_named(loads + helpers, names + rank_names(helpers, first=1),
+        parts = learner.weight_bucket(i + 1) if i + 1 < n else []
+        wait_named(loads + helpers, generators.names + learner.names[1:],
                    cfg.sync.timeout_s, f"weight sync, bucket {i + 1} of {n}")
-    wait_named([g.finish_sync.remote() for g in generators], names, cfg.sync.timeout_s, "weight sync")
+    generators.wait(generators.finish_sync(), cfg.sync.timeout_s, "weight sync")
     return n

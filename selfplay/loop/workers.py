@@ -22,7 +22,9 @@ import ray
 from omegaconf import DictConfig
 from ray.exceptions import RayActorError
 
-from actors.group import StageTimeout, gather, rank_names
+from actors.generator import generator_group
+from actors.group import StageTimeout, gather
+from actors.roles import Group
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,7 @@ class Spawn:
 
 @dataclass
 class Workers:
-    generators: list  # Generator actor handles
+    generators: list  # Generator actor handles (``generator_group``: called as one)
     scorer: object  # Scorer actor handle
     learner: object  # LearnerGroup (actors.learner): train.world_size ranks called as one
     spawn: Optional[Spawn] = None  # None: a failure is not recovered (benches, tests of one stage)
@@ -101,18 +103,18 @@ class Workers:
     def actors(self) -> list:
         return [*self.generators, self.scorer, *self.learner.ranks]
 
+    def generator_group(self, only: list[int] | None = None) -> Group:
+        """The generators (``only`` these, if given) called as one, each named ``generator i``; it follows the
+        restarts (it holds this list, not a copy, unless ``only``)."""
+        return generator_group(self.generators).only(only)
+
     def generator_names(self) -> list[str]:
         """How a timeout error names each generator."""
-        return [f"generator {i}" for i in range(len(self.generators))]
-
-    def generators_named(self, only: list[int] | None = None) -> tuple[list, list[str]]:
-        """The generators (``only`` these, if given) and their names."""
-        chosen = range(len(self.generators)) if only is None else only
-        return [self.generators[i] for i in chosen], [self.generator_names()[i] for i in chosen]
+        return self.generator_group().names
 
     def actor_names(self) -> list[str]:
         """How a timeout error names each of ``actors()``."""
-        return [*self.generator_names(), "scorer", *rank_names(self.learner.ranks)]
+        return [*self.generator_names(), "scorer", *self.learner.names]
 
     def restart_generator(self, i: int, stage: str, error: Exception, cfg: DictConfig) -> object:
         """Generator i failed in ``stage``: record it, kill it, start it again and give it the learner's weights."""
@@ -150,7 +152,7 @@ class Workers:
             self.scorer = self._replace(self.scorer, self.spawn.scorer, "scorer", cfg)
         self.learner.stop()
         self.learner = self.spawn.learner(last)
-        wait_started(self.learner.ready, rank_names(self.learner.ready), cfg)
+        wait_started(self.learner.ready, self.learner.names, cfg)
         self.spawn.sync(self, cfg)  # pi_{last} everywhere, as at the start of the iteration
 
     def _restartable(self, stage: str, actor: str, error: Exception) -> None:

@@ -19,6 +19,9 @@ matrix of its gated scalar score, S = s_i - s_j.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Protocol
+
 import torch
 
 from selfplay.core.lm import DTYPES, Messages, ModelTrust, load_tokenizer
@@ -38,8 +41,19 @@ def sppo_aggregate(s: torch.Tensor) -> torch.Tensor:
     return score[:, None] - score[None, :]
 
 
+class Scoring(Protocol):
+    """The scorer's verbs, declared once (``selfplay.policy.verbs`` for the others'): what the scorer actor
+    forwards and its group offers."""
+
+    def score(self, prompts: list[Messages], responses: list[list[str]]) -> list[torch.Tensor]:
+        """One (K_p, K_p) log-odds matrix per prompt."""
+
+    def rewards(self, prompts: list[Messages], responses: list[list[str]]) -> list[torch.Tensor]:
+        """A multi-objective model's (K_p, m) attribute rewards per prompt."""
+
+
 class Scorer:
-    """A preference model with its tokenizer: what the scorer actor and the PM evaluation hold."""
+    """A preference model with its tokenizer: what the scorer actor and the PM evaluation hold (``Scoring``)."""
 
     def __init__(self, model: PreferenceModel, tokenizer, batch_size: int, aggregate: str = "none"):
         self.model = model.eval()
@@ -74,20 +88,49 @@ class Scorer:
         return [torch.sigmoid(s) for s in self.score(prompts, responses)]
 
 
-def load_scorer(
-    kind: str, model: str, batch_size: int, k: int | None = None, tau: float | None = None,
-    tokenizer: str | None = None, device: str = "cpu", trust: ModelTrust = ModelTrust(), dtype: str = "auto",
-    attributes: Selection = None, aggregate: str = "none", source: str = "last_turn", template: str | None = None,
-) -> Scorer:
-    """Load the ``kind`` checkpoint ``model`` (directory or hub name) in ``dtype`` (``scorer.dtype``) and its
-    tokenizer (default: the same place; PairRM's: see ``load_pairrm``); ``trust``: the scorer's opt-ins
-    (``scorer.trust_remote_code`` / ``scorer.allow_pickle``); ``attributes``: ``scorer.attributes``; ``aggregate``:
-    ``scorer.aggregate``; PairRM only: ``source`` (``scorer.source``) and ``template``, the tokenizer whose chat
-    template formats the source (the policy's)."""
-    torch_dtype = DTYPES[judge_dtype(dtype, device)]
-    if kind == "pairrm":
-        pm, tok = load_pairrm(model, tokenizer, trust, source, template, dtype=torch_dtype)
-        return Scorer(pm.to(device), tok, batch_size, aggregate)
-    pm = load_preference_model(kind, model, k=k, tau=tau, trust=trust, dtype=torch_dtype,
-                               attributes=attributes).to(device)
-    return Scorer(pm, load_tokenizer(tokenizer or model, trust), batch_size, aggregate)
+def load_scorer(kind: str, model: str, batch_size: int, **options) -> Scorer:
+    """The library's keyword form of ``ScorerSpec(kind, model, batch_size, **options).load()`` (``options``:
+    ``ScorerSpec``'s other fields: k, tau, tokenizer, device, trust, dtype, attributes, aggregate, source,
+    template)."""
+    return ScorerSpec(kind, model, batch_size, **options).load()
+
+
+@dataclass(frozen=True)
+class ScorerSpec:
+    """What a scorer is loaded from, made from ``scorer.*`` for the scorer actor (``of``): the ``kind``
+    checkpoint ``model`` (directory or hub name) in ``dtype`` (``scorer.dtype``) and its tokenizer (default: the
+    same place; PairRM's: see ``load_pairrm``); ``trust``: the scorer's opt-ins (``scorer.trust_remote_code`` /
+    ``scorer.allow_pickle``); ``attributes``: ``scorer.attributes``; ``aggregate``: ``scorer.aggregate``; PairRM
+    only: ``source`` (``scorer.source``) and ``template``, the tokenizer whose chat template formats the source
+    (the policy's)."""
+
+    kind: str
+    model: str
+    batch_size: int
+    k: int | None = None
+    tau: float | None = None
+    tokenizer: str | None = None
+    device: str = "cpu"
+    trust: ModelTrust = ModelTrust()
+    dtype: str = "auto"
+    attributes: Selection = None
+    aggregate: str = "none"
+    source: str = "last_turn"
+    template: str | None = None
+
+    @classmethod
+    def of(cls, s, model: str, tokenizer: str | None, template: str | None, attributes: Selection) -> ScorerSpec:
+        """The ``scorer`` section ``s``'s model ``model`` (with ``tokenizer``), on the GPU if it has one;
+        ``template``: the policy's tokenizer; ``attributes``: ``scorer.attributes`` as plain values
+        (``selfplay.config.scoring.attribute_selection``)."""
+        return cls(s.kind, model, s.batch_size, s.k, s.tau, tokenizer, "cuda" if s.num_gpus > 0 else "cpu",
+                   ModelTrust.of(s), s.dtype, attributes, s.aggregate, s.source, template)
+
+    def load(self) -> Scorer:
+        torch_dtype = DTYPES[judge_dtype(self.dtype, self.device)]
+        if self.kind == "pairrm":
+            pm, tok = load_pairrm(self.model, self.tokenizer, self.trust, self.source, self.template, dtype=torch_dtype)
+            return Scorer(pm.to(self.device), tok, self.batch_size, self.aggregate)
+        pm = load_preference_model(self.kind, self.model, k=self.k, tau=self.tau, trust=self.trust, dtype=torch_dtype,
+                                   attributes=self.attributes).to(self.device)
+        return Scorer(pm, load_tokenizer(self.tokenizer or self.model, self.trust), self.batch_size, self.aggregate)

@@ -26,8 +26,10 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from selfplay.core.batch import Sample
-from selfplay.core.lm import ModelTrust, load_causal_lm, load_tokenizer, resolve
+from selfplay.core.lm import load_causal_lm, load_tokenizer, resolve
 from selfplay.policy.object_store_sync import Bucket
+from selfplay.policy.specs import GeneratorSpec
+from selfplay.policy.verbs import GenerationEngine
 
 log = logging.getLogger(__name__)
 
@@ -81,27 +83,26 @@ def code_bias_processor() -> type:
 
 
 class VLLMGenerator:
-    """vLLM in the calling process (V1 multiprocessing off), so weights can be loaded in place."""
+    """vLLM in the calling process (V1 multiprocessing off), so weights can be loaded in place; implements
+    ``selfplay.policy.verbs.TransferEngine``."""
 
-    def __init__(self, model: str, tokenizer: str, dtype: str, gpu_memory_utilization: float,
-                 enforce_eager: bool, max_model_len: int, seed: int, chunked_prefill: bool = False,
-                 tensor_parallel: int = 1, sleep_mode: bool = False, weight_transfer: str | None = None,
-                 code_bias: bool = False, trust: ModelTrust = ModelTrust()):
+    def __init__(self, spec: GeneratorSpec):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from vllm import LLM
 
-        t = time.perf_counter()
-        self.llm = LLM(model=resolve(model), tokenizer=resolve(tokenizer), dtype=dtype, seed=seed,
-                       enforce_eager=enforce_eager, gpu_memory_utilization=gpu_memory_utilization,
-                       max_model_len=max_model_len, enable_chunked_prefill=chunked_prefill,
-                       tensor_parallel_size=tensor_parallel, enable_sleep_mode=sleep_mode,
-                       **({"weight_transfer_config": {"backend": weight_transfer}} if weight_transfer else {}),
-                       **({"logits_processors": [code_bias_processor()]} if code_bias else {}),
+        t, trust = time.perf_counter(), spec.trust
+        self.llm = LLM(model=resolve(spec.model), tokenizer=resolve(spec.tokenizer), dtype=spec.dtype, seed=spec.seed,
+                       enforce_eager=spec.enforce_eager, gpu_memory_utilization=spec.gpu_memory_utilization,
+                       max_model_len=spec.max_model_len, enable_chunked_prefill=spec.chunked_prefill,
+                       tensor_parallel_size=spec.tensor_parallel, enable_sleep_mode=spec.sleep_mode,
+                       **({"weight_transfer_config": {"backend": spec.weight_transfer}}
+                          if spec.weight_transfer else {}),
+                       **({"logits_processors": [code_bias_processor()]} if spec.code_bias else {}),
                        # the policy's opt-ins: its own code; pickle weights (auto: safetensors first, else *.bin/*.pt)
                        trust_remote_code=trust.trust_remote_code,
                        load_format="auto" if trust.allow_pickle else "safetensors")
-        self.tensor_parallel = tensor_parallel
+        self.tensor_parallel = spec.tensor_parallel
         self.engine_starts = 1
         self.eos_id = self.llm.get_tokenizer().eos_token_id
         log.info("vLLM engine started in %.1fs (start #%d)", time.perf_counter() - t, self.engine_starts)
@@ -189,13 +190,13 @@ class AddBias(LogitsProcessor):
 
 
 class HFGenerator:
-    """transformers' generate, batched; faster than vLLM for tiny models on CPU."""
+    """transformers' generate, batched; faster than vLLM for tiny models on CPU; implements
+    ``selfplay.policy.verbs.GenerationEngine``."""
 
-    def __init__(self, model: str, tokenizer: str, dtype: str, batch_size: int, seed: int,
-                 trust: ModelTrust = ModelTrust()):
-        self.model = load_causal_lm(model, dtype, trust).eval()
-        self.tokenizer = load_tokenizer(tokenizer, trust)
-        self.batch_size = batch_size
+    def __init__(self, spec: GeneratorSpec):
+        self.model = load_causal_lm(spec.model, spec.dtype, spec.trust).eval()
+        self.tokenizer = load_tokenizer(spec.tokenizer, spec.trust)
+        self.batch_size = spec.batch_size
         self.engine_starts = 1
         self.asleep: dict[int, torch.Size] = {}  # level 2: each dropped tensor's shape, by id
         self.home = torch.device("cpu")
@@ -273,18 +274,13 @@ class HFGenerator:
         self.model.to(self.home)
 
 
-def make_generator(backend: str, model: str, tokenizer: str, cfg, dtype: str, seed: int, sleep_mode: bool = False,
-                   weight_transfer: str | None = None, code_bias: bool = False, trust: ModelTrust = ModelTrust()):
-    """``sleep_mode``: the engine will sleep and wake (colocated mode); vLLM has to be started for it.
-    ``weight_transfer``: vLLM's native weight-transfer backend (nccl | ipc), None for the object store.
-    ``code_bias``: LPC's codes will be served (vLLM needs its logits processor for it).
-    ``trust``: the policy's opt-ins (``policy.trust_remote_code`` / ``policy.allow_pickle``)."""
-    if backend == "vllm":
-        return VLLMGenerator(model, tokenizer, dtype, cfg.gpu_memory_utilization, cfg.enforce_eager,
-                             cfg.max_model_len, seed, cfg.chunked_prefill, cfg.tensor_parallel, sleep_mode,
-                             weight_transfer, code_bias, trust)
-    if weight_transfer:
-        raise ValueError(f"weight transfer over {weight_transfer} needs generator.backend=vllm, got '{backend}'")
-    if backend == "hf":
-        return HFGenerator(model, tokenizer, dtype, cfg.batch_size, seed, trust)
-    raise ValueError(f"unknown generator backend '{backend}' (vllm | hf)")
+def make_generator(spec: GeneratorSpec) -> GenerationEngine:
+    """The engine of ``spec.backend``; a native weight transfer only with vLLM's."""
+    if spec.backend == "vllm":
+        return VLLMGenerator(spec)
+    if spec.weight_transfer:
+        raise ValueError(f"weight transfer over {spec.weight_transfer} needs generator.backend=vllm, "
+                         f"got '{spec.backend}'")
+    if spec.backend == "hf":
+        return HFGenerator(spec)
+    raise ValueError(f"unknown generator backend '{spec.backend}' (vllm | hf)")

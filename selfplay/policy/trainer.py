@@ -15,14 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 from selfplay.algorithms.losses import categorical_kl
 from selfplay.algorithms.registry import resolve
 from selfplay.algorithms.unit import LossInputs
 from selfplay.core.batch import Batch
 from selfplay.core.checkpoint import atomic_dir
-from selfplay.core.lm import ModelTrust, load_causal_lm, load_tokenizer, response_batch, sequence_logprobs
+from selfplay.core.lm import load_causal_lm, load_tokenizer, response_batch, sequence_logprobs
 from selfplay.core.optim import lr_multiplier
 from selfplay.policy import lpc
 from selfplay.policy.lora import (
@@ -35,20 +34,20 @@ from selfplay.policy.lora import (
 )
 from selfplay.policy.lpc import LatentCodes
 from selfplay.policy.parallel import Sharded, Single, share
+from selfplay.policy.specs import LearnerSpec
 from selfplay.policy.object_store_sync import Bucket, TensorMeta, pack, plan_buckets
 
 
-class PolicyTrainer:
-    def __init__(self, model: str, tokenizer: str, dtype: str, train: DictConfig, algo: DictConfig, seed: int,
-                 initial: str | None = None, placement: Single | Sharded | None = None, iterations: int = 1,
-                 trust: ModelTrust = ModelTrust()):
-        """``model``: the weights to train from; ``initial``: the run's pi_0 (default ``model``), loaded
-        when the algorithm's reference is the initial policy; ``placement``: one process (default) or this
-        rank's place in a sharded group (``selfplay.policy.parallel``); ``iterations``: the run's, over which
-        LPC's g rises with ``algo.lpc.g_over=run``; ``trust``: the policy's opt-ins (``policy.trust_remote_code``
-        / ``policy.allow_pickle``), for every load of it."""
+class PolicyTrainer:  # implements selfplay.policy.verbs.Learner
+    def __init__(self, spec: LearnerSpec, placement: Single | Sharded | None = None):
+        """``spec``: what to train (``selfplay.policy.specs.LearnerSpec``): the weights to train from, the run's
+        pi_0 (loaded when the algorithm's reference is the initial policy), its ``train``/``algo`` sections,
+        seed, iterations (over which LPC's g rises with ``algo.lpc.g_over=run``) and the policy's opt-ins, for
+        every load of it; ``placement``: one process (default) or this rank's place in a sharded group
+        (``selfplay.policy.parallel``)."""
+        model, train, algo, seed, dtype, trust = spec.model, spec.train, spec.algo, spec.seed, spec.dtype, spec.trust
         self.train_cfg, self.algo_cfg, self.seed = train, algo, seed
-        self.dtype, self.initial, self.trust = dtype, initial or model, trust
+        self.dtype, self.initial, self.trust = dtype, spec.initial or model, trust
         self.placement = placement or Single(train.mixed_precision)
         self.lora = train.lora.rank > 0
         if self.lora:  # the base is pi_0; a resumed run's adapter is in its checkpoint (``model``)
@@ -57,9 +56,9 @@ class PolicyTrainer:
                                                           resumed))
         else:
             self.model = self.placement.wrap(load_causal_lm(model, dtype, trust))
-        self.tokenizer = load_tokenizer(tokenizer, trust)
+        self.tokenizer = load_tokenizer(spec.tokenizer, trust)
         self.algorithm = resolve(algo)  # its unit, LPC-wrapped with algo.lpc.codes > 0
-        self.iterations = iterations
+        self.iterations = spec.iterations
         # LPC's heads ([LPC]): a resumed run's from its checkpoint, else new (seeded by run.seed)
         self.codes: LatentCodes | None = None
         if self.algorithm.coded:

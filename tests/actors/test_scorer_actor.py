@@ -11,7 +11,7 @@ from actors.scorer import ScoringWorker as ScorerActor
 from selfplay.core.lm import load_tokenizer
 from selfplay.models import PAIR_KINDS
 from selfplay.models.kinds import new_preference_model
-from selfplay.models.preference_scorer import load_scorer
+from selfplay.models.preference_scorer import ScorerSpec, load_scorer
 from tests.models.test_pairrm import hf_layout
 
 PROMPTS = [[{"role": "user", "content": "Tell me about chess."}]]
@@ -27,7 +27,7 @@ def test_scorer_actor_serves_every_kind(kind, world, ray_cluster, tmp_path):
     new_preference_model(kind, backbone, k=2).save_pretrained(tmp_path / kind)
     tok.save_pretrained(tmp_path / kind)
 
-    actor = ScorerActor.remote(kind, str(tmp_path / kind), 8, None, 0.1, str(tmp_path / kind), "cpu")
+    actor = ScorerActor.remote(ScorerSpec(kind, str(tmp_path / kind), 8, None, 0.1, str(tmp_path / kind), "cpu"))
     (remote,) = ray.get(actor.score.remote(PROMPTS, RESPONSES))
     (local,) = load_scorer(kind, str(tmp_path / kind), 8).score(PROMPTS, RESPONSES)
     torch.testing.assert_close(remote, local)
@@ -39,7 +39,7 @@ def test_scorer_actor_serves_pairrm(world, ray_cluster, tmp_path):
     """A PairRM-hf checkpoint, its source in the world policy's chat template, SPPO's aggregation: as run.py starts it."""
     path, _ = hf_layout(tmp_path)
     options = {"aggregate": "sppo", "source": "template", "template": world.tokenizer}
-    actor = ScorerActor.remote("pairrm", str(path), 4, None, None, str(path), "cpu", **options)
+    actor = ScorerActor.remote(ScorerSpec("pairrm", str(path), 4, None, None, str(path), "cpu", **options))
     (remote,) = ray.get(actor.score.remote(PROMPTS, RESPONSES))
     (local,) = load_scorer("pairrm", str(path), 4, tokenizer=str(path), **options).score(PROMPTS, RESPONSES)
     torch.testing.assert_close(remote, local)

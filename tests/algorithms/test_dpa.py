@@ -118,13 +118,14 @@ def test_learner_dpa_starts_each_iteration_from_sft_or_previous(tiny_policy, ini
     """algo.init=sft: every iteration starts again from pi_0 ([DPA]); previous: from the trained weights.
     The first step's loss is the SFT per-token NLL of the starting weights."""
     from selfplay.config.schema import TrainConfig
+    from selfplay.policy.specs import LearnerSpec
     from selfplay.policy.trainer import PolicyTrainer
 
     algo = OmegaConf.structured(AlgoConfig(name="dpa", init=init))
     check_algo(algo)
     train = OmegaConf.merge(OmegaConf.structured(TrainConfig), {"lr": 1e-2, "epochs": 1, "batch_size": 4,
                                                                 "micro_batch_size": 4})
-    learner = PolicyTrainer(tiny_policy, tiny_policy, "float32", train, algo, seed=0)
+    learner = PolicyTrainer(LearnerSpec(tiny_policy, tiny_policy, "float32", train, algo, seed=0))
     batch = lambda: Batch.examples([f"1/{i}" for i in range(4)], [[5, 6, 7]] * 4, [[20 + i, 30, 2] for i in range(4)],  # noqa: E731
                                    torch.zeros(4), 1, None)
     b = batch()

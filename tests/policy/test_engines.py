@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
+from dataclasses import replace
 
+import pytest
+from omegaconf import OmegaConf
+
+from selfplay.config.schema import Config
 from selfplay.core.lm import ModelTrust
+from selfplay.policy.specs import GeneratorSpec
+
+
+def engine_spec(model: str, tokenizer: str, backend: str = "vllm", **changes) -> GeneratorSpec:
+    """A generator of ``model`` with the schema's ``generator.*`` defaults, float32, seed 0, and ``changes``."""
+    spec = GeneratorSpec.of(OmegaConf.structured(Config), model, tokenizer)
+    return replace(spec, backend=backend, dtype="float32", seed=0, **changes)
 
 
 def test_vllm_loads_safetensors_and_no_code_unless_the_policy_opts_in(monkeypatch):
@@ -26,5 +37,5 @@ def test_vllm_loads_safetensors_and_no_code_unless_the_policy_opts_in(monkeypatc
         monkeypatch.setenv(name, "0" if name.endswith("MULTIPROCESSING") else "1")
     for trust in (ModelTrust(), ModelTrust(trust_remote_code=True), ModelTrust(allow_pickle=True)):
         with pytest.raises(Started):
-            VLLMGenerator("policy", "tokenizer", "float32", 0.3, True, 512, 0, trust=trust)
+            VLLMGenerator(engine_spec("policy", "tokenizer", trust=trust))
     assert seen == [(False, "safetensors"), (True, "safetensors"), (False, "auto")]

@@ -8,9 +8,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from selfplay.config.schema import GeneratorConfig, TrainConfig
+from selfplay.config.schema import TrainConfig
 from selfplay.core.lm import load_causal_lm
+from selfplay.policy.specs import LearnerSpec
 from selfplay.policy.trainer import PolicyTrainer
+from tests.policy.test_engines import engine_spec
 from tests.policy.test_learner_group import batch_of
 from tests.policy.test_object_store_sync import buckets_of, greedy, perturbed_world_policy
 
@@ -23,7 +25,7 @@ def test_learner_trains_in_bf16_on_the_gpu(world):
 
     cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), {"lr": 1e-3, "epochs": 1, "batch_size": 4,
                                                              "micro_batch_size": 2, "mixed_precision": "bf16"})
-    learner = PolicyTrainer(world.policy, world.tokenizer, "float32", cfg, load_config([]).algo, seed=0)
+    learner = PolicyTrainer(LearnerSpec(world.policy, world.tokenizer, "float32", cfg, load_config([]).algo, 0))
     assert learner.placement.device.type == "cuda"
     learner.begin_iteration(batch_of(8))
     stats = learner.train_epoch(0, iteration=1)
@@ -38,14 +40,13 @@ def test_vllm_on_the_gpu_synced_in_buckets_generates_like_a_fresh_engine(world, 
 
     from actors.generator import GenerationWorker
 
-    cfg = OmegaConf.structured(GeneratorConfig)
     target = perturbed_world_policy(world, tmp_path / "target")
-    synced = GenerationWorker.options(num_gpus=1).remote("vllm", world.policy, world.tokenizer, cfg, "float32", 0)
+    synced = GenerationWorker.options(num_gpus=1).remote(engine_spec(world.policy, world.tokenizer))
     ray.get([synced.load_bucket.remote(ray.put(b)) for b in buckets_of(target, 200_000)])
     ray.get(synced.finish_sync.remote())
     after = greedy(synced, world)
     ray.kill(synced)
-    fresh = GenerationWorker.options(num_gpus=1).remote("vllm", str(tmp_path / "target"), world.tokenizer, cfg, "float32", 0)
+    fresh = GenerationWorker.options(num_gpus=1).remote(engine_spec(str(tmp_path / "target"), world.tokenizer))
     assert after == greedy(fresh, world)
     ray.kill(fresh)
 
@@ -58,8 +59,7 @@ def test_vllm_sleeps_and_wakes_on_the_gpu(world, ray_cluster, level):
 
     from actors.generator import GenerationWorker
 
-    cfg = OmegaConf.structured(GeneratorConfig)
-    gen = GenerationWorker.options(num_gpus=1).remote("vllm", world.policy, world.tokenizer, cfg, "float32", 0, True)
+    gen = GenerationWorker.options(num_gpus=1).remote(engine_spec(world.policy, world.tokenizer, sleep_mode=True))
     before = greedy(gen, world)
     ray.get(gen.sleep.remote(level))
     ray.get(gen.wake_up.remote())
@@ -79,17 +79,16 @@ def test_vllm_on_the_gpu_gets_the_learners_weights_over_ipc(world, ray_cluster, 
     from actors.generator import GenerationWorker, GeneratorsClient
     from tests.policy.test_vllm_transfer import learner_of
 
-    cfg = OmegaConf.merge(OmegaConf.structured(GeneratorConfig), {"gpu_memory_utilization": 0.3})
     perturbed_world_policy(world, tmp_path / "target")
-    gen = GenerationWorker.options(num_gpus=0.5).remote("vllm", world.policy, world.tokenizer, cfg, "float32", 0, False,
-                                                 "ipc")
+    spec = engine_spec(world.policy, world.tokenizer, weight_transfer="ipc", gpu_memory_utilization=0.3)
+    gen = GenerationWorker.options(num_gpus=0.5).remote(spec)
     learner = learner_of(str(tmp_path / "target"), world.tokenizer)
     assert learner.placement.device.type == "cuda"
     learner.connect_generators("ipc", GeneratorsClient([gen], 1, 300.0), 1, 2**20, None, torch.float32)
     learner.send_weights()
     after = greedy(gen, world)
     ray.kill(gen)
-    fresh = GenerationWorker.options(num_gpus=0.5).remote("vllm", str(tmp_path / "target"), world.tokenizer, cfg, "float32",
-                                                   0)
+    fresh = GenerationWorker.options(num_gpus=0.5).remote(engine_spec(str(tmp_path / "target"), world.tokenizer,
+                                                                   gpu_memory_utilization=0.3))
     assert after == greedy(fresh, world)
     ray.kill(fresh)

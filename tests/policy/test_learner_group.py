@@ -12,6 +12,7 @@ from selfplay.config.loading import load_config
 from selfplay.config.schema import TrainConfig
 from selfplay.core.batch import Batch
 from selfplay.core.lm import load_causal_lm
+from selfplay.policy.specs import LearnerSpec
 
 
 def batch_of(n: int, reference: str | None = "previous") -> Batch:
@@ -38,8 +39,8 @@ def train_group(policy: str, world_size: int, algo: str, batch: Batch, epochs: i
                           {"lr": 1e-4, "epochs": epochs, "batch_size": 4, "micro_batch_size": 2,
                            "world_size": world_size, **train})
     scorer = ["scorer.kind=multi_objective"] if algo == "dpa" else []
-    group = LearnerGroup.start(cfg, policy, policy, dtype, load_config([f"algo={algo}", *scorer]).algo, 0, None,
-                               {"OMP_NUM_THREADS": "1"})
+    spec = LearnerSpec(policy, policy, dtype, cfg, load_config([f"algo={algo}", *scorer]).algo, 0)
+    group = LearnerGroup.start(spec, {"OMP_NUM_THREADS": "1"})
     try:
         wait(group.ready)
         for t in iterations:

@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM
 from selfplay.config.loading import load_config
 from selfplay.config.schema import TrainConfig
 from selfplay.core.lm import load_causal_lm, response_batch, sequence_logprobs
+from selfplay.policy.specs import LearnerSpec
 from selfplay.policy.trainer import PolicyTrainer
 from selfplay.policy.lora import ADAPTER_DIR, lora_layers
 from tests.policy.test_trainer import pair_batch
@@ -19,7 +20,8 @@ def lora_learner(policy: str, model: str | None = None, algo: str = "dpo") -> Po
     cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig),
                           {"lr": 1e-2, "epochs": 1, "batch_size": 4, "micro_batch_size": 2,
                            "lora": {"rank": 4, "alpha": 8.0, "target_modules": ["q_proj", "v_proj", "down_proj"]}})
-    return PolicyTrainer(model or policy, policy, "float32", cfg, load_config([f"algo={algo}"]).algo, seed=0, initial=policy)
+    algo_cfg = load_config([f"algo={algo}"]).algo
+    return PolicyTrainer(LearnerSpec(model or policy, policy, "float32", cfg, algo_cfg, seed=0, initial=policy))
 
 
 def logprobs_of(model: torch.nn.Module, batch) -> torch.Tensor:

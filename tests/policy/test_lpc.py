@@ -229,12 +229,14 @@ def lpc_learner(policy: str, model: str | None = None, algo: str = "dpo", **lpc_
 
     from selfplay.config.loading import load_config
     from selfplay.config.schema import TrainConfig
+    from selfplay.policy.specs import LearnerSpec
     from selfplay.policy.trainer import PolicyTrainer
 
     cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), {"lr": 1e-2, "epochs": 1, "batch_size": 4,
                                                              "micro_batch_size": 2})
     overrides = [f"algo={algo}", "generator.backend=hf", *(f"algo.lpc.{k}={v}" for k, v in lpc_settings.items())]
-    return PolicyTrainer(model or policy, policy, "float32", cfg, load_config(overrides).algo, seed=0, initial=policy)
+    return PolicyTrainer(LearnerSpec(model or policy, policy, "float32", cfg, load_config(overrides).algo, seed=0,
+                                     initial=policy))
 
 
 def test_the_heads_take_their_own_learning_rate(tiny_policy):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from selfplay.core.lm import load_causal_lm
 from selfplay.policy.engines import HFGenerator
 from selfplay.policy.object_store_sync import Bucket, TensorMeta, layer_groups, pack, plan_buckets
+from tests.policy.test_engines import engine_spec
 
 NAMES = ["model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.up_proj.weight",
          "model.layers.1.self_attn.q_proj.weight", "model.layers.1.input_layernorm.weight",
@@ -52,7 +52,7 @@ def buckets_of(model: torch.nn.Module, bucket_bytes: int) -> list[Bucket]:
 
 
 def test_hf_generator_loads_buckets_in_place(tiny_policy):
-    gen = HFGenerator(tiny_policy, tiny_policy, "float32", batch_size=8, seed=0)
+    gen = HFGenerator(engine_spec(tiny_policy, tiny_policy, "hf", batch_size=8))
     target = load_causal_lm(tiny_policy, "float32")
     with torch.no_grad():
         for p in target.parameters():
@@ -96,18 +96,16 @@ def test_vllm_generator_synced_in_buckets_generates_like_a_fresh_engine(world, r
     import ray
 
     from actors.generator import GenerationWorker
-    from selfplay.config.schema import GeneratorConfig
 
-    cfg = OmegaConf.structured(GeneratorConfig)
     buckets = buckets_of(perturbed_world_policy(world, tmp_path / "target"), bucket_bytes=200_000)
     assert len(buckets) >= 3
-    synced = GenerationWorker.remote("vllm", world.policy, world.tokenizer, cfg, "float32", 0)
+    synced = GenerationWorker.remote(engine_spec(world.policy, world.tokenizer))
     before = greedy(synced, world)
     ray.get([synced.load_bucket.remote(ray.put(b)) for b in buckets])
     ray.get(synced.finish_sync.remote())
     after = greedy(synced, world)
     ray.kill(synced)
-    fresh = GenerationWorker.remote("vllm", str(tmp_path / "target"), world.tokenizer, cfg, "float32", 0)
+    fresh = GenerationWorker.remote(engine_spec(str(tmp_path / "target"), world.tokenizer))
     expected = greedy(fresh, world)
     ray.kill(fresh)
     assert after == expected
@@ -120,7 +118,7 @@ def test_hf_generator_sleeping_at_level_2_holds_no_weights_until_a_sync(world):
     rotary buffers, which no checkpoint carries, survive.  Level 1 keeps the weights."""
     from selfplay.core.lm import encode_prompt, load_tokenizer
 
-    gen = HFGenerator(world.policy, world.tokenizer, "float32", batch_size=8, seed=0)
+    gen = HFGenerator(engine_spec(world.policy, world.tokenizer, "hf", batch_size=8))
     tok = load_tokenizer(world.tokenizer)
     prompts = [encode_prompt(tok, [{"role": "user", "content": c}]) for c in ("Tell me about apples.", "What is bread?")]
 

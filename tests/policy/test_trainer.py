@@ -16,6 +16,7 @@ from selfplay.config.schema import AlgoConfig, TrainConfig
 from selfplay.core.batch import Batch
 from selfplay.core.lm import load_causal_lm, response_batch, sequence_logprobs
 from selfplay.core.optim import lr_multiplier
+from selfplay.policy.specs import LearnerSpec
 from selfplay.policy.trainer import PolicyTrainer
 
 LOG2 = math.log(2.0)
@@ -25,7 +26,7 @@ def make_learner(path: str, **train) -> PolicyTrainer:
     cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), {"lr": 1e-2, "epochs": 1, **train})
     algo = OmegaConf.structured(AlgoConfig)
     check_algo(algo)
-    return PolicyTrainer(path, path, "float32", cfg, algo, seed=0)
+    return PolicyTrainer(LearnerSpec(path, path, "float32", cfg, algo, seed=0))
 
 
 def batch_of(n: int) -> Batch:
@@ -78,7 +79,7 @@ def test_each_iteration_starts_a_fresh_optimizer(tiny_policy):
 def make_pair_learner(path: str, algo: str, **train) -> PolicyTrainer:
     cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig),
                           {"lr": 1e-3, "epochs": 1, "batch_size": 4, "micro_batch_size": 4, **train})
-    return PolicyTrainer(path, path, "float32", cfg, load_config([f"algo={algo}"]).algo, seed=0)
+    return PolicyTrainer(LearnerSpec(path, path, "float32", cfg, load_config([f"algo={algo}"]).algo, seed=0))
 
 
 def pair_batch(reference: str | None, n: int = 4) -> Batch:

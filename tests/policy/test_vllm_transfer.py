@@ -14,10 +14,12 @@ from omegaconf import OmegaConf
 from actors.generator import GeneratorsClient
 from selfplay.config.loading import load_config
 from selfplay.config.schema import ConfigError, TrainConfig
+from selfplay.policy.specs import LearnerSpec
 from selfplay.policy.trainer import PolicyTrainer
 from selfplay.policy.object_store_sync import TensorMeta
 from selfplay.policy.vllm_transfer import learner_source, trainer_engine
 from tests.policy.loopback_transfer import patch_trainer, patch_worker
+from tests.policy.test_engines import engine_spec
 from tests.policy.test_lora import lora_learner
 from tests.policy.test_object_store_sync import greedy, perturbed_world_policy
 
@@ -26,7 +28,7 @@ REPO = str(Path(__file__).resolve().parents[2])
 
 def learner_of(policy: str, tokenizer: str | None = None) -> PolicyTrainer:
     cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), {"batch_size": 4, "micro_batch_size": 2})
-    return PolicyTrainer(policy, tokenizer or policy, "float32", cfg, load_config([]).algo, seed=0)
+    return PolicyTrainer(LearnerSpec(policy, tokenizer or policy, "float32", cfg, load_config([]).algo, seed=0))
 
 
 def source_of(learner: PolicyTrainer, dtype: torch.dtype | None = None):
@@ -173,8 +175,8 @@ def test_the_nccl_protocol_end_to_end_on_cpu(world, ray_cluster, tmp_path):
     perturbed_world_policy(world, target)
     env = {"env_vars": {"PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"}}
     generators = [GenerationWorker.options(runtime_env=env).remote(
-        "vllm", world.policy, world.tokenizer, cfg.generator, "float32", 0, False, "nccl") for _ in range(2)]
-    learner = LearnerGroup.start(cfg.train, target, world.tokenizer, "float32", load_config([]).algo, 0, None,
+        engine_spec(world.policy, world.tokenizer, weight_transfer="nccl")) for _ in range(2)]
+    learner = LearnerGroup.start(LearnerSpec(target, world.tokenizer, "float32", cfg.train, load_config([]).algo, 0),
                                  env["env_vars"])
     try:
         wait(learner.ready)
@@ -191,7 +193,7 @@ def test_the_nccl_protocol_end_to_end_on_cpu(world, ray_cluster, tmp_path):
         learner.stop()
         for g in generators:
             ray.kill(g)
-    fresh = GenerationWorker.remote("vllm", target, world.tokenizer, cfg.generator, "float32", 0)
+    fresh = GenerationWorker.remote(engine_spec(target, world.tokenizer))
     expected = greedy(fresh, world)
     ray.kill(fresh)
     assert after == [expected, expected] and again == expected
