@@ -138,6 +138,27 @@ def check_models(sources: Sources, cfg: DictConfig) -> None:
             check_code(model, role, trust.trust_remote_code)
         if not (role == "scorer" and cfg.scorer.kind == "pairrm"):  # LLM-Blender's RankerConfig reads as another
             check_vocabulary(model, tokenizer, f"{role} model", trust.trust_remote_code)  # model: its loader checks
+    check_tensor_parallel(sources.policy, cfg)
+
+
+def check_tensor_parallel(name: str, cfg: DictConfig) -> None:
+    """``generator.tensor_parallel`` > 1 fits the policy's heads (a local config.json's) and, for an engine on
+    the CPU, this machine's cores (``selfplay.policy.tensor_parallel``); refused in one line, before Ray starts."""
+    import os
+
+    from selfplay.policy.tensor_parallel import tensor_parallel_problems
+
+    g = cfg.generator
+    if g.backend != "vllm" or g.tensor_parallel == 1:
+        return
+    path = local_directory(name)
+    config = json.loads((path / "config.json").read_text()) if path and (path / "config.json").exists() else {}
+    text = config.get("text_config", config)
+    cpus = len(os.sched_getaffinity(0)) if g.num_gpus == 0 else None
+    problems = tensor_parallel_problems(g.tensor_parallel, text.get("num_attention_heads"),
+                                        text.get("num_key_value_heads"), cpus)
+    if problems:
+        raise RunError(f"policy model '{name}': {problems[0]}")
 
 
 def check_writable(run_dir: Path) -> None:

@@ -279,3 +279,16 @@ def test_a_start_that_fails_leaves_a_directory_the_same_command_starts_again_in(
     with pytest.raises(AssertionError, match="started"):
         selfplay.run.main(argv)
     assert "already holds a run" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tp,needle", [
+    (3, "generator.tensor_parallel=3 does not divide the policy's 2 attention heads"),
+    (2, "generator.tensor_parallel=2 on the CPU needs a core per worker; this machine has 1")])
+def test_a_tensor_parallel_size_the_policy_or_the_machine_cannot_take_is_refused(world, tmp_path, capsys, no_ray,
+                                                                                 monkeypatch, tp, needle):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    err = assert_refused([f"generator.tensor_parallel={tp}"], f"policy model '{world.policy}': {needle}", tmp_path,
+                         capsys)
+    assert len(err.strip().splitlines()) == 1
