@@ -29,6 +29,7 @@ from selfplay.core.batch import Sample
 from selfplay.core.lm import load_causal_lm, load_tokenizer, resolve
 from selfplay.policy.object_store_sync import Bucket
 from selfplay.policy.specs import GeneratorSpec
+from selfplay.policy.tensor_parallel import bind_cpu_workers
 from selfplay.policy.verbs import GenerationEngine
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,10 @@ class VLLMGenerator:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         from vllm import LLM
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu():  # vLLM's default binding wants a NUMA node per rank
+            bind_cpu_workers(spec.tensor_parallel)
 
         t, trust = time.perf_counter(), spec.trust
         self.llm = LLM(model=resolve(spec.model), tokenizer=resolve(spec.tokenizer), dtype=spec.dtype, seed=spec.seed,

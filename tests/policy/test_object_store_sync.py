@@ -90,26 +90,34 @@ def greedy(actor, world) -> list[list[int]]:
     return [g[0].response_ids for g in ray.get(actor.generate.remote(prompts, 1, 0.0, 1.0, 16, 0))]
 
 
-def test_vllm_generator_synced_in_buckets_generates_like_a_fresh_engine(world, ray_cluster, tmp_path):
+def test_vllm_generator_synced_in_buckets_generates_like_a_fresh_engine_with_one_rank_or_two(world, ray_cluster,
+                                                                                            tmp_path):
     """Greedy samples of an engine synced bucket by bucket (many small buckets) == those of an engine started
-    from the same weights on disk; and they differ from the engine's before the sync."""
+    from the same weights on disk; and they differ from the engine's before the sync.  With
+    generator.tensor_parallel=2 on the CPU (its workers bound to this machine's cores, one each), the samples
+    before and after the sync equal the one-rank engine's (heads and MLP split over two ranks, the partial sums
+    all-reduced)."""
     import ray
 
     from actors.generator import GenerationWorker
 
     buckets = buckets_of(perturbed_world_policy(world, tmp_path / "target"), bucket_bytes=200_000)
     assert len(buckets) >= 3
-    synced = GenerationWorker.remote(engine_spec(world.policy, world.tokenizer))
-    before = greedy(synced, world)
-    ray.get([synced.load_bucket.remote(ray.put(b)) for b in buckets])
-    ray.get(synced.finish_sync.remote())
-    after = greedy(synced, world)
-    ray.kill(synced)
+    runs = {}
+    for tp in (1, 2):
+        synced = GenerationWorker.remote(engine_spec(world.policy, world.tokenizer, tensor_parallel=tp))
+        before = greedy(synced, world)
+        ray.get([synced.load_bucket.remote(ray.put(b)) for b in buckets])
+        ray.get(synced.finish_sync.remote())
+        runs[tp] = before, greedy(synced, world)
+        ray.kill(synced)
     fresh = GenerationWorker.remote(engine_spec(str(tmp_path / "target"), world.tokenizer))
     expected = greedy(fresh, world)
     ray.kill(fresh)
+    before, after = runs[1]
     assert after == expected
     assert after != before
+    assert runs[2] == runs[1]
 
 
 def test_hf_generator_sleeping_at_level_2_holds_no_weights_until_a_sync(world):
