@@ -74,9 +74,12 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def hf_run(world, ray_cluster, tmp_path_factory):
     """Two uninterrupted iterations of the smoke preset with the HF backend: the reference for determinism
-    and resume (tests/loop/)."""
+    and resume (tests/loop/).  Beside it, ``stage_entries.json``: what the run directory held of iteration 2 as
+    each stage began, i.e. what a driver killed there leaves (tests/loop/test_resume.py)."""
     from selfplay.run import main
+    from tests.loop.run_state import recording_stage_entries
 
     run_dir = tmp_path_factory.mktemp("hf") / "run"
-    assert main(["smoke", "run.progress=false", "iter=2", f"run.dir={run_dir}", "generator.backend=hf"]) == 0
+    with recording_stage_entries(run_dir, 2, run_dir.parent / "stage_entries.json"):
+        assert main(["smoke", "run.progress=false", "iter=2", f"run.dir={run_dir}", "generator.backend=hf"]) == 0
     return run_dir

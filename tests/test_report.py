@@ -26,12 +26,13 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def two_runs(world, ray_cluster, tmp_path_factory):
-    """Two two-iteration runs (GPO and DPO) on the embedded world, each with its report written by the run."""
+def two_runs(hf_run, tmp_path_factory):
+    """Two two-iteration runs (GPO and DPO) on the embedded world, each with its report written by the run: GPO is
+    the session's ``hf_run`` (the same settings: the smoke preset's default algorithm), copied."""
     root = tmp_path_factory.mktemp("report")
-    for algo in ("gpo", "dpo"):
-        assert run_main(["smoke", "iter=2", f"algo={algo}", f"run.dir={root / algo}", "generator.backend=hf",
-                         "run.progress=false"]) == 0
+    shutil.copytree(hf_run, root / "gpo")
+    assert run_main(["smoke", "iter=2", "algo=dpo", f"run.dir={root / 'dpo'}", "generator.backend=hf",
+                     "run.progress=false"]) == 0
     return root
 
 

@@ -70,26 +70,20 @@ def test_hf_run_is_deterministic(hf_run, tmp_path):
     assert [without_timings(r) for r in read_metrics(again)] == [without_timings(r) for r in read_metrics(hf_run)]
 
 
-def test_resume_after_kill_between_iterations_matches_uninterrupted(hf_run, tmp_path):
-    """Simulate a kill after iteration 2's checkpoint but before its metrics line, plus a
-    half-written temp dir; resume must redo iteration 2 and reproduce the uninterrupted run."""
+def test_resume_after_kill_between_iterations_matches_uninterrupted_and_continues(hf_run, tmp_path):
+    """Simulate a kill after iteration 2's checkpoint but before its metrics line, plus a half-written temp dir;
+    resume, with one iteration more than the run had (iter is not a setting a resume compares), must redo
+    iteration 2, reproduce the uninterrupted run's, and go on to iteration 3."""
     run_dir = tmp_path / "run"
     shutil.copytree(hf_run, run_dir)
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     (run_dir / "metrics.jsonl").write_text(lines[0] + "\n")
     (run_dir / "iter_3.tmp-deadbeef").mkdir()
-    assert main([*FAST, "iter=2", f"run.dir={run_dir}", "generator.backend=hf", "run.resume=true"]) == 0
-    resumed = read_metrics(run_dir)
-    assert [r["iteration"] for r in resumed] == [1, 2]
-    assert without_timings(resumed[1]) == without_timings(read_metrics(hf_run)[1])
-    assert not (run_dir / "iter_3.tmp-deadbeef").exists()
-
-
-def test_resume_continues_to_more_iterations(hf_run, tmp_path):
-    run_dir = tmp_path / "run"
-    shutil.copytree(hf_run, run_dir)
     assert main([*FAST, "iter=3", f"run.dir={run_dir}", "generator.backend=hf", "run.resume=true"]) == 0
-    assert [r["iteration"] for r in read_metrics(run_dir)] == [1, 2, 3]
+    resumed = read_metrics(run_dir)
+    assert [r["iteration"] for r in resumed] == [1, 2, 3]
+    assert without_timings(resumed[1]) == without_timings(read_metrics(hf_run)[1])
+    assert not (run_dir / "iter_3.tmp-deadbeef").exists() and (run_dir / "iter_3" / "model.safetensors").exists()
 
 
 def test_sharded_learner_run_resumes_with_one_rank(hf_run, tmp_path):
@@ -192,14 +186,6 @@ def test_gpo_with_lora_improves_the_policy(world, ray_cluster, tmp_path):
     assert (run_dir / "iter_2" / "adapter" / "adapter_config.json").exists()
 
 
-def test_generator_replicas_shard_the_prompts(world, ray_cluster, tmp_path):
-    run_dir = tmp_path / "run"
-    assert main([*FAST, f"run.dir={run_dir}", "generator.backend=hf", "generator.replicas=2"]) == 0
-    (record,) = read_metrics(run_dir)
-    assert record["engine_starts"] == 2  # one engine per replica, none restarted
-    assert record["rollout_tokens"] > 0
-
-
 def test_user_model_tokenizer_and_prompts_by_directory(world, ray_cluster, tmp_path):
     """The path a user takes: everything named explicitly (no oracle, so no oracle win rates)."""
     prompts = tmp_path / "prompts.jsonl"
@@ -214,14 +200,18 @@ def test_user_model_tokenizer_and_prompts_by_directory(world, ray_cluster, tmp_p
     assert "oracle_win_rate_vs_initial" not in record
 
 
-def test_bt_scorer_run(world, ray_cluster, tmp_path):
-    """scorer.kind=bt: the loop, its win rates and the oracle beside them run on the world's BT reward model."""
+def test_bt_scorer_run_with_generator_replicas(world, ray_cluster, tmp_path):
+    """scorer.kind=bt: the loop, its win rates and the oracle beside them run on the world's BT reward model;
+    and generator.replicas=2 shards the prompts over two engines (one run for both: each start costs ~10 s)."""
     run_dir = tmp_path / "run"
-    assert main([*FAST, "iter=1", f"run.dir={run_dir}", "generator.backend=hf", "scorer.kind=bt"]) == 0
+    assert main([*FAST, "iter=1", f"run.dir={run_dir}", "generator.backend=hf", "scorer.kind=bt",
+                 "generator.replicas=2"]) == 0
     saved = (run_dir / "config.yaml").read_text()
     assert "kind: bt" in saved and f"{world.root}/bt" in saved
     (record,) = read_metrics(run_dir)
     assert 0.0 <= record["win_rate_vs_initial"] <= 1.0 and 0.0 <= record["oracle_win_rate_vs_initial"] <= 1.0
+    assert record["engine_starts"] == 2  # one engine per replica, none restarted
+    assert record["rollout_tokens"] > 0
     assert json.loads((world.root / "bt" / "train_report.json").read_text())["heldout_accuracy"] > 0.75
 
 

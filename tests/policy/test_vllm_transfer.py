@@ -90,7 +90,7 @@ def test_a_rank_other_than_0_only_helps_gather(tiny_policy):
 def fake_engines(ray_cluster):
     import ray
 
-    @ray.remote
+    @ray.remote(max_concurrency=2)  # threaded: its log answers while a hung update sleeps
     class FakeEngine:
         """Records the four calls; ``hang`` stalls the update."""
 
