@@ -3,12 +3,34 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 RAY_FIXTURES = {"ray_cluster"}  # every fixture that starts actors (hf_run, ...) asks for it
+
+
+BACKGROUND: list[subprocess.Popen] = []  # the world-parts build (tests/world_parts.py), if one was started
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A session that will run a test marked ``world_parts`` builds those parts in the background from now on."""
+    if not session.config.option.collectonly and any(i.get_closest_marker("world_parts") for i in session.items):
+        root = Path(__file__).resolve().parent.parent  # a part that fails here is built again, loudly, by its test
+        BACKGROUND.append(subprocess.Popen([sys.executable, "-m", "tests.world_parts"], cwd=root,
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for build in BACKGROUND:  # done by now where its tests ran; a session stopped early does not wait long
+        try:
+            build.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            build.kill()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -15,6 +15,7 @@ run never leaves a half-written checkpoint or metrics line; at worst it leaves
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -23,7 +24,7 @@ import secrets
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from selfplay.core.jsonl import read_jsonl
 
@@ -117,6 +118,22 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     _fsync_dir(path.parent)
     if old is not None:
         shutil.rmtree(old)
+
+
+def build_once(path: Path, build: Callable[[Path], object], done: Callable[[], bool] | None = None) -> None:
+    """``build(tmp)`` fills a temporary directory that becomes ``path`` (``atomic_dir``), unless it is there
+    already (``done``, default: ``path`` exists).  Several processes that want one part at once (two runs
+    started together, or the test suite's background build) build it once: the others wait on a lock beside it
+    and find it done, instead of building it again and replacing it under a reader."""
+    done = done or path.exists
+    if done():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        if not done():
+            with atomic_dir(path) as tmp:
+                build(tmp)
 
 
 def _check_finite(value: Any, key: str) -> None:

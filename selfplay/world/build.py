@@ -34,7 +34,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModel, LlamaConfig, LlamaForCausalLM
 
-from selfplay.core.checkpoint import atomic_dir, atomic_write_json, atomic_write_text
+from selfplay.core.checkpoint import atomic_write_json, atomic_write_text, build_once
 from selfplay.core.lm import Messages, encode_prompt, load_causal_lm, load_tokenizer, response_batch
 from selfplay.core.optim import minimize
 from selfplay.data.pairs import PreferencePair, load_pairs, write_pairs_jsonl
@@ -94,13 +94,15 @@ class World:
         oracle attribute on 0-100, each label missing with probability ``cfg.attributes.missing_share``);
         written on first use."""
         path, a = self.part("attributes", cfg), cfg.attributes
-        if not path.exists():
+
+        def write(tmp: Path) -> None:
             rng = random.Random(f"{self.root.name}/attributes")
             prompts = self.prompt_texts()
-            with atomic_dir(path) as tmp:
-                for split, n in (("train", a.train_rows), ("test", a.test_rows)):
-                    with open(tmp / f"{split}.jsonl", "w") as f:
-                        f.writelines(json.dumps(attribute_row(prompts, rng, a.missing_share)) + "\n" for _ in range(n))
+            for split, n in (("train", a.train_rows), ("test", a.test_rows)):
+                with open(tmp / f"{split}.jsonl", "w") as f:
+                    f.writelines(json.dumps(attribute_row(prompts, rng, a.missing_share)) + "\n" for _ in range(n))
+
+        build_once(path, write)
         return str(path)
 
     def sft_data(self, cfg: DictConfig) -> str:
@@ -121,10 +123,12 @@ class World:
     def steerable_policy(self, cfg: DictConfig) -> str:
         """The policy after a direction-conditioned warm start (``train_steerable_policy``); trained on first use."""
         path = self.part("steerable", cfg)
-        if not path.exists():
+
+        def train(tmp: Path) -> None:
             log.info("training the embedded world's steerable warm start (once; cached; %d steps)", cfg.steerable.steps)
-            with atomic_dir(path) as tmp:
-                train_steerable_policy(self, cfg, tmp)
+            train_steerable_policy(self, cfg, tmp)
+
+        build_once(path, train)
         return str(path)
 
     def scorer(self, kind: str, cfg: DictConfig) -> str:
@@ -133,13 +137,15 @@ class World:
             raise ValueError(f"unknown preference-model kind '{kind}'; expected one of {KINDS}")
         # the multi-objective model is trained on the attribute rows: it lives beside them, keyed by their settings
         path = Path(self.attribute_data(cfg)) / kind if kind == "multi_objective" else self.root / kind
-        if not path.exists():
+
+        def train(tmp: Path) -> None:
             log.info("training the embedded world's %s preference model (once; cached)", kind)
-            with atomic_dir(path) as tmp:
-                if kind == "multi_objective":
-                    train_world_attribute_model(self, cfg, tmp)
-                else:
-                    train_world_scorer(kind, self, cfg, tmp)
+            if kind == "multi_objective":
+                train_world_attribute_model(self, cfg, tmp)
+            else:
+                train_world_scorer(kind, self, cfg, tmp)
+
+        build_once(path, train)
         return str(path)
 
 
@@ -152,12 +158,12 @@ def world_key(cfg: DictConfig) -> str:
 def get_world(cfg: DictConfig) -> World:
     """The cached world for these settings, built first if absent."""
     root = Path(cfg.cache_dir).expanduser() / world_key(cfg)
-    if (root / "world.json").exists():
-        return World.at(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    log.info("building the embedded world in %s (once; cached)", root)
-    with atomic_dir(root) as tmp:
+
+    def build(tmp: Path) -> None:
+        log.info("building the embedded world in %s (once; cached)", root)
         build_world(cfg, tmp)
+
+    build_once(root, build, done=(root / "world.json").exists)
     return World.at(root)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,45 @@ def test_clean_incomplete_removes_checkpoints_past_last(tmp_path: Path) -> None:
     assert not iteration_dir(tmp_path, 3).exists()
     assert iteration_dir(tmp_path, 2).is_dir()
     assert [r["iteration"] for r in read_metrics(tmp_path)] == [1, 2]
+
+
+def slow_build(tmp: Path, log: Path) -> None:
+    """A build that takes a while and records each time it runs (by pid)."""
+    import os
+    import time
+
+    with open(log, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(0.5)
+    (tmp / "made_by").write_text(str(os.getpid()))
+
+
+def build_part(path: str, log: str, started) -> None:
+    from selfplay.core.checkpoint import build_once
+
+    started.set()
+    build_once(Path(path), lambda tmp: slow_build(tmp, Path(log)))
+
+
+def test_a_part_wanted_by_two_processes_at_once_is_built_once(tmp_path):
+    """The second process waits on the lock and finds the part built; nothing is built twice or replaced."""
+    import multiprocessing
+
+    from selfplay.core.checkpoint import build_once
+
+    ctx = multiprocessing.get_context("fork")
+    part, log = tmp_path / "cache" / "part", tmp_path / "builds.log"
+    started = ctx.Event()
+    other = ctx.Process(target=build_part, args=(str(part), str(log), started))
+    other.start()
+    assert started.wait(10)
+    while not log.exists():  # the other process holds the lock and is building
+        time.sleep(0.01)
+    build_once(part, lambda tmp: slow_build(tmp, log))
+    other.join(10)
+    assert other.exitcode == 0
+    assert log.read_text().split() == [str(other.pid)]
+    assert (part / "made_by").read_text() == str(other.pid)
+    build_once(part, lambda tmp: slow_build(tmp, log))  # done: not built again
+    assert log.read_text().split() == [str(other.pid)]
+    assert sorted(p.name for p in part.parent.iterdir()) == [".part.lock", "part"]  # no temporary left

@@ -243,6 +243,7 @@ DPA_SMALL = ["dpa", "run.progress=false", "generator.backend=hf", "data.prompts_
              "directions.grid_angles=[-45,0]"]
 
 
+@pytest.mark.world_parts  # its parts start building in the background when the session starts
 def test_dpa_run_fronts_plot_and_steerable_generation(world, ray_cluster, tmp_path, capsys):
     """`dpa`: directions in the system prompt, best-of-n by v^T r, replay, one front per iteration, pareto.png,
     and `selfplay.generate` answering along a direction from the run's checkpoint."""

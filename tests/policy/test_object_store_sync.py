@@ -103,15 +103,17 @@ def test_vllm_generator_synced_in_buckets_generates_like_a_fresh_engine_with_one
 
     buckets = buckets_of(perturbed_world_policy(world, tmp_path / "target"), bucket_bytes=200_000)
     assert len(buckets) >= 3
+    # the three engines start at once (a TP = 2 engine's start is mostly waiting on its workers)
+    engines = {tp: GenerationWorker.remote(engine_spec(world.policy, world.tokenizer, tensor_parallel=tp))
+               for tp in (1, 2)}
+    fresh = GenerationWorker.remote(engine_spec(str(tmp_path / "target"), world.tokenizer))
     runs = {}
-    for tp in (1, 2):
-        synced = GenerationWorker.remote(engine_spec(world.policy, world.tokenizer, tensor_parallel=tp))
+    for tp, synced in engines.items():
         before = greedy(synced, world)
         ray.get([synced.load_bucket.remote(ray.put(b)) for b in buckets])
         ray.get(synced.finish_sync.remote())
         runs[tp] = before, greedy(synced, world)
         ray.kill(synced)
-    fresh = GenerationWorker.remote(engine_spec(str(tmp_path / "target"), world.tokenizer))
     expected = greedy(fresh, world)
     ray.kill(fresh)
     before, after = runs[1]
