@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 from actors.roles import Group, shell
-from selfplay.policy.engines import make_generator
 from selfplay.policy.verbs import TransferEngine
 
-GenerationWorker = shell("GenerationWorker", TransferEngine, make_generator, module=__name__)
+GenerationWorker = shell("GenerationWorker", TransferEngine, "selfplay.policy.engines:make_generator", module=__name__)
 
 
 def generator_group(generators: list) -> Group:

@@ -4,6 +4,7 @@ the learner's (``selfplay.policy.verbs.Learner``), forwarded by ``actors.roles.s
 
 from __future__ import annotations
 
+import importlib
 import socket
 
 import ray
@@ -12,19 +13,20 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.group import rank_names
 from actors.roles import Group, shell
-from selfplay.policy.parallel import Sharded, Single
 from selfplay.policy.specs import LearnerSpec
-from selfplay.policy.trainer import PolicyTrainer
 from selfplay.policy.verbs import Learner
 
 
 class Rank:
-    """What a learner rank has beyond the forwarded verbs: its place (``rank`` of ``world_size``), started empty,
-    then ``setup`` (every rank at once, for the rendezvous)."""
+    """What a learner rank has beyond the forwarded verbs: its place (``rank`` of ``world_size``), started empty
+    (importing ``imports``, its role's libraries, meanwhile), then ``setup`` (every rank at once, for the
+    rendezvous)."""
 
-    def __init__(self, rank: int, world_size: int):
+    def __init__(self, rank: int, world_size: int, imports: tuple[str, ...] = ()):
+        for module in imports:
+            importlib.import_module(module)
         self.rank, self.world_size = rank, world_size
-        self.held: PolicyTrainer | None = None
+        self.held = None  # the PolicyTrainer
 
     def address(self) -> str:
         """``host:port`` for the process group's rendezvous (asked of rank 0): this node's address, a free port."""
@@ -34,6 +36,9 @@ class Rank:
         return f"{ray.util.get_node_ip_address()}:{port}"
 
     def setup(self, address: str | None, spec: LearnerSpec) -> None:
+        from selfplay.policy.parallel import Sharded, Single
+        from selfplay.policy.trainer import PolicyTrainer
+
         train = spec.train
         placement = (Single(train.mixed_precision) if self.world_size == 1 else
                      Sharded(self.rank, self.world_size, address, train.mixed_precision, train.cpu_offload,
@@ -67,7 +72,14 @@ class LearnerGroup(Group):
               resources: dict[str, float] | None = None) -> LearnerGroup:
         """``spec.train.world_size`` ranks, in one placement group (one bundle each, placed by ``strategy``) when
         there are several; ``resources``: custom Ray resources each rank needs (node affinity)."""
-        train, resources = spec.train, dict(resources or {})
+        return cls.create(spec.train, env_vars, strategy, resources).setup(spec)
+
+    @classmethod
+    def create(cls, train, env_vars: dict[str, str], strategy: str = "PACK", resources: dict[str, float] | None = None,
+               imports: tuple[str, ...] = ()) -> LearnerGroup:
+        """The ranks' processes, placed as ``start`` places them, before their spec is known: each imports
+        ``imports`` meanwhile; ``setup`` then builds them."""
+        resources = dict(resources or {})
         n = train.world_size
         options = {"num_cpus": train.num_cpus, "num_gpus": train.num_gpus, "runtime_env": {"env_vars": env_vars},
                    "resources": resources}
@@ -76,11 +88,16 @@ class LearnerGroup(Group):
                       **resources}
             group = placement_group([bundle] * n, strategy=strategy)
             ranks = [LearnerWorker.options(**options, scheduling_strategy=PlacementGroupSchedulingStrategy(
-                group, placement_group_bundle_index=r)).remote(r, n) for r in range(n)]
-            address = ranks[0].address.remote()
+                group, placement_group_bundle_index=r)).remote(r, n, imports) for r in range(n)]
         else:
-            group, ranks, address = None, [LearnerWorker.options(**options).remote(0, 1)], None
-        return cls(ranks, [r.setup.remote(address, spec) for r in ranks], group)
+            group, ranks = None, [LearnerWorker.options(**options).remote(0, 1, imports)]
+        return cls(ranks, [], group)
+
+    def setup(self, spec: LearnerSpec) -> LearnerGroup:
+        """Every rank built from ``spec`` at once (rank 0 names the rendezvous); ``ready``: their setup refs."""
+        address = self.members[0].address.remote() if len(self.members) > 1 else None
+        self.ready = [r.setup.remote(address, spec) for r in self.members]
+        return self
 
     def begin_iteration(self, batch) -> list:
         batch = ray.put(batch)  # once into the object store, not once per rank

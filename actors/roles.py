@@ -10,6 +10,7 @@ the Protocol and implementing it in the library class; the shell and the group f
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 from typing import Callable
 
@@ -52,18 +53,38 @@ def forwarder(verb: str, signature: inspect.Signature | None) -> Callable:
     return method
 
 
+def imported(path: str) -> Callable:
+    """The function ``module:name`` names (imported now), or ``path`` itself if it is already one."""
+    if callable(path):
+        return path
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 class Holder:
-    """The base of a shell: builds the object it holds from one spec (``_build``, set by ``shell``)."""
+    """The base of a shell: builds the object it holds from one spec (``_build``, set by ``shell``: a function
+    or its ``module:name``, imported in the actor's process only).  Started without a spec, it imports
+    ``imports`` (its role's libraries) at once and builds on ``setup(spec)``: the process loads its code while the
+    driver is still checking the run's inputs (``selfplay.loop.startup``)."""
 
-    _build: Callable | None = None
+    _build: Callable | str | None = None
 
-    def __init__(self, spec=None):
-        self.held = None if spec is None else type(self)._build(spec)
+    def __init__(self, spec=None, imports: tuple[str, ...] = ()):
+        for module in imports:
+            importlib.import_module(module)
+        self.held = None
+        if spec is not None:
+            self.setup(spec)
+
+    def setup(self, spec) -> None:
+        """Build the held object from ``spec``."""
+        self.held = imported(type(self)._build)(spec)
 
 
-def shell(name: str, role: type, build: Callable | None = None, base: type = Holder, module: str = __name__):
-    """A Ray actor class ``name`` holding ``build(spec)`` and forwarding each of ``role``'s verbs to it; ``base``
-    may bring a role's own methods (they are kept, not forwarded) and its own ``__init__``."""
+def shell(name: str, role: type, build: Callable | str | None = None, base: type = Holder, module: str = __name__):
+    """A Ray actor class ``name`` holding ``build(spec)`` (``build``: a function, or ``module:name`` to import it
+    only where it runs) and forwarding each of ``role``'s verbs to it; ``base`` may bring a role's own methods
+    (they are kept, not forwarded) and its own ``__init__``."""
     namespace = {verb: forwarder(verb, signature) for verb, signature in verbs(role).items()
                  if not hasattr(base, verb)}
     if build is not None:

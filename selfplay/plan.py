@@ -1,7 +1,7 @@
 """``python -m selfplay.plan [preset] key=value ...``: what each actor of that run needs in memory and whether it
 fits, from the resolved config and the models' Hugging Face configs (no weights are loaded; the estimates are
 in ``selfplay.config.memory``).  Exits 2 when the plan cannot fit, saying what to change; ``selfplay.run`` makes
-the same check before any actor starts (``placement.check=false`` skips it)."""
+the same check before any actor loads a model (``placement.check=false`` skips it)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -152,50 +151,48 @@ def starting_point(run_dir: Path, last: int, sources) -> tuple[str, str]:
     return str(iteration_dir(run_dir, last)), str(iteration_dir(run_dir, last))
 
 
-def start_workers(cfg: DictConfig, sources, run_dir: Path, last: int):
+def start_workers(cfg: DictConfig, sources, run_dir: Path, last: int, processes=None):
     """The generators, the scorer and the learner, started from iteration ``last``'s policy (pi_0, or the
-    checkpoint a resumed run continues from); each is built from one spec made from its config sections.  How each
-    was started is kept (``Spawn``), to start it again after a failure."""
+    checkpoint a resumed run continues from); each is built from one spec made from its config sections, in the
+    ``processes`` started ahead of it (``selfplay.loop.startup``) if given.  How each was started is kept
+    (``Spawn``), to start it again after a failure."""
 
-    from actors.generator import GenerationWorker
     from actors.group import gather
     from actors.learner import LearnerGroup
-    from actors.scorer import ScoringWorker
     from selfplay.config.scoring import attribute_selection
+    from selfplay.loop.startup import (GenerationWorker, Processes, ScoringWorker, generator_options,
+                                       learner_placement, scorer_options)
     from selfplay.loop.sync import connect_weight_transfer, send_code_table, sync_weights
     from selfplay.loop.workers import Failures, Spawn, Workers, stage_timeout
     from selfplay.models.preference_scorer import ScorerSpec
     from selfplay.policy.specs import GeneratorSpec, LearnerSpec, plain
 
-    threads = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}  # num_cpus=0 actors would get 1 thread
-    g, s, train, p = cfg.generator, plain(cfg.scorer), cfg.train, cfg.placement
+    s = plain(cfg.scorer)
     # a restarted generator starts from the same files, then gets the learner's weights
     generator_spec = GeneratorSpec.of(cfg, *starting_point(run_dir, last, sources))
     scorer_spec = ScorerSpec.of(s, sources.scorer, sources.scorer_tokenizer, sources.policy_tokenizer,  # PairRM's
                                 attribute_selection(s))  # source: the policy's chat template
 
-    def on(resource: str | None) -> dict:  # node affinity: a small share of the role's custom resource
-        return {"resources": {resource: 0.01}} if resource else {}
-
     def generator():
-        return GenerationWorker.options(num_cpus=g.num_cpus, num_gpus=g.num_gpus, runtime_env={"env_vars": threads},
-                                        **on(p.generator_resource)).remote(generator_spec)
+        return GenerationWorker.options(**generator_options(cfg)).remote(generator_spec)
 
     def scorer():
-        return ScoringWorker.options(num_cpus=s.num_cpus, num_gpus=s.num_gpus, runtime_env={"env_vars": threads},
-                                     **on(p.scorer_resource)).remote(scorer_spec)
+        return ScoringWorker.options(**scorer_options(cfg)).remote(scorer_spec)
 
     def learner(t: int):  # from iteration t's checkpoint, its optimizer state included
-        rank_threads = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // train.world_size))}
-        return LearnerGroup.start(LearnerSpec.of(cfg, *starting_point(run_dir, t, sources), sources.policy),
-                                  rank_threads, p.strategy, on(p.learner_resource).get("resources", {}))
+        return LearnerGroup.start(learner_spec(t), *learner_placement(cfg))
 
-    workers = Workers([generator() for _ in range(g.replicas)], scorer(), learner(last),
+    def learner_spec(t: int) -> LearnerSpec:
+        return LearnerSpec.of(cfg, *starting_point(run_dir, t, sources), sources.policy)
+
+    if processes is None:
+        processes = Processes.start(cfg)
+    ready = ([g.setup.remote(generator_spec) for g in processes.generators]
+             + [processes.scorer.setup.remote(scorer_spec)] + processes.learner.setup(learner_spec(last)).ready)
+    workers = Workers(processes.generators, processes.scorer, processes.learner,
                       Spawn(generator, scorer, learner, sync_weights), Failures(cfg.run.max_failures))
-    try:
-        ready = [a.__ray_ready__.remote() for a in workers.actors()] + workers.learner.ready  # start-up errors now
-        gather(ready, "start", False, stage_timeout(cfg, "start"),
-               workers.actor_names() + workers.learner.names)
+    try:  # start-up errors now, each named
+        gather(ready, "start", False, stage_timeout(cfg, "start"), workers.actor_names())
         connect_weight_transfer(workers, cfg)
         send_code_table(workers, cfg)  # LPC: a resumed run's trained codes are served from the first generation
     except BaseException:
@@ -212,6 +209,27 @@ def stop_workers(workers) -> None:
     workers.learner.stop()
 
 
+def check_inputs(cfg: DictConfig):
+    """Everything that can refuse the run before any actor gets a model: the sources (the world built if none
+    are named), the memory plan, the models' weights and tokenizers, the prompts, the run directory (prepared
+    last: a refused run writes nothing).  Returns (sources, oracle, judge, prompts, run_dir, last)."""
+    from selfplay.config.memory import plan
+    from selfplay.core.lm import ModelTrust, load_tokenizer
+    from selfplay.loop.preflight import check_models
+    from selfplay.loop.sources import RunError
+
+    sources, oracle, judge = resolve_sources(cfg)
+    if cfg.placement.check:  # before any model or prompt is loaded
+        _, problems = plan(cfg, sources.policy, sources.scorer)
+        if problems:
+            raise RunError(f"the plan does not fit: {problems[0]}"
+                           + (f" (and {len(problems) - 1} more: python -m selfplay.plan ...)" if len(problems) > 1 else ""))
+    check_models(sources, cfg)  # weights present and safe, tokenizers within the embeddings
+    tokenizer = load_tokenizer(sources.policy_tokenizer, ModelTrust.of(cfg.policy))
+    prompts = load_prompt_splits(cfg, sources, tokenizer, judge)
+    return sources, oracle, judge, prompts, *prepare_run_dir(cfg, sources)
+
+
 def main(argv: list[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(help_text())
@@ -224,42 +242,36 @@ def main(argv: list[str]) -> int:
     import ray
 
     from actors.group import StageTimeout
-    from selfplay.config.memory import plan
     from selfplay.core.checkpoint import last_complete_iteration
-    from selfplay.core.lm import ModelTrust, load_tokenizer
     from selfplay.loop.driver import selfplay
-    from selfplay.loop.sources import RunError
-    from selfplay.loop.preflight import check_models
     from selfplay.loop.stages import BadNumbers
+    from selfplay.loop.startup import InBackground, Processes
     from selfplay.loop.workers import TooManyFailures
 
-    try:
-        sources, oracle, judge = resolve_sources(cfg)
-        if cfg.placement.check:  # before any model or prompt is loaded, any actor started
-            _, problems = plan(cfg, sources.policy, sources.scorer)
-            if problems:
-                raise RunError(f"the plan does not fit: {problems[0]}"
-                               + (f" (and {len(problems) - 1} more: python -m selfplay.plan ...)" if len(problems) > 1 else ""))
-        check_models(sources, cfg)  # weights present and safe, tokenizers within the embeddings: before any actor
-        tokenizer = load_tokenizer(sources.policy_tokenizer, ModelTrust.of(cfg.policy))
-        prompts = load_prompt_splits(cfg, sources, tokenizer, judge)
-        run_dir, last = prepare_run_dir(cfg, sources)
-    except start_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if last >= cfg.iter:
-        print(f"{run_dir}: all {cfg.iter} iterations are complete")
-        return 0
-    log.info("run dir %s; starting at iteration %d of %d from %s", run_dir, last + 1, cfg.iter,
-             starting_point(run_dir, last, sources)[0])
-
     owns_ray = not ray.is_initialized()  # a caller's (e.g. a test's) cluster is left running
-    if owns_ray:
-        ray.init(address=cfg.run.ray_address, include_dashboard=False)
-    workers = None
+    checked = InBackground(lambda: check_inputs(cfg), "selfplay-checks")  # beside Ray's start (loop.startup)
+    processes = workers = launch_error = run_dir = None
     try:
         try:
-            workers = start_workers(cfg, sources, run_dir, last)
+            if owns_ray:
+                ray.init(address=cfg.run.ray_address, include_dashboard=False)
+            processes = Processes.start(cfg) if ray.is_initialized() else None
+        except Exception as e:  # noqa: BLE001 - reported after the checks: a refused input is the better message
+            launch_error = e
+        try:
+            sources, oracle, judge, prompts, run_dir, last = checked.result()
+        except start_errors() as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if launch_error is None and last >= cfg.iter:
+            print(f"{run_dir}: all {cfg.iter} iterations are complete")
+            return 0
+        log.info("run dir %s; starting at iteration %d of %d from %s", run_dir, last + 1, cfg.iter,
+                 starting_point(run_dir, last, sources)[0])
+        try:
+            if launch_error is not None:
+                raise launch_error
+            workers = start_workers(cfg, sources, run_dir, last, processes)
         except BaseException:
             if not cfg.run.resume:  # nothing was run: the same command may start it again
                 forget_start(run_dir)
@@ -271,7 +283,7 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}; {again}", file=sys.stderr)
         return 1
     except OSError as e:
-        if e.errno not in DISK_ERRORS:
+        if e.errno not in DISK_ERRORS or run_dir is None:
             raise
         done = last_complete_iteration(run_dir)
         print(f"error: {DISK_ERRORS[e.errno]} writing {e.filename or run_dir}: iteration {done + 1} was not saved; "
@@ -279,10 +291,12 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         return 1
     finally:
-        if owns_ray:
+        if owns_ray and ray.is_initialized():
             ray.shutdown()
         elif workers is not None:
             stop_workers(workers)
+        elif processes is not None:
+            processes.stop()
     print(f"done: {run_dir}/metrics.jsonl")
     return 0
 

@@ -47,10 +47,13 @@ def no_ray_outside_e2e(request, monkeypatch):
     if request.node.get_closest_marker("e2e") is None:
         import ray
 
+        from selfplay.loop.startup import Processes
+
         def refuse(*args, **kwargs):
             raise RuntimeError(f"{request.node.nodeid} starts Ray: give it the ray_cluster fixture or mark it e2e")
 
         monkeypatch.setattr(ray, "init", refuse)
+        monkeypatch.setattr(Processes, "start", refuse)  # the session's cluster may be up: no actor either
     yield
 
 

@@ -1,6 +1,6 @@
 """What each actor of a run needs in memory, from the config and the models' Hugging Face configs alone (no
 weights), and whether that fits the devices it gets: ``python -m selfplay.plan`` prints it, and
-``selfplay.run`` refuses a plan that cannot fit before any actor starts.
+``selfplay.run`` refuses a plan that cannot fit before any actor loads a model.
 
 The estimates (bytes):
 - learner, per rank: the trainable weights, their gradients and AdamW's two moments, each sharded over

@@ -184,7 +184,7 @@ class DirectionsConfig:
 
 @dataclass
 class PlacementConfig:
-    """The devices the plan (``selfplay.config.memory``) checks a run against before any actor starts."""
+    """The devices the plan (``selfplay.config.memory``) checks a run against before any actor loads a model."""
 
     gpu_memory_gb: Optional[float] = None  # per GPU; None: the visible GPU's, or 80 where none is visible
     cpu_memory_gb: Optional[float] = None  # host memory for the CPU actors; None: this machine's

@@ -7,12 +7,16 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+if TYPE_CHECKING:  # transformers' model classes cost ~2 s to import: only the functions that load import them
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 Messages = list[dict[str, str]]
+PICKLE_WEIGHTS = "pytorch_model*.bin"  # transformers' pickle weights (and their shards): read with allow_pickle only
 
 
 # float64 for the learner only (tests prove sharded = one process in it, where rounding cannot hide a bug)
@@ -62,6 +66,8 @@ def resolve(name: str) -> str:
 def load_tokenizer(name: str, trust: ModelTrust = ModelTrust(), chat_template: bool = True) -> PreTrainedTokenizerBase:
     """The tokenizer ``name``, padding with EOS where it has no pad token.  ``chat_template=False`` accepts one
     without a chat template: an encoder judge (PairRM) that reads plain text, never the policy's format."""
+    from transformers import AutoTokenizer
+
     try:
         tok = AutoTokenizer.from_pretrained(resolve(name), trust_remote_code=trust.trust_remote_code)
     except Exception as e:  # transformers raises OSError, ValueError, HF hub errors...
@@ -74,6 +80,8 @@ def load_tokenizer(name: str, trust: ModelTrust = ModelTrust(), chat_template: b
 
 
 def load_causal_lm(name: str, dtype: str = "float32", trust: ModelTrust = ModelTrust()) -> PreTrainedModel:
+    from transformers import AutoModelForCausalLM
+
     try:
         return AutoModelForCausalLM.from_pretrained(resolve(name), dtype=DTYPES[dtype], **trust.hf_kwargs())
     except Exception as e:

@@ -1,4 +1,4 @@
-"""What the driver checks of the run's models and directory before Ray starts, from configs and file listings.
+"""What the driver checks of the run's models and directory before any actor loads a model, from configs and file listings.
 
 Without these, a policy whose tokenizer has more tokens than its embedding has rows runs until an actor dies with
 ``IndexError: index out of range in self``, and a scorer directory without weights fails inside the scorer
@@ -15,9 +15,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from selfplay.core.lm import PICKLE_WEIGHTS as READ_PICKLE
 from selfplay.core.lm import ModelLoadError, ModelTrust, resolve
 from selfplay.loop.sources import RunError, Sources
-from selfplay.models.backbone import PICKLE_WEIGHTS as READ_PICKLE
 
 SAFE_WEIGHTS = "*.safetensors"
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")  # torch.load's formats: unpickling can run code
@@ -128,7 +128,7 @@ def check_scorer(name: str, cfg: DictConfig) -> None:
 
 def check_models(sources: Sources, cfg: DictConfig) -> None:
     """Both models' weights, the policy's code (the scorer's: ``check_scorer``, earlier) and both vocabularies,
-    from their local files, before any actor starts; ``cfg.policy`` and ``cfg.scorer`` say what each model may
+    from their local files, before any actor loads a model; ``cfg.policy`` and ``cfg.scorer`` say what each model may
     load (``ModelTrust``)."""
     for model, tokenizer, role in ((sources.policy, sources.policy_tokenizer, "policy"),
                                    (sources.scorer, sources.scorer_tokenizer, "scorer")):
@@ -143,7 +143,7 @@ def check_models(sources: Sources, cfg: DictConfig) -> None:
 
 def check_tensor_parallel(name: str, cfg: DictConfig) -> None:
     """``generator.tensor_parallel`` > 1 fits the policy's heads (a local config.json's) and, for an engine on
-    the CPU, this machine's cores (``selfplay.policy.tensor_parallel``); refused in one line, before Ray starts."""
+    the CPU, this machine's cores (``selfplay.policy.tensor_parallel``); refused in one line, before any actor loads a model."""
     import os
 
     from selfplay.policy.tensor_parallel import tensor_parallel_problems

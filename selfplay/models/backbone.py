@@ -21,11 +21,11 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from selfplay.core.lm import Messages, ModelLoadError, ModelTrust, encode_exchange, pad_sequences, resolve
+from selfplay.core.lm import (PICKLE_WEIGHTS, Messages, ModelLoadError, ModelTrust, encode_exchange, pad_sequences,
+                              resolve)
 from selfplay.models.preference_losses import preference_nll
 
 META_FILE = "preference_model.json"
-PICKLE_WEIGHTS = "pytorch_model*.bin"  # transformers' pickle weights (and their shards): read with allow_pickle only
 HEADER_LIMIT = 100 << 20  # safetensors' own bound on a header's size
 
 

@@ -20,16 +20,16 @@ matrix of its gated scalar score, S = s_i - s_j.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 from selfplay.core.lm import DTYPES, Messages, ModelTrust, load_tokenizer
 from selfplay.models import DIRECTIONAL_KINDS, judge_dtype
-from selfplay.models.backbone import PreferenceModel
-from selfplay.models.kinds import load_preference_model
-from selfplay.models.multi_objective import Selection
-from selfplay.models.pairrm import load_pairrm
+
+if TYPE_CHECKING:  # the model classes import transformers' (~2 s): only the scorer's process loads them
+    from selfplay.models.backbone import PreferenceModel
+    from selfplay.models.multi_objective import Selection
 
 
 def sppo_aggregate(s: torch.Tensor) -> torch.Tensor:
@@ -127,6 +127,9 @@ class ScorerSpec:
                    ModelTrust.of(s), s.dtype, attributes, s.aggregate, s.source, template)
 
     def load(self) -> Scorer:
+        from selfplay.models.kinds import load_preference_model
+        from selfplay.models.pairrm import load_pairrm
+
         torch_dtype = DTYPES[judge_dtype(self.dtype, self.device)]
         if self.kind == "pairrm":
             pm, tok = load_pairrm(self.model, self.tokenizer, self.trust, self.source, self.template, dtype=torch_dtype)

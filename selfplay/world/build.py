@@ -26,22 +26,17 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoModel, LlamaConfig, LlamaForCausalLM
 
 from selfplay.core.checkpoint import atomic_write_json, atomic_write_text, build_once
-from selfplay.core.lm import Messages, encode_prompt, load_causal_lm, load_tokenizer, response_batch
-from selfplay.core.optim import minimize
+from selfplay.core.lm import load_causal_lm, load_tokenizer
 from selfplay.data.pairs import PreferencePair, load_pairs, write_pairs_jsonl
 from selfplay.models import KINDS
-from selfplay.models.backbone import load_backbone
-from selfplay.models.kinds import new_preference_model
-from selfplay.models.training import pair_accuracy, train_preference_model
 from selfplay.world import corpus, oracle
 from selfplay.world.rows import (
     attribute_row,
@@ -49,7 +44,11 @@ from selfplay.world.rows import (
     labelled_pairs,
     steered_batch,
 )
+from selfplay.world.sft import sft
 from selfplay.world.tokenizer import train_tokenizer
+
+if TYPE_CHECKING:  # the model classes (~2 s to import) only where a part is built: a cached world is read without
+    from transformers import LlamaForCausalLM
 
 log = logging.getLogger(__name__)
 
@@ -167,25 +166,9 @@ def get_world(cfg: DictConfig) -> World:
     return World.at(root)
 
 
-def sft(model: LlamaForCausalLM, tokenizer, draw_batch: Callable[[], list[tuple[Messages, str]]], steps: int,
-        lr: float) -> list[float]:
-    """Next-token loss on ``draw_batch()``'s (messages -> response) rows with the prompt masked; warm-up, then
-    linear decay."""
-    def step_loss(_: int) -> torch.Tensor:
-        batch = draw_batch()
-        p_ids = [encode_prompt(tokenizer, messages) for messages, _ in batch]
-        r_ids = [tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-                 for _, response in batch]
-        ids, attn, mask = response_batch(p_ids, r_ids, tokenizer.pad_token_id)
-        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
-        return (nll * mask[:, 1:]).sum() / mask[:, 1:].sum()
-
-    warmup_then_decay = lambda s: min(1.0, (s + 1) / 20) * (1 - s / steps)
-    return minimize(model, step_loss, steps, lr, warmup_then_decay)
-
-
 def build_world(cfg: DictConfig, root: Path) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     t0 = time.perf_counter()
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -252,6 +235,12 @@ def train_world_scorer(
 
     Every kind gets the same backbone, pairs, steps, batch and learning rate.
     """
+    from transformers import AutoModel
+
+    from selfplay.models.backbone import load_backbone
+    from selfplay.models.kinds import new_preference_model
+    from selfplay.models.training import pair_accuracy, train_preference_model
+
     t = time.perf_counter()
     tokenizer = load_tokenizer(world.tokenizer)
     if pairs is None:
@@ -276,6 +265,8 @@ def train_world_attribute_model(world: World, cfg: DictConfig, out: Path) -> dic
     """The multi-objective reward model (docs/methods.md §2.3) from the SFT policy on the world's attribute rows
     (``World.attribute_data``, already on 0-100), with the pair kinds' steps, batch and learning rate."""
     from selfplay.data.attributes import load_attribute_rows
+    from selfplay.models.backbone import load_backbone
+    from selfplay.models.kinds import new_preference_model
     from selfplay.models.training import regression_report, train_attribute_model
 
     t = time.perf_counter()

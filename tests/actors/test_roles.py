@@ -45,8 +45,8 @@ def test_the_declarations_are_the_roles_verbs():
     assert "connect_generators" in verbs(Learner) and "__init__" not in verbs(Learner)
 
 
-@pytest.mark.parametrize(("worker", "role", "own"), [(GenerationWorker, TransferEngine, set()),
-                                                     (ScoringWorker, Scoring, set()),
+@pytest.mark.parametrize(("worker", "role", "own"), [(GenerationWorker, TransferEngine, {"setup"}),
+                                                     (ScoringWorker, Scoring, {"setup"}),
                                                      (LearnerWorker, Learner, {"address", "setup"})])
 def test_each_shell_has_exactly_the_declared_verbs_and_its_own(worker, role, own):
     cls = worker.__ray_metadata__.modified_class
@@ -94,6 +94,12 @@ def test_a_shell_forwards_every_declared_verb_to_the_object_it_holds(ray_cluster
     with pytest.raises(TypeError, match="missing a required argument: 'level'"):
         actor.sleep.remote()  # the declared signature is checked when the call is made
     ray.kill(actor)
+    # started ahead of its spec (importing its role's libraries), then set up: the same object
+    early = Echo.remote(None, ("json", "actors.roles"))
+    assert ray.get(early.__ray_call__.remote(lambda self: self.held)) is None
+    ray.get(early.setup.remote("spec-8"))
+    assert ray.get(early.generate.remote([[1]], 2, 1.0, 1.0, 4, 0)) == ("spec-8", "generate")
+    ray.kill(early)
 
 
 def test_a_groups_call_reaches_every_member_and_a_late_member_is_named(ray_cluster):

@@ -13,15 +13,19 @@ from tests.loop.test_e2e import assert_refused
 
 @pytest.fixture
 def no_ray(monkeypatch):
-    """The run must refuse before it starts Ray or any actor (the suite's own cluster may be up already)."""
+    """The run must refuse before any actor gets a model: Ray's start and the actors' processes, which begin
+    beside the checks (``selfplay.loop.startup``), fail here, and so does ``start_workers``, so a run that
+    does not refuse fails the test (the suite's own cluster may be up already)."""
     import ray
 
     import selfplay.run
+    from selfplay.loop.startup import Processes
 
     def started(*args, **kwargs):
         raise AssertionError("the run went on to start Ray or its actors before refusing")
 
     monkeypatch.setattr(ray, "init", started)
+    monkeypatch.setattr(Processes, "start", started)
     monkeypatch.setattr(selfplay.run, "start_workers", started)
 
 
@@ -259,6 +263,7 @@ def test_a_start_that_fails_leaves_a_directory_the_same_command_starts_again_in(
     """An actor that will not start (here: start_workers raising as a dying scorer would) leaves no config.yaml,
     so the same command, once the cause is gone, starts rather than saying the directory already holds a run."""
     import selfplay.run
+    from selfplay.loop.startup import Processes
 
     def dies(*args, **kwargs):
         raise RuntimeError("the scorer actor died")
@@ -271,6 +276,7 @@ def test_a_start_that_fails_leaves_a_directory_the_same_command_starts_again_in(
             f"policy.tokenizer={world.tokenizer}", f"scorer.model={world.gpm}"]
     monkeypatch.setattr("ray.init", lambda *a, **k: None)
     monkeypatch.setattr("ray.shutdown", lambda *a, **k: None)
+    monkeypatch.setattr(Processes, "start", lambda cfg: None)
     monkeypatch.setattr(selfplay.run, "start_workers", dies)
     with pytest.raises(RuntimeError, match="the scorer actor died"):
         selfplay.run.main(argv)
