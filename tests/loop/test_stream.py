@@ -66,6 +66,38 @@ def test_the_directional_judge_streams_rewards_of_the_prompts_without_their_dire
     assert PreferenceJudge().verdict(verdict.scores, None).scores == verdict.scores
 
 
+def test_gather_passes_each_call_on_once_as_it_finishes_a_redone_one_when_it_is_done_again(ray_cluster):
+    import os
+    import signal
+    import time
+
+    import ray
+
+    from actors.group import gather
+    from tests.loop.test_failures import pid
+
+    @ray.remote(num_cpus=0)
+    class Worker:
+        def work(self, i: int, seconds: float) -> int:
+            time.sleep(seconds)
+            return 10 * i
+
+    workers = [Worker.remote() for _ in range(2)]
+    busy, arrived = pid(workers[1]), []
+
+    def redo(i: int, error: Exception):
+        workers[i] = Worker.remote()
+        return workers[i].work.remote(i, 0.0)
+
+    refs = [workers[0].work.remote(0, 0.5), workers[1].work.remote(1, 600)]
+    time.sleep(0.1)
+    os.kill(busy, signal.SIGKILL)  # mid-call: call 1 is made again, and arrives once, after call 0 or before it
+    assert gather(refs, "generate", False, 60.0, ["g0", "g1"], redo, lambda i, v: arrived.append((i, v))) == [0, 10]
+    assert sorted(arrived) == [(0, 0), (1, 10)]
+    for w in workers:
+        ray.kill(w)
+
+
 def test_a_streamed_run_equals_the_staged_one(hf_run, tmp_path, monkeypatch):
     """The smoke preset, two iterations: 32 prompts generated in 4 chunks of 8, scored in 2 chunks of 16.
     Streamed, the first scoring chunk is sent when half the prompts are generated; the metrics (all but the
