@@ -24,15 +24,17 @@ class StageTimeout(TimeoutError):
 
 
 Redo = Callable[[int, Exception], "ray.ObjectRef"]
+Arrived = Callable[[int, object], None]
 
 
 def gather(refs: list, desc: str, progress: bool = True, timeout_s: float | None = None,
-           names: list[str] | None = None, redo: Redo | None = None) -> list:
+           names: list[str] | None = None, redo: Redo | None = None, arrived: Arrived | None = None) -> list:
     """ray.get(refs) in submission order, with a progress bar that advances as calls finish.  With ``timeout_s``,
     the whole wait is bounded: a StageTimeout names ``desc`` and the actors (``names``, one per ref) still
     working.  With ``redo``, a call whose actor died (RayActorError) or did not answer in time is not an error
     here: ``redo(i, error)`` restarts its actor and returns a new ref for call i, waited on in its place (the
-    bound starts again); the calls that finished are kept, never made twice."""
+    bound starts again); the calls that finished are kept, never made twice.  With ``arrived``, each call's value
+    is passed to ``arrived(i, value)`` as soon as it finishes (in the order they finish), e.g. to send work on it."""
     refs = list(refs)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     with tqdm(total=len(refs), desc=desc, disable=not progress, leave=False, dynamic_ncols=True) as bar:
@@ -50,13 +52,15 @@ def gather(refs: list, desc: str, progress: bool = True, timeout_s: float | None
                 deadline = time.monotonic() + timeout_s
                 continue
             try:
-                ray.get(done)  # raise an actor's error as soon as it happens
+                value = ray.get(done[0])  # raise an actor's error as soon as it happens
             except RayActorError as error:
                 if redo is None:
                     raise
                 pending.append(redo_call(refs, refs.index(done[0]), error, redo))
                 deadline = None if timeout_s is None else time.monotonic() + timeout_s
                 continue
+            if arrived is not None:
+                arrived(refs.index(done[0]), value)
             bar.update(len(done))
     return ray.get(refs)
 

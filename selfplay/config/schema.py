@@ -237,6 +237,10 @@ class RunSettings:
     # Ray: None connects to RAY_ADDRESS / a running cluster if any, else starts a local one.
     ray_address: Optional[str] = None
     progress: bool = True
+    # Stream the rollout: each chunk of generated prompts goes to the scorer at once, and is scored while the
+    # next chunks generate (the same chunks as the staged run's, so the same rollout and metrics); false:
+    # generate everything, then score
+    stream: bool = False
     # Each stage's wait on the actors is bounded: a call that hangs counts as a failure of that actor (below),
     # named with the stage.  Seconds, generous for real models; stage_timeouts overrides stages by name
     # (TIMED_STAGES), e.g. {train: 86400}

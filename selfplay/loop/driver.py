@@ -5,7 +5,8 @@
             in its system prompt)
         generate K responses per prompt from pi_{t-1}
         score them (K x K preference log-odds per prompt; multi-objective: S = v^T (r_i - r_j) / tau)
-            and save the scored rollout (a run resumed at t reuses it instead)
+            and save the scored rollout (a run resumed at t reuses it instead); with ``run.stream``, each
+            chunk of prompts is scored as soon as it is generated, while the next ones generate
         build the algorithm's batch (+ memory replay) and train pi_t from pi_{t-1} (or pi_0)
             (colocated: the generators sleep meanwhile)
         send pi_t's weights to the generators, in place
@@ -104,12 +105,15 @@ def iteration(t: int, cfg: DictConfig, workers: Workers, judge: Judge, prompts: 
         rollout, times["generate_s"], times["score_s"] = saved, 0.0, 0.0
         log.info("iteration %d: reusing the saved rollout %s", t, rollout_path(run_dir, t))
     else:
-        with stage("generate", t, times):
+        scoring = judge.scoring(workers, rollout.prompts, cfg.generator.k, cfg)  # in scorer.batch_size chunks
+        with stage("generate", t, times):  # run.stream: a chunk is sent to the scorer once all of it is generated
             samples = generate(workers, rollout.prompt_ids, cfg.generator.k, cfg.generator.temperature, cfg,
-                               seed=iteration_seed(cfg, t, 1), desc="generate")
+                               seed=iteration_seed(cfg, t, 1), desc="generate",
+                               arrived=scoring.add_samples if cfg.run.stream else None)
             rollout = rollout.with_samples(samples)
         with stage("score", t, times):
-            verdict = judge.judge(workers, rollout.prompts, rollout.grouped(rollout.texts), rollout.directions, cfg)
+            scoring.add_samples(0, samples)  # sends the chunks not sent yet (streamed: none)
+            verdict = judge.verdict(scoring.collect(), rollout.directions)
             rollout = replace(rollout, scores=verdict.scores, rewards=verdict.rewards)
             save_rollout(run_dir, t, rollout)
     with generators_asleep(workers, cfg, times), stage("train", t, times):  # colocated: the learner has the GPUs

@@ -7,7 +7,8 @@
   S[i, j] = v^T (r_i - r_j) / tau (docs/methods.md §3.2).  It also reports each policy's Pareto front
   over the evaluation grid, and records the attributes beside every checkpoint.
 
-The loop calls the same methods on either and never asks which one it has.
+The loop calls the same methods on either and never asks which one it has: ``judge`` for responses that are
+all there (evaluation), or ``scoring`` (chunks sent as the responses arrive) and then ``verdict`` (the rollout).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from omegaconf import DictConfig
 from selfplay.core.checkpoint import read_metrics
 from selfplay.core.lm import Messages
 from selfplay.loop.sources import Oracle
-from selfplay.loop.stages import score
+from selfplay.loop.stages import Scoring, score
 from selfplay.loop.workers import Workers
 from selfplay.steering.directional import Steering, front_metrics, save_attributes
 from selfplay.steering.directions import Direction, strip
@@ -57,7 +58,15 @@ class PreferenceJudge:
 
     def judge(self, workers: Workers, prompts: list[Messages], responses: list[list[str]],
               directions: Optional[list[Direction]], cfg: DictConfig) -> Judgement:
-        return Judgement(score(workers, "score", prompts, responses, cfg))
+        return self.verdict(score(workers, "score", prompts, responses, cfg), directions)
+
+    def scoring(self, workers: Workers, prompts: list[Messages], k: int, cfg: DictConfig) -> Scoring:
+        """The K x K log-odds of these prompts' K responses, each chunk sent once its responses are added."""
+        return Scoring(workers, "score", prompts, k, cfg)
+
+    def verdict(self, scored: list[torch.Tensor], directions: Optional[list[Direction]]) -> Judgement:
+        """The judgement of what ``scoring`` collected."""
+        return Judgement(scored)
 
     def prompt_of_units(self, units: int) -> list[int]:
         """The held-out prompt each evaluation unit comes from: here each unit is one prompt."""
@@ -99,7 +108,15 @@ class DirectionalJudge:
 
     def judge(self, workers: Workers, prompts: list[Messages], responses: list[list[str]],
               directions: Optional[list[Direction]], cfg: DictConfig) -> Judgement:
-        rewards = score(workers, "rewards", [strip(p) for p in prompts], responses, cfg)
+        return self.verdict(score(workers, "rewards", [strip(p) for p in prompts], responses, cfg), directions)
+
+    def scoring(self, workers: Workers, prompts: list[Messages], k: int, cfg: DictConfig) -> Scoring:
+        """The (K, m) rewards of these prompts' K responses, read without the directions in their system prompts,
+        each chunk sent once its responses are added."""
+        return Scoring(workers, "rewards", [strip(p) for p in prompts], k, cfg)
+
+    def verdict(self, rewards: list[torch.Tensor], directions: Optional[list[Direction]]) -> Judgement:
+        """S = v^T (r_i - r_j) / tau per prompt, from what ``scoring`` collected, and the rewards."""
         return Judgement([self.steering.scores(r, v) for r, v in zip(rewards, directions)], rewards)
 
     def prompt_of_units(self, units: int) -> list[int]:

@@ -19,6 +19,7 @@ def test_defaults_load():
     assert cfg.policy.model is None and cfg.data.prompts is None
     assert cfg.train.batch_size % cfg.train.micro_batch_size == 0
     assert cfg.algo.pairs == "all" and cfg.algo.reference == "previous" and cfg.algo.eta is None
+    assert cfg.run.stream is False  # staged: generate everything, then score
     # every default lives in the schema, and validation writes nothing into the config
     schema = OmegaConf.structured(Config)
     assert OmegaConf.to_container(cfg) == OmegaConf.to_container(schema)
@@ -123,7 +124,8 @@ def test_unknown_key_after_preset():
 
 
 @pytest.mark.parametrize("arg,key", [("generator.k=abc", "generator.k"), ("generator.k=2.5", "generator.k"),
-                                     ("run.resume=maybe", "run.resume"), ("scorer.tau=fast", "scorer.tau")])
+                                     ("run.resume=maybe", "run.resume"), ("scorer.tau=fast", "scorer.tau"),
+                                     ("run.stream=sometimes", "run.stream")])
 def test_wrong_type_names_key(arg, key):
     with pytest.raises(ConfigError) as e:
         load_config([arg])

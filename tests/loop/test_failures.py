@@ -67,7 +67,7 @@ def test_a_call_whose_actor_dies_or_hangs_is_made_again_and_finished_calls_are_k
 
 def run_killing(monkeypatch, run_dir, stage: str, role: str, extra: tuple[str, ...] = ()) -> int:
     """Resume ``run_dir`` (stopped after iteration 1) to iteration 2, killing the ``role`` actor's process (generator
-    0 or learner rank 0) as the driver enters ``stage`` of iteration 2."""
+    0, the scorer or learner rank 0) as the driver enters ``stage`` of iteration 2."""
     import selfplay.loop.driver as driver
     import selfplay.run as run
 
@@ -80,7 +80,7 @@ def run_killing(monkeypatch, run_dir, stage: str, role: str, extra: tuple[str, .
     def kill_at(name: str, t: int) -> None:
         if (name, t) == (stage, 2) and "killed" not in started:  # once: not again in the iteration done again
             started["killed"], w = True, started["workers"]
-            sigkill(w.generators[0] if role == "generator" else w.learner.ranks[0])
+            sigkill({"generator": w.generators[0], "scorer": w.scorer}.get(role) or w.learner.ranks[0])
 
     monkeypatch.setattr(run, "start_workers", keep)
     monkeypatch.setattr(driver, "fault_point", kill_at)
