@@ -65,9 +65,10 @@ def test_a_call_whose_actor_dies_or_hangs_is_made_again_and_finished_calls_are_k
         ray.kill(w)
 
 
-def run_killing(monkeypatch, run_dir, stage: str, role: str, extra: tuple[str, ...] = ()) -> int:
-    """Resume ``run_dir`` (stopped after iteration 1) to iteration 2, killing the ``role`` actor's process (generator
-    0, the scorer or learner rank 0) as the driver enters ``stage`` of iteration 2."""
+def run_killing(monkeypatch, run_dir, stage: str, role: str, extra: tuple[str, ...] = (), resume: bool = True) -> int:
+    """Resume ``run_dir`` (stopped after iteration 1; ``resume=False``: start it) to iteration 2, killing the
+    ``role`` actor's process (generator 0, the scorer or learner rank 0) as the driver enters ``stage`` of
+    iteration 2."""
     import selfplay.loop.driver as driver
     import selfplay.run as run
 
@@ -84,7 +85,7 @@ def run_killing(monkeypatch, run_dir, stage: str, role: str, extra: tuple[str, .
 
     monkeypatch.setattr(run, "start_workers", keep)
     monkeypatch.setattr(driver, "fault_point", kill_at)
-    return main([*FAST, "iter=2", f"run.dir={run_dir}", "generator.backend=hf", "run.resume=true", *extra])
+    return main([*FAST, "iter=2", f"run.dir={run_dir}", "generator.backend=hf", *["run.resume=true"] * resume, *extra])
 
 
 @pytest.mark.parametrize(("stage", "role", "actor"), [("generate", "generator", "generator 0"),

@@ -15,11 +15,10 @@ from selfplay.core.checkpoint import read_metrics
 from selfplay.loop.judges import PreferenceJudge
 from selfplay.loop.stages import Scoring
 from selfplay.loop.workers import Workers
-from selfplay.run import main
-from tests.loop.test_e2e import FAST, without_timings
+from tests.loop.test_e2e import without_timings
 from tests.loop.test_failures import run_killing
 from tests.loop.test_judges import PROMPTS, directional
-from tests.loop.test_resume import after_iteration_1, same
+from tests.loop.test_resume import same
 
 CFG = load_config(["smoke", "scorer.batch_size=8"])  # K = 4: chunks of 2 prompts
 
@@ -98,10 +97,12 @@ def test_gather_passes_each_call_on_once_as_it_finishes_a_redone_one_when_it_is_
         ray.kill(w)
 
 
-def test_a_streamed_run_equals_the_staged_one(hf_run, tmp_path, monkeypatch):
+def test_a_streamed_run_equals_the_staged_one_through_a_scorer_killed_mid_stream(hf_run, tmp_path, monkeypatch):
     """The smoke preset, two iterations: 32 prompts generated in 4 chunks of 8, scored in 2 chunks of 16.
-    Streamed, the first scoring chunk is sent when half the prompts are generated; the metrics (all but the
-    timings) and both checkpoints' weights equal the staged run's (``hf_run``) exactly."""
+    Iteration 1 streams untouched: its first scoring chunk is sent when half the prompts are generated, and its
+    metrics (all but the timings) and weights equal the staged run's (``hf_run``) exactly.  Then the scorer's
+    process is killed as iteration 2 starts generating: the chunks sent to it meanwhile fail, the score stage
+    restarts it and sends them again, and iteration 2 ends as the staged run's too, its failure listed."""
     generated_at_send, send = [], Scoring._send
 
     def recording_send(self, c: int):
@@ -110,22 +111,14 @@ def test_a_streamed_run_equals_the_staged_one(hf_run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(stages.Scoring, "_send", recording_send)
     run_dir = tmp_path / "run"
-    assert main([*FAST, "iter=2", f"run.dir={run_dir}", "generator.backend=hf", "run.stream=true"]) == 0
-    # per iteration: its rollout's two chunks, then the evaluation's one chunk of its 16 prompts (all at once)
-    assert generated_at_send == [16, 32, 16] * 2
-    assert [without_timings(r) for r in read_metrics(run_dir)] == [without_timings(r) for r in read_metrics(hf_run)]
-    for t in (1, 2):
-        streamed, staged = (load_file(str(d / f"iter_{t}" / "model.safetensors")) for d in (run_dir, hf_run))
-        assert streamed.keys() == staged.keys() and all(torch.equal(streamed[k], staged[k]) for k in staged)
-
-
-def test_a_scorer_killed_while_the_rollout_streams_is_restarted_and_its_chunks_scored_again(
-        hf_run, tmp_path, monkeypatch):
-    """The scorer's process is killed as iteration 2 starts generating: the chunks sent to it meanwhile fail,
-    and the score stage restarts it and sends them again; the run ends as the uninterrupted one."""
-    run_dir = after_iteration_1(hf_run, tmp_path)
-    assert run_killing(monkeypatch, run_dir, "generate", "scorer", ("run.stream=true",)) == 0
-    resumed, uninterrupted = read_metrics(run_dir)[1], read_metrics(hf_run)[1]
-    [failure] = resumed["actor_failures"]
+    assert run_killing(monkeypatch, run_dir, "generate", "scorer", ("run.stream=true",), resume=False) == 0
+    # iteration 1: its rollout's two chunks, then the evaluation's one chunk of its 16 prompts (all at once)
+    assert generated_at_send[:3] == [16, 32, 16]
+    streamed, staged = read_metrics(run_dir), read_metrics(hf_run)
+    assert without_timings(streamed[0]) == without_timings(staged[0])
+    [failure] = streamed[1]["actor_failures"]
     assert failure["stage"] == "score" and failure["actor"] == "scorer" and "ActorDiedError" in failure["cause"]
-    assert {**same(resumed), "actor_failures": []} == same(uninterrupted)
+    assert {**same(streamed[1]), "actor_failures": []} == same(staged[1])
+    for t in (1, 2):
+        ours, theirs = (load_file(str(d / f"iter_{t}" / "model.safetensors")) for d in (run_dir, hf_run))
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)
