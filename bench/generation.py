@@ -26,6 +26,7 @@ def main() -> None:
     from selfplay.core.lm import encode_prompt, load_causal_lm, load_tokenizer
     from selfplay.data.prompts import load_prompts
     from selfplay.policy.engines import make_generator
+    from selfplay.policy.object_store_sync import TensorMeta, pack
     from selfplay.policy.specs import GeneratorSpec
     from selfplay.world.build import get_world
 
@@ -49,12 +50,14 @@ def main() -> None:
         print(f"{backend:5s} {rates[backend]:9.0f} tokens/s ({len(ids)} prompts x {args.k})")
     print(f"ratio vllm / hf: {rates['vllm'] / rates['hf']:.2f}")
 
-    weights = load_causal_lm(world.policy).state_dict()
+    weights = load_causal_lm(world.policy).state_dict()  # one bucket of every tensor, as the sync sends it
+    bucket = pack([TensorMeta(n, t.dtype, tuple(t.shape)) for n, t in weights.items()], weights.__getitem__)
     vllm = engines["vllm"]
     reps = 20
     start = time.perf_counter()
     for _ in range(reps):
-        vllm.load_weights(weights)
+        vllm.load_bucket(bucket)
+        vllm.finish_sync()
     load_s = (time.perf_counter() - start) / reps
     del engines["vllm"], vllm
     start = time.perf_counter()

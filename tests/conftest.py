@@ -18,15 +18,12 @@ BACKGROUND: list[subprocess.Popen] = []  # the world-parts build (tests/world_pa
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """A session that will run a test marked ``world_parts`` builds those parts in the background from now on, at
-    the lowest CPU priority: it takes the cores the tests leave idle.  At equal priority its OpenMP threads and a
-    running test's actors' oversubscribe two cores (that made the suite's first driver runs 7x slower); the
-    computation, and so the part, is the same at any priority."""
+    """A session that will run a test marked ``world_parts`` builds those parts in the background from now on.
+    (At the lowest CPU priority the DPA test waited 265 s for them and the suite took longer: docs/benchmarks.md.)"""
     if not session.config.option.collectonly and any(i.get_closest_marker("world_parts") for i in session.items):
         root = Path(__file__).resolve().parent.parent  # a part that fails here is built again, loudly, by its test
         BACKGROUND.append(subprocess.Popen([sys.executable, "-m", "tests.world_parts"], cwd=root,
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                           preexec_fn=lambda: os.nice(19)))
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
