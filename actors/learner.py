@@ -4,7 +4,6 @@ the learner's (``selfplay.policy.verbs.Learner``), forwarded by ``actors.roles.s
 
 from __future__ import annotations
 
-import importlib
 import socket
 
 import ray
@@ -12,7 +11,7 @@ from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from actors.group import rank_names
-from actors.roles import Group, shell
+from actors.roles import Group, preload, shell
 from selfplay.policy.specs import LearnerSpec
 from selfplay.policy.verbs import Learner
 
@@ -23,8 +22,7 @@ class Rank:
     rendezvous)."""
 
     def __init__(self, rank: int, world_size: int, imports: tuple[str, ...] = ()):
-        for module in imports:
-            importlib.import_module(module)
+        preload(imports)
         self.rank, self.world_size = rank, world_size
         self.held = None  # the PolicyTrainer
 

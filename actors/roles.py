@@ -53,6 +53,12 @@ def forwarder(verb: str, signature: inspect.Signature | None) -> Callable:
     return method
 
 
+def preload(modules: tuple[str, ...]) -> None:
+    """Import ``modules`` now: a process started ahead of its spec loads its role's libraries meanwhile."""
+    for module in modules:
+        importlib.import_module(module)
+
+
 def imported(path: str) -> Callable:
     """The function ``module:name`` names (imported now), or ``path`` itself if it is already one."""
     if callable(path):
@@ -70,8 +76,7 @@ class Holder:
     _build: Callable | str | None = None
 
     def __init__(self, spec=None, imports: tuple[str, ...] = ()):
-        for module in imports:
-            importlib.import_module(module)
+        preload(imports)
         self.held = None
         if spec is not None:
             self.setup(spec)

@@ -161,7 +161,7 @@ def start_workers(cfg: DictConfig, sources, run_dir: Path, last: int, processes=
     from actors.learner import LearnerGroup
     from selfplay.config.scoring import attribute_selection
     from selfplay.loop.startup import (GenerationWorker, Processes, ScoringWorker, generator_options,
-                                       learner_placement, scorer_options)
+                                       learner_placement, scorer_options, stop)
     from selfplay.loop.sync import connect_weight_transfer, send_code_table, sync_weights
     from selfplay.loop.workers import Failures, Spawn, Workers, stage_timeout
     from selfplay.models.preference_scorer import ScorerSpec
@@ -196,17 +196,9 @@ def start_workers(cfg: DictConfig, sources, run_dir: Path, last: int, processes=
         connect_weight_transfer(workers, cfg)
         send_code_table(workers, cfg)  # LPC: a resumed run's trained codes are served from the first generation
     except BaseException:
-        stop_workers(workers)
+        stop(workers)
         raise
     return workers
-
-
-def stop_workers(workers) -> None:
-    import ray
-
-    for actor in [*workers.generators, workers.scorer]:
-        ray.kill(actor)
-    workers.learner.stop()
 
 
 def check_inputs(cfg: DictConfig):
@@ -245,7 +237,7 @@ def main(argv: list[str]) -> int:
     from selfplay.core.checkpoint import last_complete_iteration
     from selfplay.loop.driver import selfplay
     from selfplay.loop.stages import BadNumbers
-    from selfplay.loop.startup import InBackground, Processes
+    from selfplay.loop.startup import InBackground, Processes, stop
     from selfplay.loop.workers import TooManyFailures
 
     owns_ray = not ray.is_initialized()  # a caller's (e.g. a test's) cluster is left running
@@ -294,9 +286,9 @@ def main(argv: list[str]) -> int:
         if owns_ray and ray.is_initialized():
             ray.shutdown()
         elif workers is not None:
-            stop_workers(workers)
+            stop(workers)
         elif processes is not None:
-            processes.stop()
+            stop(processes)
     print(f"done: {run_dir}/metrics.jsonl")
     return 0
 

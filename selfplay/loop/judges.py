@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from selfplay.core.checkpoint import read_metrics
 from selfplay.core.lm import Messages
 from selfplay.loop.sources import Oracle
-from selfplay.loop.stages import Scoring, score
+from selfplay.loop.stages import Scoring
 from selfplay.loop.workers import Workers
 from selfplay.steering.directional import Steering, front_metrics, save_attributes
 from selfplay.steering.directions import Direction, strip
@@ -58,7 +58,7 @@ class PreferenceJudge:
 
     def judge(self, workers: Workers, prompts: list[Messages], responses: list[list[str]],
               directions: Optional[list[Direction]], cfg: DictConfig) -> Judgement:
-        return self.verdict(score(workers, "score", prompts, responses, cfg), directions)
+        return self.verdict(self.scoring(workers, prompts, len(responses[0]), cfg).all(responses), directions)
 
     def scoring(self, workers: Workers, prompts: list[Messages], k: int, cfg: DictConfig) -> Scoring:
         """The K x K log-odds of these prompts' K responses, each chunk sent once its responses are added."""
@@ -108,7 +108,7 @@ class DirectionalJudge:
 
     def judge(self, workers: Workers, prompts: list[Messages], responses: list[list[str]],
               directions: Optional[list[Direction]], cfg: DictConfig) -> Judgement:
-        return self.verdict(score(workers, "rewards", [strip(p) for p in prompts], responses, cfg), directions)
+        return self.verdict(self.scoring(workers, prompts, len(responses[0]), cfg).all(responses), directions)
 
     def scoring(self, workers: Workers, prompts: list[Messages], k: int, cfg: DictConfig) -> Scoring:
         """The (K, m) rewards of these prompts' K responses, read without the directions in their system prompts,

@@ -131,6 +131,11 @@ class Scoring:
         return getattr(self.sent_to[c], self.method).remote(self.prompts[first:first + self.size],
                                                             self.responses[first:first + self.size])
 
+    def all(self, responses: list[list[str]]) -> list[torch.Tensor]:
+        """Every prompt's responses at once: every chunk sent, then collected."""
+        self.add(0, responses)
+        return self.collect()
+
     def collect(self) -> list[torch.Tensor]:
         """One tensor per prompt, in order, bounded by the score stage's timeout."""
         if None in self.refs:
@@ -149,9 +154,7 @@ class Scoring:
 def score(workers: Workers, method: str, prompts: list[Messages], responses: list[list[str]],
           cfg: DictConfig) -> list[torch.Tensor]:
     """``Scoring`` of responses that are all there: every chunk sent at once, then collected."""
-    scoring = Scoring(workers, method, prompts, len(responses[0]), cfg)
-    scoring.add(0, responses)
-    return scoring.collect()
+    return Scoring(workers, method, prompts, len(responses[0]), cfg).all(responses)
 
 
 def take_prompts(prompts: Prompts, judge, cfg: DictConfig, t: int) -> Batch:

@@ -90,7 +90,7 @@ def role_imports(cfg: DictConfig) -> dict[str, tuple[str, ...]]:
 @dataclass
 class Processes:
     """The actors' processes, started before their specs: ``generator.replicas`` generators, the scorer and the
-    learner's ranks (``LearnerGroup.create``); ``selfplay.run.start_workers`` sets each up."""
+    learner's ranks (``LearnerGroup.create``); ``selfplay.run.start_workers`` sets each up (``stop`` kills them)."""
 
     generators: list
     scorer: object
@@ -104,7 +104,9 @@ class Processes:
         scorer = ScoringWorker.options(**scorer_options(cfg)).remote(None, imports["scorer"])
         return cls(generators, scorer, LearnerGroup.create(cfg.train, *learner_placement(cfg), imports["learner"]))
 
-    def stop(self) -> None:
-        for actor in [*self.generators, self.scorer]:
-            ray.kill(actor)
-        self.learner.stop()
+
+def stop(actors) -> None:
+    """Kill the generators, the scorer and the learner's ranks of ``actors`` (``Processes`` or ``Workers``)."""
+    for actor in [*actors.generators, actors.scorer]:
+        ray.kill(actor)
+    actors.learner.stop()

@@ -8,6 +8,7 @@ import signal
 import time
 
 import pytest
+import ray
 
 from selfplay.core.checkpoint import read_metrics
 from selfplay.run import main
@@ -15,10 +16,17 @@ from tests.loop.test_e2e import FAST
 from tests.loop.test_resume import after_iteration_1, assert_same_weights, same
 
 
+@ray.remote(num_cpus=0)
+class Worker:
+    """A stand-in actor: ``work(i, seconds)`` sleeps, then returns 10 i."""
+
+    def work(self, i: int, seconds: float) -> int:
+        time.sleep(seconds)
+        return 10 * i
+
+
 def pid(actor) -> int:
     """The actor's process (asked while it is idle: an actor answers its calls in order)."""
-    import ray
-
     return ray.get(actor.__ray_call__.remote(lambda _: os.getpid()))
 
 
@@ -28,15 +36,7 @@ def sigkill(actor) -> None:
 
 
 def test_a_call_whose_actor_dies_or_hangs_is_made_again_and_finished_calls_are_kept(ray_cluster):
-    import ray
-
     from actors.group import StageTimeout, gather
-
-    @ray.remote(num_cpus=0)
-    class Worker:
-        def work(self, i: int, seconds: float) -> int:
-            time.sleep(seconds)
-            return 10 * i
 
     workers = [Worker.remote() for _ in range(3)]
     redone = []

@@ -73,13 +73,7 @@ def test_gather_passes_each_call_on_once_as_it_finishes_a_redone_one_when_it_is_
     import ray
 
     from actors.group import gather
-    from tests.loop.test_failures import pid
-
-    @ray.remote(num_cpus=0)
-    class Worker:
-        def work(self, i: int, seconds: float) -> int:
-            time.sleep(seconds)
-            return 10 * i
+    from tests.loop.test_failures import Worker, pid
 
     workers = [Worker.remote() for _ in range(2)]
     busy, arrived = pid(workers[1]), []
